@@ -1,0 +1,1 @@
+"""Wire types: one pydantic definition per type, shared by gateway, worker, engine and tests."""
