@@ -1,0 +1,28 @@
+"""Alembic environment of the store, run by `trestle.store.migrate` (there is no alembic.ini).
+
+The caller passes an open connection in `config.attributes["connection"]`; migrations run inside
+the transaction that the caller began, so that two processes opening a fresh database at the same
+time apply them once.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+
+from trestle.store.tables import Base
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError(
+        "trestle's migrations run through trestle.store.migrate (e.g. Store.open(url)), "
+        "which passes the connection; there is no alembic.ini"
+    )
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copies the table
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

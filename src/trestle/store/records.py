@@ -1,0 +1,62 @@
+"""What the store hands out: frozen dataclasses, never ORM rows.
+
+Callers can keep them, pass them between tasks and compare them; they are detached from any
+database session. `ApiKey` never carries the secret or its hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+DEPLOYMENT_STATUSES = frozenset({"building", "deploying", "active", "failed", "inactive"})
+
+
+def check_status(status: str) -> str:
+    """`status` if it is a deployment status, else ValueError naming the valid ones."""
+    if status not in DEPLOYMENT_STATUSES:
+        raise ValueError(
+            f"unknown deployment status {status!r}; expected one of {sorted(DEPLOYMENT_STATUSES)}"
+        )
+    return status
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    model_id: str
+    status: str
+    config: dict[str, Any] = field(hash=False)
+    source_dir: str
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Environment:
+    model_id: str
+    name: str
+    deployment_id: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

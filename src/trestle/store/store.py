@@ -1,0 +1,327 @@
+"""`Store`: the async repository over models, deployments, environments, API keys and secrets.
+
+    store = await Store.open("sqlite+aiosqlite:///home/trestle.db")   # migrates to head first
+    model = await store.create_model("my-model")
+    ...
+    await store.close()
+
+Methods return the frozen records of `trestle.store.records`. Invalid input raises the error tree
+of `trestle.errors` (BadRequest with `param`, NotFound, Conflict); an unknown deployment status is
+a ValueError, because statuses come from our own code, not from clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from trestle.errors import BadRequest, Conflict, NotFound
+from trestle.store import keys, migrate
+from trestle.store.engine import make_engine, parse_url
+from trestle.store.ids import new_id
+from trestle.store.records import ApiKey, Deployment, Environment, Model, check_status
+from trestle.store.tables import ApiKeyRow, DeploymentRow, EnvironmentRow, ModelRow, SecretRow
+
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_NAME = 255
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without a zone; they were written in UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _name(value: Any, param: str = "name") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{param} must be a non-empty string", param=param)
+    if len(value) > MAX_NAME:
+        raise BadRequest(f"{param} is longer than {MAX_NAME} characters", param=param)
+    return value
+
+
+def _model(row: ModelRow) -> Model:
+    return Model(id=row.id, name=row.name, created_at=_utc(row.created_at))
+
+
+def _deployment(row: DeploymentRow) -> Deployment:
+    return Deployment(
+        id=row.id,
+        model_id=row.model_id,
+        status=row.status,
+        config=row.config,
+        source_dir=row.source_dir,
+        error=row.error,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _environment(row: EnvironmentRow) -> Environment:
+    return Environment(
+        model_id=row.model_id,
+        name=row.name,
+        deployment_id=row.deployment_id,
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=_utc(row.created_at),
+        revoked_at=_utc(row.revoked_at),
+    )
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, key_cache_ttl: float = 30.0):
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._verified = keys.VerifiedKeyCache(ttl=key_cache_ttl)
+
+    @classmethod
+    async def open(cls, url: str, *, key_cache_ttl: float = 30.0) -> "Store":
+        """Migrate the database at `url` to the newest revision, then open it."""
+        parsed = parse_url(url)
+        await migrate.upgrade(url)
+        return cls(make_engine(parsed), key_cache_ttl=key_cache_ttl)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> "Store":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # models
+
+    async def create_model(self, name: str) -> Model:
+        name = _name(name)
+        row = ModelRow(id=new_id("m"), name=name, created_at=_now())
+        try:
+            async with self._sessions.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            if await self.get_model_by_name(name) is not None:
+                raise Conflict(f"a model named {name!r} already exists", param="name") from None
+            raise
+        return _model(row)
+
+    async def get_model(self, model_id: str) -> Model | None:
+        async with self._sessions() as session:
+            row = await session.get(ModelRow, model_id)
+            return _model(row) if row else None
+
+    async def get_model_by_name(self, name: str) -> Model | None:
+        async with self._sessions() as session:
+            row = await session.scalar(select(ModelRow).where(ModelRow.name == name))
+            return _model(row) if row else None
+
+    async def list_models(self) -> list[Model]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(ModelRow).order_by(ModelRow.created_at, ModelRow.id))
+            return [_model(r) for r in rows]
+
+    # deployments
+
+    async def create_deployment(
+        self, model_id: str, config: dict, source_dir: str, status: str = "building"
+    ) -> Deployment:
+        check_status(status)
+        if not isinstance(config, dict):
+            raise BadRequest("config must be a JSON object", param="config")
+        now = _now()
+        row = DeploymentRow(
+            id=new_id("d"),
+            model_id=model_id,
+            status=status,
+            config=config,
+            source_dir=str(source_dir),
+            error=None,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._sessions.begin() as session:
+            if await session.get(ModelRow, model_id) is None:
+                raise NotFound(f"no model {model_id!r}", param="model_id")
+            session.add(row)
+        return _deployment(row)
+
+    async def get_deployment(self, deployment_id: str) -> Deployment | None:
+        async with self._sessions() as session:
+            row = await session.get(DeploymentRow, deployment_id)
+            return _deployment(row) if row else None
+
+    async def list_deployments(
+        self, model_id: str | None = None, statuses: set[str] | None = None
+    ) -> list[Deployment]:
+        query = select(DeploymentRow).order_by(DeploymentRow.created_at, DeploymentRow.id)
+        if model_id is not None:
+            query = query.where(DeploymentRow.model_id == model_id)
+        if statuses is not None:
+            query = query.where(DeploymentRow.status.in_([check_status(s) for s in statuses]))
+        async with self._sessions() as session:
+            return [_deployment(r) for r in await session.scalars(query)]
+
+    async def set_deployment_status(
+        self, deployment_id: str, status: str, error: str | None = None
+    ) -> Deployment:
+        check_status(status)
+        async with self._sessions.begin() as session:
+            row = await session.get(DeploymentRow, deployment_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no deployment {deployment_id!r}", param="deployment_id")
+            row.status = status
+            row.error = error
+            row.updated_at = _now()
+        return _deployment(row)
+
+    # environments
+
+    async def set_environment(self, model_id: str, name: str, deployment_id: str) -> Environment:
+        if not isinstance(name, str) or not ENVIRONMENT_NAME.fullmatch(name):
+            raise BadRequest(
+                "environment name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+                "letter or digit",
+                param="name",
+            )
+        async with self._sessions.begin() as session:
+            deployment = await session.get(DeploymentRow, deployment_id)
+            if deployment is None:
+                raise NotFound(f"no deployment {deployment_id!r}", param="deployment_id")
+            if deployment.model_id != model_id:
+                if await session.get(ModelRow, model_id) is None:
+                    raise NotFound(f"no model {model_id!r}", param="model_id")
+                raise BadRequest(
+                    f"deployment {deployment_id!r} belongs to model {deployment.model_id!r}, "
+                    f"not {model_id!r}",
+                    param="deployment_id",
+                )
+            values = {"deployment_id": deployment_id, "updated_at": _now()}
+            upsert = self._insert(EnvironmentRow).values(model_id=model_id, name=name, **values)
+            await session.execute(
+                upsert.on_conflict_do_update(index_elements=["model_id", "name"], set_=values)
+            )
+        return Environment(model_id=model_id, name=name, **values)
+
+    async def get_environment(self, model_id: str, name: str) -> Environment | None:
+        async with self._sessions() as session:
+            row = await session.get(EnvironmentRow, (model_id, name))
+            return _environment(row) if row else None
+
+    async def list_environments(self, model_id: str) -> list[Environment]:
+        query = (
+            select(EnvironmentRow)
+            .where(EnvironmentRow.model_id == model_id)
+            .order_by(EnvironmentRow.name)
+        )
+        async with self._sessions() as session:
+            return [_environment(r) for r in await session.scalars(query)]
+
+    # API keys
+
+    async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
+        """A new key and its plaintext `tr_{prefix}_{secret}`: the only time it is available."""
+        name = _name(name)
+        for _ in range(5):  # a prefix collision is rare; draw again
+            prefix, plaintext = keys.new_plaintext()
+            key_hash = await asyncio.to_thread(keys.hash_key, plaintext)
+            row = ApiKeyRow(
+                id=new_id("k"),
+                name=name,
+                prefix=prefix,
+                key_hash=key_hash,
+                created_at=_now(),
+                revoked_at=None,
+            )
+            try:
+                async with self._sessions.begin() as session:
+                    session.add(row)
+            except IntegrityError:
+                continue
+            return _api_key(row), plaintext
+        raise RuntimeError("could not draw a unique API key prefix")
+
+    async def verify_api_key(self, plaintext: str) -> ApiKey | None:
+        """The active key that `plaintext` is, else None (malformed, unknown, wrong or revoked)."""
+        cached = self._verified.get(plaintext) if isinstance(plaintext, str) else None
+        if cached is not None:
+            return cached
+        prefix = keys.parse_prefix(plaintext)
+        if prefix is None:
+            return None
+        async with self._sessions() as session:
+            row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+        if row is None or row.revoked_at is not None:
+            return None
+        if not await asyncio.to_thread(keys.check_key, plaintext, row.key_hash):
+            return None
+        key = _api_key(row)
+        self._verified.put(plaintext, key)
+        return key
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+        async with self._sessions() as session:
+            return [_api_key(r) for r in await session.scalars(query)]
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey:
+        """Revoke a key (again: no change). Unknown id: NotFound."""
+        async with self._sessions.begin() as session:
+            row = await session.get(ApiKeyRow, key_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no API key {key_id!r}", param="key_id")
+            if row.revoked_at is None:
+                row.revoked_at = _now()
+        self._verified.drop(key_id)
+        return _api_key(row)
+
+    async def count_api_keys(self, active_only: bool = True) -> int:
+        query = select(func.count()).select_from(ApiKeyRow)
+        if active_only:
+            query = query.where(ApiKeyRow.revoked_at.is_(None))
+        async with self._sessions() as session:
+            return int(await session.scalar(query))
+
+    # secrets
+
+    async def set_secret(self, name: str, value: str) -> None:
+        if not isinstance(name, str) or not SECRET_NAME.fullmatch(name) or len(name) > MAX_NAME:
+            raise BadRequest(
+                "secret name must match [A-Za-z_][A-Za-z0-9_]* (at most 255 characters)",
+                param="name",
+            )
+        if not isinstance(value, str):
+            raise BadRequest("secret value must be a string", param="value")
+        values = {"value": value, "updated_at": _now()}
+        upsert = self._insert(SecretRow).values(name=name, **values)
+        async with self._sessions.begin() as session:
+            await session.execute(upsert.on_conflict_do_update(index_elements=["name"], set_=values))
+
+    async def list_secret_names(self) -> list[str]:
+        async with self._sessions() as session:
+            return list(await session.scalars(select(SecretRow.name).order_by(SecretRow.name)))
+
+    async def get_secrets(self) -> dict[str, str]:
+        async with self._sessions() as session:
+            rows = await session.execute(select(SecretRow.name, SecretRow.value))
+            return {name: value for name, value in rows}
