@@ -268,7 +268,7 @@ class SamplingRequest(WireModel):
     @classmethod
     def _only_one_choice(cls, value: int) -> int:
         if value != 1:
-            raise ValueError("only n=1 is supported")
+            raise ValueError("only 1 is supported")
         return value
 
     @field_validator("logit_bias")
@@ -372,12 +372,12 @@ class CompletionRequest(SamplingRequest):
         if isinstance(value, list) and value and isinstance(value[0], str):
             return value[0]
         if isinstance(value, list) and not value:
-            raise ValueError("prompt must not be an empty list")
+            raise ValueError("must not be an empty list")
         return value
 
     @field_validator("suffix")
     @classmethod
     def _no_suffix(cls, value: str | None) -> str | None:
         if value is not None:
-            raise ValueError("suffix is not supported")
+            raise ValueError("not supported")
         return value
