@@ -1,0 +1,3 @@
+from trestle.cli.main import main
+
+main()

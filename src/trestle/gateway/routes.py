@@ -1,0 +1,121 @@
+"""The data plane: the URL map of DESIGN.md, resolved to a replica and forwarded.
+
+    /model/{model_id}/environments/{env}/{rest}      an environment's deployment
+    /model/{model_id}/deployment/{deployment_id}/{rest}
+    /model/{model_id}/development/{rest}             shorthand for environments/development
+    /model/{model_id}/production/{rest}              shorthand for environments/production
+    rest = predict | sync/{any worker path}
+    /v1/chat/completions, /v1/completions            Model APIs, by the `model` slug in the body
+    /v1/models                                       the Model API slugs served here
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from trestle.deploy.manager import DEVELOPMENT, PRODUCTION, DeploymentManager
+from trestle.errors import BadRequest, NotFound, NotImplementedYet
+from trestle.gateway.proxy import UpstreamResponse
+
+
+def _manager(request: Request) -> DeploymentManager:
+    return request.app.state.manager
+
+
+def worker_path(rest: str) -> str:
+    """`predict` -> `/predict`; `sync/v1/chat/completions` -> `/v1/chat/completions`."""
+    if rest == "predict":
+        return "/predict"
+    if rest == "sync" or rest.startswith("sync/"):
+        return "/" + rest[len("sync/"):] if rest != "sync" else "/"
+    raise NotFound(f"unknown route {rest!r}: use `predict` or `sync/{{path}}`")
+
+
+async def forward(request: Request, replica, path: str) -> UpstreamResponse:
+    body = await request.body()
+    return UpstreamResponse(
+        replica, request.method, path, request.url.query, request.scope["headers"], body,
+        request.state.request_id,
+    )
+
+
+async def to_environment(request: Request) -> UpstreamResponse:
+    p = request.path_params
+    replica = _manager(request).route(p["model_id"], environment=p["env"])
+    return await forward(request, replica, worker_path(p["rest"]))
+
+
+async def to_deployment(request: Request) -> UpstreamResponse:
+    p = request.path_params
+    replica = _manager(request).route(p["model_id"], deployment_id=p["deployment_id"])
+    return await forward(request, replica, worker_path(p["rest"]))
+
+
+def _fixed_environment(env: str):
+    async def endpoint(request: Request) -> UpstreamResponse:
+        p = request.path_params
+        replica = _manager(request).route(p["model_id"], environment=env)
+        return await forward(request, replica, worker_path(p["rest"]))
+
+    return endpoint
+
+
+async def model_api(request: Request) -> UpstreamResponse:
+    """`/v1/chat/completions` and `/v1/completions`: route by the body's `model` to an engine."""
+    body = await request.body()
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    model = payload.get("model")
+    if "baseten" in payload or (isinstance(model, str) and model.startswith("baseten/")):
+        raise NotImplementedYet(
+            "the OpenAI bridge to custom deployments (`extra_body={'baseten': ...}`) is not "
+            "implemented yet; call /model/{model_id}/production/sync" + request.url.path + " instead",
+            param="baseten",
+        )
+    if not isinstance(model, str) or not model:
+        raise BadRequest("`model` is required: a Model API slug (see GET /v1/models)", param="model")
+    replica = _manager(request).route_slug(model)
+    return UpstreamResponse(
+        replica, "POST", request.url.path, request.url.query, request.scope["headers"], body,
+        request.state.request_id,
+    )
+
+
+async def list_models(request: Request) -> JSONResponse:
+    manager = _manager(request)
+    return JSONResponse({
+        "object": "list",
+        "data": [{"id": slug, "object": "model", "owned_by": "trestle"} for slug in manager.slugs()],
+    })
+
+
+def not_yet(feature: str):
+    async def endpoint(request: Request):
+        raise NotImplementedYet(f"{feature} is not implemented yet in this version of trestle")
+
+    return endpoint
+
+
+ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+routes = [
+    Route("/model/{model_id}/environments/{env}/{rest:path}", to_environment, methods=ANY),
+    Route("/model/{model_id}/deployment/{deployment_id}/{rest:path}", to_deployment, methods=ANY),
+    Route("/model/{model_id}/development/{rest:path}", _fixed_environment(DEVELOPMENT), methods=ANY),
+    Route("/model/{model_id}/production/{rest:path}", _fixed_environment(PRODUCTION), methods=ANY),
+    Route("/v1/chat/completions", model_api, methods=["POST"]),
+    Route("/v1/completions", model_api, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/direct/{rest:path}", not_yet("the direct OpenAI bridge (/v1/direct)"), methods=ANY),
+    Route("/v1/embeddings", not_yet("/v1/embeddings"), methods=ANY),
+    Route("/api/endpoints/{rest:path}", not_yet("prompt endpoints"), methods=ANY),
+    Route("/api/datasets/{rest:path}", not_yet("datastores"), methods=ANY),
+]

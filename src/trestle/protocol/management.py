@@ -1,0 +1,79 @@
+"""Wire types of the management API (`/api/v1`), shared by the gateway and the CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+    environments: dict[str, str] = Field(default_factory=dict)  # env name -> deployment id
+
+
+class DeploymentOut(BaseModel):
+    id: str
+    model_id: str
+    status: str
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    config: dict[str, Any] = Field(default_factory=dict)
+    environments: list[str] = Field(default_factory=list)
+
+
+class PushResponse(BaseModel):
+    model: ModelOut
+    deployment: DeploymentOut
+    environments: list[str]  # environments that point at the deployment once it is active
+    urls: dict[str, str]
+
+
+class ModelList(BaseModel):
+    models: list[ModelOut]
+
+
+class DeploymentList(BaseModel):
+    deployments: list[DeploymentOut]
+
+
+class PromoteRequest(BaseModel):
+    deployment_id: str
+
+
+class EnvironmentOut(BaseModel):
+    model_id: str
+    name: str
+    deployment_id: str
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(KeyOut):
+    key: str  # the plaintext, shown once
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+class SecretSet(BaseModel):
+    value: str = Field(repr=False)
+
+
+class SecretList(BaseModel):
+    secrets: list[str]

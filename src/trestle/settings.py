@@ -1,0 +1,47 @@
+"""Where trestle keeps its state, and how `trestle serve` is configured.
+
+Everything lives under one data directory, `TRESTLE_HOME` (default `~/.trestle`):
+
+    TRESTLE_HOME/
+      trestle.db            the SQLite store (unless TRESTLE_DATABASE_URL points elsewhere)
+      admin_key             the first API key, created when auth is on and no key exists (0600)
+      deployments/{id}/     each pushed folder (src/), its virtualenv (venv/) and log (worker.log)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 8700
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("TRESTLE_HOME") or Path.home() / ".trestle").expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=default_home)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    auth: bool = True
+    builtin_models: bool = True
+    database_url: str | None = None
+
+    @property
+    def db_url(self) -> str:
+        return (
+            self.database_url
+            or os.environ.get("TRESTLE_DATABASE_URL")
+            or f"sqlite+aiosqlite:///{self.home / 'trestle.db'}"
+        )
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.home / "admin_key"
+
+    @property
+    def deployments_dir(self) -> Path:
+        return self.home / "deployments"
