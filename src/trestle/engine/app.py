@@ -1,0 +1,162 @@
+"""The engine worker's ASGI app: OpenAI chat/completions served by llama.cpp, no model code.
+
+    build_app(config, model_dir) -> Starlette app
+
+Routes: `GET /health` (the worker health contract in docs/internals.md, plus the scheduler's
+counters once ready), `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`.
+The model loads in a background thread once the server runs; until it is ready every route
+but /health answers a 503 envelope that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from trestle.deploy.config import ModelConfig
+from trestle.engine.builtin import resolve_weights
+from trestle.engine.prompts import prepare_chat, prepare_completion
+from trestle.engine.serving import chat_response, completion_response
+from trestle.errors import BadRequest, NotFound, TrestleError, Unavailable
+from trestle.protocol.errors import error_response
+from trestle.protocol.openai_requests import ChatCompletionRequest, CompletionRequest
+from trestle.protocol.openai_responses import ModelCard, ModelList
+from trestle.protocol.validation import parse_body
+
+log = logging.getLogger("trestle.engine")
+
+
+class EngineState:
+    """Loading, ready or failed; holds the model and the scheduler once ready."""
+
+    def __init__(self, config: ModelConfig, model_dir: Path):
+        if config.engine is None:
+            raise BadRequest("config.yaml has no engine section", param="engine")
+        self.engine = config.engine
+        self.model_dir = Path(model_dir)
+        self.status = "loading"
+        self.error: str | None = None
+        self.model = None
+        self.scheduler = None
+
+    def load(self) -> None:
+        from trestle.engine.llama import LlamaModel
+        from trestle.engine.scheduler import Scheduler
+
+        e = self.engine
+        path = resolve_weights(e.weights, self.model_dir)
+        threads = e.threads or os.cpu_count() or 1
+        self.model = LlamaModel.load(
+            path, context_length=e.context_length, slots=e.max_batch, threads=threads
+        )
+        self.scheduler = Scheduler(self.model, max_batch=e.max_batch, max_queue=e.max_queue)
+        self.scheduler.start()
+
+    def require_ready(self) -> None:
+        if self.status == "loading":
+            raise Unavailable(f"the model {self.engine.slug} is loading; retry shortly", code="loading")
+        if self.status == "failed":
+            raise Unavailable(f"the model {self.engine.slug} failed to load: {self.error}", code="failed")
+
+    def check_model(self, name: str) -> None:
+        if name != self.engine.slug:
+            raise NotFound(
+                f"model {name!r} is not served here; this engine serves {self.engine.slug!r}",
+                param="model",
+            )
+
+
+def _headers(request: Request) -> dict[str, str]:
+    rid = request.headers.get("x-request-id")
+    return {"x-request-id": rid} if rid else {}
+
+
+def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
+    state = EngineState(config, model_dir)
+
+    async def load_in_background() -> None:
+        try:
+            await asyncio.to_thread(state.load)
+            state.status = "ready"
+            log.info("engine ready: %s", state.engine.slug)
+        except Exception as exc:  # reported on /health, not raised: the server stays up
+            state.status, state.error = "failed", str(getattr(exc, "message", exc))
+            log.error("engine failed to load: %s", state.error)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        task = asyncio.create_task(load_in_background())
+        try:
+            yield
+        finally:
+            task.cancel()
+            if state.scheduler is not None:
+                await asyncio.to_thread(state.scheduler.shutdown)
+
+    async def health(request: Request) -> Response:
+        if state.status == "ready":
+            return JSONResponse({"status": "ready", **state.scheduler.stats()})
+        body = {"status": state.status}
+        if state.error:
+            body["error"] = state.error
+        return JSONResponse(body, status_code=503)
+
+    async def models(request: Request) -> Response:
+        state.require_ready()
+        return JSONResponse(ModelList(data=[ModelCard(id=state.engine.slug)]).model_dump())
+
+    async def chat(request: Request) -> Response:
+        state.require_ready()
+        req = parse_body(ChatCompletionRequest, await request.body())
+        state.check_model(req.model)
+        prepared = prepare_chat(req, state.model)
+        _log_request("chat", req, prepared)
+        return await chat_response(request, state.scheduler, state.model, req, prepared, _headers(request))
+
+    async def completions(request: Request) -> Response:
+        state.require_ready()
+        req = parse_body(CompletionRequest, await request.body())
+        state.check_model(req.model)
+        prepared = prepare_completion(req, state.model)
+        _log_request("completion", req, prepared)
+        return await completion_response(
+            request, state.scheduler, state.model, req, prepared, _headers(request)
+        )
+
+    async def on_error(request: Request, exc: TrestleError) -> Response:
+        return error_response(exc, headers=_headers(request))
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+        ],
+        exception_handlers={TrestleError: on_error},
+        lifespan=lifespan,
+    )
+    app.state.engine = state
+    return app
+
+
+def _log_request(kind: str, req, prepared) -> None:
+    spec = prepared.spec
+    ignored = []
+    if getattr(req, "length_penalty", 1) != 1 or getattr(req, "early_stopping", False):
+        ignored.append("length_penalty/early_stopping (no beam search)")
+    if getattr(req, "disaggregated_params", None) is not None:
+        ignored.append("disaggregated_params")
+    log.info(
+        "%s: %d prompt tokens, max_tokens %d, stream %s, user %s%s",
+        kind, len(spec.prompt), spec.max_tokens, req.stream, prepared.user_hash or "-",
+        f", accepted without effect: {', '.join(ignored)}" if ignored else "",
+    )

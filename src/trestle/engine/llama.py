@@ -1,0 +1,202 @@
+"""The only module that imports `llama_cpp`: a GGUF model, its vocabulary and a batched context.
+
+The scheduler speaks to llama.cpp through `LlamaModel` alone:
+
+    model = LlamaModel.load(path, context_length=2048, slots=8, threads=2)
+    ids = model.tokenize("hello", add_special=False, parse_special=True)
+    rows = model.decode([(seq_id, tokens, start_pos, want_logits), ...])  # {seq_id: logits row}
+    model.remove_sequence(seq_id)
+
+Facts this relies on (see ENGINE-NOTES.md): `n_ctx` is split between sequences, so it is sized
+as per-sequence context x slots; `kv_unified` stays False and flash attention at its default, so
+a sequence's greedy output in a batch equals its output alone; `llama_get_logits_ith` takes the
+position in the batch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from trestle.errors import TrestleError
+
+log = logging.getLogger(__name__)
+
+_backend_ready = False
+
+
+def _quiet_llama_logs() -> None:
+    """Route llama.cpp's own logging to ours (debug level) instead of raw stderr."""
+
+    @llama_cpp.llama_log_callback
+    def _cb(level, text, _user):  # pragma: no cover - called from C
+        if text:
+            log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+    global _log_cb
+    _log_cb = _cb  # keep a reference: C holds only the pointer
+    llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    n_vocab: int
+    n_ctx_seq: int  # tokens per sequence
+    slots: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    bos_id: int
+    add_bos: bool
+
+
+class LlamaModel:
+    """A loaded GGUF with one context of `slots` sequences. Not thread-safe: one engine thread."""
+
+    def __init__(self, model, ctx, vocab, info: ModelInfo, n_batch: int):
+        self._model = model
+        self._ctx = ctx
+        self._vocab = vocab
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self.info = info
+        self.n_batch = n_batch
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        n = info.n_vocab
+        self.eog_ids = np.array(
+            [t for t in range(n) if llama_cpp.llama_vocab_is_eog(vocab, t)], dtype=np.int64
+        )
+        self.control_ids = frozenset(
+            t for t in range(n) if llama_cpp.llama_vocab_is_control(vocab, t)
+        ) | frozenset(int(t) for t in self.eog_ids)
+        # Byte pieces of every token, rendered with and without special tokens.
+        self._pieces = [self._piece(t, special=False) for t in range(n)]
+        self._special_pieces = [self._piece(t, special=True) for t in range(n)]
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path, *, context_length: int, slots: int, threads: int) -> "LlamaModel":
+        global _backend_ready
+        if not _backend_ready:
+            _quiet_llama_logs()
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+        mparams = llama_cpp.llama_model_default_params()
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise TrestleError(f"llama.cpp could not load the model file {path}")
+        n_batch = max(512, min(context_length, 2048))
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = context_length * slots
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = slots
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise TrestleError("llama.cpp could not create a context (context_length x max_batch too big?)")
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        tmpl = llama_cpp.llama_model_chat_template(model, None)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+
+        def text_of(tok: int) -> str:
+            if tok < 0 or tok >= n_vocab:
+                return ""
+            raw = llama_cpp.llama_vocab_get_text(vocab, tok)
+            return raw.decode("utf-8", "replace") if raw else ""
+
+        info = ModelInfo(
+            n_vocab=n_vocab,
+            n_ctx_seq=llama_cpp.llama_n_ctx_seq(ctx),
+            slots=slots,
+            chat_template=tmpl.decode("utf-8") if tmpl else None,
+            bos_token=text_of(llama_cpp.llama_vocab_bos(vocab)),
+            eos_token=text_of(llama_cpp.llama_vocab_eos(vocab)),
+            bos_id=int(llama_cpp.llama_vocab_bos(vocab)),
+            add_bos=bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
+        )
+        log.info(
+            "loaded %s: vocab %d, %d tokens per sequence x %d slots, %d threads",
+            Path(path).name, n_vocab, info.n_ctx_seq, slots, threads,
+        )
+        return cls(model, ctx, vocab, info, n_batch)
+
+    def close(self) -> None:
+        if self._ctx:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
+            llama_cpp.llama_model_free(self._model)
+            self._ctx = None
+
+    # -- vocabulary ------------------------------------------------------------------------
+    def _piece(self, token: int, *, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def piece(self, token: int, *, special: bool) -> bytes:
+        """The bytes of one token; control tokens are empty unless `special`."""
+        return (self._special_pieces if special else self._pieces)[token]
+
+    def is_control(self, token: int) -> bool:
+        return token in self.control_ids
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), buf, cap, add_special, parse_special
+            )
+        return list(buf[:n])
+
+    # -- decoding --------------------------------------------------------------------------
+    def decode(self, work: list[tuple[int, list[int], int, bool]]) -> dict[int, np.ndarray]:
+        """Run one llama_decode over several sequences.
+
+        `work` holds `(seq_id, tokens, first_pos, want_logits)`; the tokens of all entries
+        together must fit `n_batch`. Returns a copy of the logits row after the last token of
+        each entry that asked for it.
+        """
+        b = self._batch
+        i = 0
+        wanted: list[tuple[int, int]] = []
+        for seq_id, tokens, pos, want in work:
+            for k, tok in enumerate(tokens):
+                b.token[i] = tok
+                b.pos[i] = pos + k
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq_id
+                b.logits[i] = 0
+                i += 1
+            if want:
+                b.logits[i - 1] = 1
+                wanted.append((seq_id, i - 1))
+        b.n_tokens = i
+        rc = llama_cpp.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise TrestleError(f"llama_decode failed with code {rc}")
+        n = self.info.n_vocab
+        out = {}
+        for seq_id, idx in wanted:
+            ptr = llama_cpp.llama_get_logits_ith(self._ctx, idx)
+            out[seq_id] = np.ctypeslib.as_array(ptr, shape=(n,)).copy()
+        return out
+
+    def remove_sequence(self, seq_id: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)

@@ -1,0 +1,186 @@
+"""From a validated OpenAI request to what the engine runs: a `GenerationSpec`.
+
+This is where each seed-004 field is checked against the loaded model and turned into
+engine terms: the chat template renders the messages (`render_chat`, sandboxed), the prompt is
+tokenized, truncated (`truncate_prompt_tokens` keeps the last N tokens) and fitted to the
+context (`max_tokens` shrinks; a prompt that alone fills the context is a 400 naming both
+lengths), and fields that trestle recognises but does not serve yet are refused with a 400
+naming the field - never silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from trestle.engine.sampler import SamplingParams
+from trestle.engine.sequence import GenerationSpec
+from trestle.errors import BadRequest, TrestleError
+from trestle.protocol.openai_requests import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ResponseFormatText,
+    SamplingRequest,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    spec: GenerationSpec
+    echo: str  # text to put before the generated text ("" unless `echo`)
+    user_hash: str | None  # `user`, recorded as a short hash (never the raw id in logs)
+
+
+def _not_supported(param: str, what: str) -> BadRequest:
+    return BadRequest(f"{param}: {what} is not supported yet by the built-in engine", param=param)
+
+
+def _check_token_ids(ids, n_vocab: int, param: str) -> list[int]:
+    out = [int(t) for t in ids or []]
+    for t in out:
+        if t >= n_vocab:
+            raise BadRequest(f"{param}: token id {t} is out of range (vocabulary has {n_vocab} tokens)", param=param)
+    return out
+
+
+def _sampling(req: SamplingRequest, n_vocab: int, logprobs: bool, top_logprobs: int) -> SamplingParams:
+    bias = {}
+    for key, value in (req.logit_bias or {}).items():
+        tok = int(key)
+        if tok >= n_vocab:
+            raise BadRequest(
+                f"logit_bias: token id {tok} is out of range (vocabulary has {n_vocab} tokens)",
+                param="logit_bias",
+            )
+        bias[tok] = float(value)
+    if req.top_p_min > req.top_p:
+        raise BadRequest(
+            f"top_p_min ({req.top_p_min}) must not exceed top_p ({req.top_p})", param="top_p_min"
+        )
+    return SamplingParams(
+        temperature=1.0 if req.temperature is None else float(req.temperature),
+        top_p=float(req.top_p),
+        top_k=int(req.top_k),
+        min_p=float(req.min_p),
+        top_p_min=float(req.top_p_min),
+        frequency_penalty=float(req.frequency_penalty),
+        presence_penalty=float(req.presence_penalty),
+        repetition_penalty=float(req.repetition_penalty),
+        logit_bias=bias,
+        seed=req.seed,
+        bad_token_ids=_check_token_ids(req.bad_token_ids, n_vocab, "bad_token_ids"),
+        stop_token_ids=_check_token_ids(req.stop_token_ids, n_vocab, "stop_token_ids"),
+        min_tokens=int(req.min_tokens),
+        ignore_eos=bool(req.ignore_eos),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
+
+
+def _fit(model, req: SamplingRequest, prompt: list[int], param: str) -> tuple[list[int], int]:
+    if req.truncate_prompt_tokens is not None and len(prompt) > req.truncate_prompt_tokens:
+        prompt = prompt[-req.truncate_prompt_tokens :]
+    if not prompt:
+        raise BadRequest(f"{param}: the prompt is empty after tokenization", param=param)
+    n_ctx = model.info.n_ctx_seq
+    if len(prompt) >= n_ctx:
+        raise BadRequest(
+            f"{param}: the prompt is {len(prompt)} tokens but the context length is {n_ctx} "
+            f"tokens (at least one must remain for the output); shorten it or set "
+            f"truncate_prompt_tokens",
+            param=param,
+            code="context_length_exceeded",
+        )
+    return prompt, min(req.max_tokens, n_ctx - len(prompt))
+
+
+def _bad_list(req: SamplingRequest) -> list[str]:
+    if req.bad is None:
+        return []
+    return [req.bad] if isinstance(req.bad, str) else list(req.bad)
+
+
+def _user_hash(req: SamplingRequest) -> str | None:
+    if req.user is None:
+        return None
+    return hashlib.sha256(req.user.encode("utf-8")).hexdigest()[:12]
+
+
+def _spec(req, model, prompt, max_tokens, sampling) -> GenerationSpec:
+    return GenerationSpec(
+        prompt=prompt,
+        max_tokens=max_tokens,
+        sampling=sampling,
+        stop=req.stop_list,
+        include_stop_str_in_output=req.include_stop_str_in_output,
+        bad=_bad_list(req),
+        skip_special_tokens=req.skip_special_tokens,
+        spaces_between_special_tokens=req.spaces_between_special_tokens,
+    )
+
+
+def prepare_chat(req: ChatCompletionRequest, model) -> Prepared:
+    if req.response_format is not None and not isinstance(req.response_format, ResponseFormatText):
+        raise _not_supported("response_format", f"response_format type {req.response_format.type!r}")
+    if req.tools:
+        raise _not_supported("tools", "tool calling")
+    if req.tool_choice is not None and req.tool_choice != "none":
+        raise _not_supported("tool_choice", f"tool_choice {req.tool_choice!r}")
+    from trestle.engine.template import render_chat
+
+    template = req.chat_template or model.info.chat_template
+    if not template:
+        raise BadRequest(
+            "chat_template: the model has no chat template; pass one in chat_template",
+            param="chat_template",
+        )
+    messages = []
+    for m in req.messages:
+        d = m.model_dump(exclude_none=True)
+        d["content"] = m.text()
+        messages.append(d)
+    try:
+        text = render_chat(
+            template,
+            messages,
+            add_generation_prompt=req.add_generation_prompt,
+            tools=None,
+            documents=req.documents,
+            bos_token=model.info.bos_token,
+            eos_token=model.info.eos_token,
+            **(req.chat_template_args or {}),
+        )
+    except TrestleError:
+        raise
+    except Exception as exc:  # a template error is the caller's template or arguments
+        raise BadRequest(f"chat_template: the template failed to render: {exc}", param="chat_template") from None
+    prompt = model.tokenize(text, add_special=False, parse_special=True)
+    if req.add_special_tokens and (not prompt or prompt[0] != model.info.bos_id):
+        prompt = [model.info.bos_id, *prompt]
+    prompt, max_tokens = _fit(model, req, prompt, "messages")
+    sampling = _sampling(req, model.info.n_vocab, req.logprobs, req.top_logprobs if req.logprobs else 0)
+    last = req.messages[-1]
+    echo = last.text() if req.echo and last.role == "assistant" else ""
+    return Prepared(_spec(req, model, prompt, max_tokens, sampling), echo, _user_hash(req))
+
+
+def prepare_completion(req: CompletionRequest, model) -> Prepared:
+    if isinstance(req.prompt, str):
+        prompt = model.tokenize(req.prompt, add_special=req.add_special_tokens, parse_special=True)
+        prompt_text = req.prompt
+    else:
+        prompt = _check_token_ids(req.prompt, model.info.n_vocab, "prompt")
+        prompt_text = b"".join(model.piece(t, special=True) for t in prompt).decode("utf-8", "replace")
+    if req.echo and req.logprobs is not None:
+        raise _not_supported("echo", "echo together with logprobs (prompt log probabilities)")
+    prompt, max_tokens = _fit(model, req, prompt, "prompt")
+    want = req.logprobs is not None
+    sampling = _sampling(req, model.info.n_vocab, want, req.logprobs or 0)
+    return Prepared(
+        _spec(req, model, prompt, max_tokens, sampling),
+        prompt_text if req.echo else "",
+        _user_hash(req),
+    )

@@ -1,0 +1,170 @@
+"""Choosing the next token from one logits row, in numpy, per sequence.
+
+Order of operations on a copy of the row (the vLLM order):
+1. masks: `logit_bias` (added), `bad_token_ids`, end tokens while `ignore_eos` or before
+   `min_tokens` (also `stop_token_ids` then), and any token rejected by the caller's `accept`
+   check (bad phrases) -> -inf;
+2. penalties: `repetition_penalty` (multiplicative over prompt + output tokens: a positive
+   logit is divided, a negative one multiplied), then `frequency_penalty` x count and
+   `presence_penalty` (OpenAI, additive over output tokens);
+3. `temperature == 0` -> argmax; else divide by temperature, keep `top_k` (argpartition),
+   softmax over the candidates only, `min_p` (relative to the best), nucleus `top_p`, draw one
+   with the request's own `numpy.random.Generator` (seeded by `seed`).
+
+Dynamic top_p (`top_p_min`, the TensorRT-LLM idea): when `top_p_min > 0` the nucleus shrinks
+by a factor of `TOP_P_DECAY` per generated token, `p_t = max(top_p_min, top_p * 0.9**t)`, so a
+generation starts diverse and becomes more focused, never below `top_p_min`.
+
+Log probabilities are those of the model (log-softmax of the raw row), as OpenAI and vLLM
+report them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+TOP_P_DECAY = 0.9
+_NEG_INF = np.float32(-np.inf)
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50  # -1 or 0: off
+    min_p: float = 0.0
+    top_p_min: float = 0.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    seed: int | None = None
+    bad_token_ids: list[int] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass
+class Sampled:
+    token: int
+    logprob: float | None = None
+    top: list[tuple[int, float]] | None = None  # (token, logprob), best first
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams, n_vocab: int, eog_ids: np.ndarray, prompt: list[int]):
+        self.p = params
+        self.n_vocab = n_vocab
+        self.rng = np.random.default_rng(params.seed)
+        self._static_bias = np.zeros(n_vocab, dtype=np.float32)
+        for tok, bias in params.logit_bias.items():
+            self._static_bias[tok] += bias
+        if params.bad_token_ids:
+            self._static_bias[np.asarray(params.bad_token_ids, dtype=np.int64)] = _NEG_INF
+        self._eog = np.asarray(eog_ids, dtype=np.int64)
+        if params.ignore_eos:
+            self._static_bias[self._eog] = _NEG_INF
+        ends = list(self._eog) + list(params.stop_token_ids)
+        self._ends = np.asarray(ends, dtype=np.int64)
+        self._has_static = bool(params.logit_bias or params.bad_token_ids or params.ignore_eos)
+        self._counts = (
+            np.zeros(n_vocab, dtype=np.float32)
+            if params.frequency_penalty or params.presence_penalty
+            else None
+        )
+        self._seen = None
+        if params.repetition_penalty != 1.0:
+            self._seen = np.zeros(n_vocab, dtype=bool)
+            if prompt:
+                self._seen[np.asarray(prompt, dtype=np.int64)] = True
+        self.generated = 0
+
+    def observe(self, token: int) -> None:
+        """Record a token that was emitted (feeds the penalties)."""
+        self.generated += 1
+        if self._counts is not None:
+            self._counts[token] += 1
+        if self._seen is not None:
+            self._seen[token] = True
+
+    def _process(self, row: np.ndarray) -> np.ndarray:
+        p = self.p
+        x = row.astype(np.float32, copy=True)
+        if self._has_static:
+            x += self._static_bias
+        if self.generated < p.min_tokens and self._ends.size:
+            x[self._ends] = _NEG_INF
+        if self._seen is not None:
+            s = self._seen
+            v = x[s]
+            x[s] = np.where(v > 0, v / p.repetition_penalty, v * p.repetition_penalty)
+        if self._counts is not None:
+            c = self._counts
+            x -= c * p.frequency_penalty + (c > 0) * np.float32(p.presence_penalty)
+        return x
+
+    def _top_p_now(self) -> float:
+        p = self.p
+        if p.top_p_min > 0:
+            return min(p.top_p, max(p.top_p_min, p.top_p * TOP_P_DECAY**self.generated))
+        return p.top_p
+
+    def _draw(self, x: np.ndarray) -> int:
+        p = self.p
+        if p.temperature == 0:
+            return int(np.argmax(x))
+        k = p.top_k
+        if 0 < k < x.size:
+            idx = np.argpartition(x, -k)[-k:]
+            cand = x[idx]
+        else:
+            idx = None
+            cand = x
+        top_p = self._top_p_now()
+        if top_p < 1.0:  # the nucleus needs the candidates in order
+            order = np.argsort(-cand, kind="stable")
+            idx = order if idx is None else idx[order]
+            cand = cand[order]
+        z = (cand - cand.max()) / np.float32(p.temperature)
+        probs = np.exp(z, dtype=np.float64)
+        probs /= probs.sum()
+        if p.min_p > 0:
+            probs = np.where(probs >= p.min_p * probs.max(), probs, 0.0)
+        if top_p < 1.0:
+            csum = np.cumsum(probs / probs.sum())
+            cut = int(np.searchsorted(csum, top_p)) + 1  # smallest set reaching top_p
+            probs = probs[:cut]
+        csum = np.cumsum(probs)
+        j = int(np.searchsorted(csum, self.rng.random() * csum[-1], side="right"))
+        j = min(j, probs.size - 1)
+        while j > 0 and probs[j] == 0:  # never land on a filtered-out candidate
+            j -= 1
+        return int(j if idx is None else idx[j])
+
+    def sample(self, row: np.ndarray, accept: Callable[[int], bool] | None = None) -> Sampled:
+        x = self._process(row)
+        while True:
+            tok = self._draw(x)
+            if not np.isfinite(x[tok]):  # everything is masked: nothing left to draw from
+                raise ValueError("every token is excluded by the request's constraints")
+            if accept is None or accept(tok):
+                break
+            x[tok] = _NEG_INF
+        out = Sampled(tok)
+        if self.p.logprobs:
+            r = row.astype(np.float64)
+            m = r.max()
+            lse = m + np.log(np.exp(r - m).sum())
+            out.logprob = float(r[tok] - lse)
+            n = self.p.top_logprobs
+            if n:
+                best = np.argpartition(r, -n)[-n:]
+                best = best[np.argsort(-r[best], kind="stable")]
+                out.top = [(int(t), float(r[t] - lse)) for t in best]
+        return out

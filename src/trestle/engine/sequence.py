@@ -1,0 +1,150 @@
+"""One request inside the engine: its prompt, sampler, detokenizer, stop rules and output.
+
+The scheduler calls `next_input()` to learn what to feed llama.cpp, and `on_logits(row)` with
+the row after the sequence's last token; `on_logits` samples, updates the text and sends an
+`Output` to the waiting coroutine through `emit` (thread-safe, supplied by the app).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from trestle.engine.detokenizer import Detokenizer
+from trestle.engine.sampler import Sampled, Sampler, SamplingParams
+from trestle.engine.stops import StopMatcher
+
+
+@dataclass
+class TokenOut:
+    token: int
+    text: bytes  # the token's own bytes (for logprobs)
+    logprob: float | None
+    top: list[tuple[int, float]] | None
+
+
+@dataclass
+class Output:
+    """A step's worth of result for one request."""
+
+    text: str = ""
+    tokens: list[TokenOut] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop" | "length" | "error" | "cancelled"
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class GenerationSpec:
+    prompt: list[int]
+    max_tokens: int
+    sampling: SamplingParams
+    stop: list[str] = field(default_factory=list)
+    include_stop_str_in_output: bool = False
+    bad: list[str] = field(default_factory=list)
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+
+
+class Sequence:
+    def __init__(self, spec: GenerationSpec, model, emit: Callable[[Output], None]):
+        self.spec = spec
+        self.model = model
+        self.emit = emit
+        self.prompt = spec.prompt
+        self.slot: int | None = None
+        self.n_past = 0  # tokens already in the KV cache
+        self.last_token: int | None = None
+        self.generated = 0
+        self.cancelled = False
+        self.finished = False
+        info = model.info
+        self.sampler = Sampler(spec.sampling, info.n_vocab, model.eog_ids, spec.prompt)
+        self.detok = Detokenizer(
+            lambda t, special: model.piece(t, special=special),
+            model.is_control,
+            skip_special_tokens=spec.skip_special_tokens,
+            spaces_between_special_tokens=spec.spaces_between_special_tokens,
+        )
+        self.stops = StopMatcher(spec.stop, include_stop_str_in_output=spec.include_stop_str_in_output)
+        self._eog = frozenset(int(t) for t in model.eog_ids)
+        self._stop_ids = frozenset(spec.sampling.stop_token_ids)
+        self._bad = [b.encode("utf-8") for b in spec.bad if b]
+        self._bad_tail = max((len(b) for b in self._bad), default=1) - 1
+        self._tail = b""
+
+    # -- what to feed ----------------------------------------------------------------------
+    @property
+    def prefilling(self) -> bool:
+        return self.n_past < len(self.prompt)
+
+    def next_input(self, budget: int) -> tuple[list[int], int, bool]:
+        """(tokens, first position, wants logits) for this step, at most `budget` tokens."""
+        if self.prefilling:
+            chunk = self.prompt[self.n_past : self.n_past + budget]
+            done = self.n_past + len(chunk) == len(self.prompt)
+            return chunk, self.n_past, done
+        return [self.last_token], self.n_past, True
+
+    def advance(self, n: int) -> None:
+        self.n_past += n
+
+    # -- after a step ----------------------------------------------------------------------
+    def _accept(self, tok: int) -> bool:
+        """False when `tok` would complete a bad phrase."""
+        if not self._bad or self.model.is_control(tok):
+            return True
+        window = self._tail + self.model.piece(tok, special=False)
+        return not any(b in window for b in self._bad)
+
+    def on_logits(self, row: np.ndarray) -> None:
+        try:
+            s: Sampled = self.sampler.sample(row, self._accept if self._bad else None)
+        except ValueError as exc:
+            self.finish("error", error=str(exc))
+            return
+        tok = s.token
+        self.sampler.observe(tok)
+        self.generated += 1
+        self.last_token = tok
+        out = Output()
+        if s.logprob is not None:
+            out.tokens.append(
+                TokenOut(tok, self.model.piece(tok, special=True), s.logprob, s.top)
+            )
+        reason = None
+        if (tok in self._eog and not self.spec.sampling.ignore_eos) or tok in self._stop_ids:
+            reason = "stop"
+        else:
+            if self._bad:
+                self._tail = (self._tail + self.model.piece(tok, special=False))[-self._bad_tail :] if self._bad_tail else b""
+            out.text = self.stops.feed(self.detok.feed(tok))
+            if self.stops.stopped is not None:
+                reason = "stop"
+        if reason is None and (
+            self.generated >= self.spec.max_tokens or self.n_past + 1 >= self.model.info.n_ctx_seq
+        ):
+            reason = "length"
+        if reason is not None:
+            if self.stops.stopped is None:
+                out.text += self.stops.feed(self.detok.flush()) + self.stops.flush()
+            self._finish_into(out, reason)
+        self.emit(out)
+
+    def _finish_into(self, out: Output, reason: str, error: str | None = None) -> None:
+        self.finished = True
+        out.finish_reason = reason
+        out.error = error
+        out.prompt_tokens = len(self.prompt)
+        out.completion_tokens = self.generated
+
+    def finish(self, reason: str, error: str | None = None) -> None:
+        """End the sequence from outside a step (error, shutdown)."""
+        if self.finished:
+            return
+        out = Output()
+        self._finish_into(out, reason, error)
+        self.emit(out)

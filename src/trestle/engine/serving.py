@@ -1,0 +1,252 @@
+"""Run a prepared request through the scheduler and answer in the OpenAI format.
+
+`generate()` is the bridge between the engine thread and asyncio: the sequence's outputs arrive
+through `loop.call_soon_threadsafe` on a per-request queue, and leaving the iterator early (the
+client went away, the task was cancelled) cancels the sequence so its slot is freed at the next
+engine step. Non-streaming answers watch for `http.disconnect` while they wait; streaming ones
+rely on Starlette's `StreamingResponse`, which cancels the body iterator on disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import AsyncIterator, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from trestle.engine.prompts import Prepared
+from trestle.engine.sequence import Output, Sequence, TokenOut
+from trestle.errors import TrestleError
+from trestle.protocol.errors import error_body
+from trestle.protocol import openai_responses as r
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class Generation:
+    """One submitted request. Submitting happens at construction, so that a full queue is a
+    429 before any response (even a stream) has started; iterate it for the outputs."""
+
+    def __init__(self, scheduler, model, prepared: Prepared):
+        loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Output] = asyncio.Queue()
+        self._scheduler = scheduler
+        self.seq = Sequence(
+            prepared.spec, model, lambda out: loop.call_soon_threadsafe(self._queue.put_nowait, out)
+        )
+        scheduler.submit(self.seq)  # TooManyRequests when the queue is full
+
+    async def __aiter__(self) -> AsyncIterator[Output]:
+        try:
+            while True:
+                out = await self._queue.get()
+                if out.finish_reason == "error":
+                    raise TrestleError(f"generation failed: {out.error}")
+                yield out
+                if out.finish_reason is not None:
+                    return
+        finally:
+            if not self.seq.finished:
+                self._scheduler.cancel(self.seq)
+
+
+async def _until_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def collect(request: Request, outputs: AsyncIterator[Output]) -> list[Output]:
+    """All outputs of a non-streaming request; cancels generation if the client leaves."""
+
+    async def run() -> list[Output]:
+        return [out async for out in outputs]
+
+    work = asyncio.ensure_future(run())
+    watch = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()  # the client left: the generator's finally frees the sequence
+    if work.cancelled():
+        raise asyncio.CancelledError
+    return work.result()
+
+
+def _usage(last: Output) -> r.Usage:
+    return r.Usage(
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        total_tokens=last.prompt_tokens + last.completion_tokens,
+    )
+
+
+def _token_text(model, t: int) -> str:
+    return model.piece(t, special=True).decode("utf-8", "replace")
+
+
+def _chat_logprobs(model, tokens: list[TokenOut]) -> list[r.ChatCompletionTokenLogprob]:
+    out = []
+    for t in tokens:
+        top = [
+            r.TopLogprob(token=_token_text(model, tid), logprob=lp, bytes=list(model.piece(tid, special=True)))
+            for tid, lp in (t.top or [])
+        ]
+        out.append(
+            r.ChatCompletionTokenLogprob(
+                token=t.text.decode("utf-8", "replace"), logprob=t.logprob, bytes=list(t.text), top_logprobs=top
+            )
+        )
+    return out
+
+
+def _sse(payload) -> bytes:
+    if hasattr(payload, "model_dump_json"):
+        return b"data: " + payload.model_dump_json().encode() + b"\n\n"
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def _sse_stream(body: Callable[[], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
+    """Frames from `body`, an error frame if generation fails midway, then `[DONE]`."""
+    try:
+        async for frame in body():
+            yield frame
+    except TrestleError as exc:
+        log.warning("stream ended with an error: %s", exc.message)
+        yield _sse(error_body(exc))
+    yield DONE
+
+
+# -- chat --------------------------------------------------------------------------------------
+async def chat_response(request, scheduler, model, req, prepared: Prepared, headers) -> Response:
+    outputs = Generation(scheduler, model, prepared)
+    want_lp = prepared.spec.sampling.logprobs
+    if req.stream:
+        return StreamingResponse(
+            _sse_stream(lambda: _chat_chunks(model, req, prepared, outputs, want_lp)),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **headers},
+        )
+    results = await collect(request, outputs)
+    text = prepared.echo + "".join(o.text for o in results)
+    tokens = [t for o in results for t in o.tokens]
+    last = results[-1]
+    body = r.ChatCompletion(
+        model=req.model,
+        choices=[
+            r.ChatCompletionChoice(
+                message=r.ChatMessage(content=text),
+                finish_reason=last.finish_reason,
+                logprobs=r.ChoiceLogprobs(content=_chat_logprobs(model, tokens)) if want_lp else None,
+            )
+        ],
+        usage=_usage(last),
+    )
+    return JSONResponse(body.model_dump(), headers=headers)
+
+
+async def _chat_chunks(model, req, prepared, outputs, want_lp) -> AsyncIterator[bytes]:
+    cid, created = r.chat_completion_id(), r.now()
+
+    def chunk(delta: r.ChatDelta, finish=None, logprobs=None) -> bytes:
+        return _sse(
+            r.ChatCompletionChunk(
+                id=cid, created=created, model=req.model,
+                choices=[r.ChatCompletionChunkChoice(delta=delta, finish_reason=finish, logprobs=logprobs)],
+            )
+        )
+
+    yield chunk(r.ChatDelta(role="assistant", content=""))
+    if prepared.echo:
+        yield chunk(r.ChatDelta(content=prepared.echo))
+    async for out in outputs:
+        lp = r.ChoiceLogprobs(content=_chat_logprobs(model, out.tokens)) if want_lp and out.tokens else None
+        if out.text or lp is not None or out.finish_reason:
+            yield chunk(r.ChatDelta(content=out.text or None), out.finish_reason, lp)
+        if out.finish_reason and req.stream_options and req.stream_options.include_usage:
+            yield _sse(
+                r.ChatCompletionChunk(id=cid, created=created, model=req.model, choices=[], usage=_usage(out))
+            )
+
+
+# -- text completions --------------------------------------------------------------------------
+class _CompletionLogprobs:
+    def __init__(self, model, offset: int):
+        self.model = model
+        self.offset = offset
+
+    def build(self, tokens: list[TokenOut], text_before: int) -> r.CompletionLogprobs:
+        lp = r.CompletionLogprobs()
+        pos = self.offset + text_before
+        for t in tokens:
+            s = t.text.decode("utf-8", "replace")
+            lp.tokens.append(s)
+            lp.token_logprobs.append(t.logprob)
+            lp.top_logprobs.append(
+                {_token_text(self.model, tid): v for tid, v in t.top} if t.top else None
+            )
+            lp.text_offset.append(pos)
+            pos += len(s)
+        return lp
+
+
+async def completion_response(request, scheduler, model, req, prepared: Prepared, headers) -> Response:
+    outputs = Generation(scheduler, model, prepared)
+    want_lp = prepared.spec.sampling.logprobs
+    if req.stream:
+        return StreamingResponse(
+            _sse_stream(lambda: _completion_chunks(model, req, prepared, outputs, want_lp)),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **headers},
+        )
+    results = await collect(request, outputs)
+    text = prepared.echo + "".join(o.text for o in results)
+    tokens = [t for o in results for t in o.tokens]
+    last = results[-1]
+    body = r.Completion(
+        model=req.model,
+        choices=[
+            r.CompletionChoice(
+                text=text,
+                finish_reason=last.finish_reason,
+                logprobs=_CompletionLogprobs(model, len(prepared.echo)).build(tokens, 0) if want_lp else None,
+            )
+        ],
+        usage=_usage(last),
+    )
+    return JSONResponse(body.model_dump(), headers=headers)
+
+
+async def _completion_chunks(model, req, prepared, outputs, want_lp) -> AsyncIterator[bytes]:
+    cid, created = r.completion_id(), r.now()
+    lpb = _CompletionLogprobs(model, len(prepared.echo))
+    sent = 0
+
+    def chunk(text: str, finish=None, logprobs=None) -> bytes:
+        return _sse(
+            r.Completion(
+                id=cid, created=created, model=req.model,
+                choices=[r.CompletionChoice(text=text, finish_reason=finish, logprobs=logprobs)],
+            )
+        )
+
+    if prepared.echo:
+        yield chunk(prepared.echo)
+    async for out in outputs:
+        lp = lpb.build(out.tokens, sent) if want_lp and out.tokens else None
+        if out.text or lp is not None or out.finish_reason:
+            yield chunk(out.text, out.finish_reason, lp)
+        sent += len(out.text)
+        if out.finish_reason and req.stream_options and req.stream_options.include_usage:
+            yield _sse(r.Completion(id=cid, created=created, model=req.model, choices=[], usage=_usage(out)))
