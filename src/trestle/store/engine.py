@@ -8,6 +8,7 @@ failing with "database is locked", and foreign keys are enforced on every connec
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,15 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 BUSY_TIMEOUT_S = 30.0
+
+
+def _drop_debug(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.DEBUG
+
+
+# aiosqlite logs every call at DEBUG with its SQL parameters (key hashes, secret values).
+# A filter rather than a level, so that turning on debug logging later cannot bring them back.
+logging.getLogger("aiosqlite").addFilter(_drop_debug)
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
