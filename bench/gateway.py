@@ -1,0 +1,116 @@
+"""Gateway overhead: the same model called through `trestle serve` and straight on a worker socket.
+
+Run:  .venv/bin/python bench/gateway.py [--requests 2000]
+
+Both paths hit the same example model (`examples/hello`) in a worker process of the same kind,
+in the same run, so the figures are ratios against an anchor measured alongside:
+  - added p50 / p99 latency at concurrency 1   (target: added p50 <= 0.3 ms)
+  - throughput at concurrency 16, gateway / direct (target: >= 0.5x)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import EXAMPLES, start_server  # noqa: E402
+
+BODY = b'{"name": "bench"}'
+
+
+async def run_load(session: aiohttp.ClientSession, url: str, total: int, concurrency: int):
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            t0 = time.perf_counter()
+            async with session.post(url, data=BODY,
+                                    headers={"Content-Type": "application/json"}) as resp:
+                await resp.read()
+                assert resp.status == 200, resp.status
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    return latencies, total / elapsed
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def measure(name: str, session: aiohttp.ClientSession, url: str, n: int) -> dict:
+    await run_load(session, url, 200, 4)  # warm-up: connections, caches
+    lat1, _ = await run_load(session, url, n, 1)
+    _, rps16 = await run_load(session, url, n, 16)
+    return {"name": name, "p50": pct(lat1, 0.5), "p99": pct(lat1, 0.99),
+            "mean": statistics.fmean(lat1), "rps16": rps16}
+
+
+async def main_async(args) -> None:
+    home = Path(tempfile.mkdtemp(prefix="trestle-bench-"))
+    server = start_server(home, "--no-auth", "--no-builtin")
+    sock = Path(tempfile.mkdtemp(prefix="tb-")) / "direct.sock"
+    direct = subprocess.Popen(
+        [sys.executable, "-m", "trestle.runtime", "--model-dir", str(EXAMPLES / "hello"),
+         "--socket", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        push = server.push(EXAMPLES / "hello")
+        url = f"{server.url}/model/{push['model']['id']}/production/predict"
+        transport = httpx.HTTPTransport(uds=str(sock))
+        for _ in range(300):
+            try:
+                if httpx.Client(transport=transport).get("http://w/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        results = []
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock), limit=0)) as s:
+            results.append(await measure("direct", s, "http://worker/predict", args.requests))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+            results.append(await measure("gateway", s, url, args.requests))
+    finally:
+        direct.terminate()
+        server.stop()
+
+    d, g = results
+    print(f"{'path':<10}{'p50 ms':>10}{'p99 ms':>10}{'req/s @16':>12}")
+    for r in results:
+        print(f"{r['name']:<10}{r['p50']*1e3:>10.3f}{r['p99']*1e3:>10.3f}{r['rps16']:>12.0f}")
+    added50 = (g["p50"] - d["p50"]) * 1e3
+    added99 = (g["p99"] - d["p99"]) * 1e3
+    ratio = g["rps16"] / d["rps16"]
+    print(f"added p50 at concurrency 1: {added50:.3f} ms   (target <= 0.300 ms) "
+          f"{'MET' if added50 <= 0.3 else 'MISSED'}")
+    print(f"added p99 at concurrency 1: {added99:.3f} ms   (no target; reported)")
+    print(f"throughput at concurrency 16, gateway/direct: {ratio:.2f}x   (target >= 0.50x) "
+          f"{'MET' if ratio >= 0.5 else 'MISSED'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
