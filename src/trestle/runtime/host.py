@@ -1,0 +1,307 @@
+"""The loaded model and the rules for calling it.
+
+`ModelHost` owns one instance of the user's Model class: it loads it once in the background
+(`state` goes loading -> ready | failed), then serves each request through `call_endpoint`:
+
+    parse the JSON body -> validate it (pydantic-annotated input) -> [preprocess] -> method
+    -> [postprocess] -> response (JSON, the user's Response, or a stream)
+
+`runtime.predict_concurrency` slots bound the user code: one request holds one slot for
+preprocess + predict + postprocess together; a stream frees its slot when its generator is
+exhausted (`trestle.runtime.streaming`). Sync methods run in a thread pool with the request's
+context (so their log lines carry the request id); async ones run on the event loop.
+
+Exceptions from user code become a generic 500 (the trimmed traceback goes to the log), except
+`HTTPException`, which keeps its status and detail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import functools
+import inspect
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pydantic_core
+import yaml
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from trestle.deploy.config import CONFIG_FILE, ModelConfig
+from trestle.errors import BadRequest, NotFound, TrestleError, Unavailable
+from trestle.runtime import logs
+from trestle.runtime.contract import Method, ModelSpec, describe_model
+from trestle.runtime.loader import DATA_DIR, ModelDefinitionError, code_roots, construct, import_model_class
+from trestle.runtime.secrets import Secrets
+from trestle.runtime.streaming import BufferedStream, StreamResponse
+from trestle.runtime.tracebacks import user_traceback
+
+logger = logging.getLogger("trestle.runtime")
+
+SSE_MEDIA_TYPE = "text/event-stream"
+# A /predict stream's content type follows its first chunk.
+STREAM_MEDIA_TYPES = {
+    "text": "text/plain; charset=utf-8",
+    "bytes": "application/octet-stream",
+    "json": "application/x-ndjson",
+}
+# Where each endpoint method is served (and so what a 404 names).
+ENDPOINT_PATHS = {"predict": "/predict", "chat_completions": "/v1/chat/completions", "completions": "/v1/completions"}
+
+
+class State(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class UserCodeError(TrestleError):
+    """The model's code raised; the client gets no details, the log gets the traceback."""
+
+
+class _Slot:
+    """One held concurrency slot, released exactly once (by the request, or by its stream)."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = False
+        self.streaming = False  # a stream has taken over releasing it
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+
+
+def _json_body(body: bytes) -> Any:
+    """The request body as JSON; an empty body counts as `{}`."""
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _validate(method: Method, value: Any) -> Any:
+    assert method.input_model is not None
+    try:
+        return method.input_model.model_validate(value)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        parts = []
+        for err in errors:
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            parts.append(f"{where}: {err['msg']}")
+        first = ".".join(str(p) for p in errors[0]["loc"]) or None
+        raise BadRequest("invalid input: " + "; ".join(parts), param=first) from None
+
+
+def _json_response(value: Any, method: str) -> Response:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    try:
+        body = pydantic_core.to_json(value, inf_nan_mode="null")
+    except pydantic_core.PydanticSerializationError:
+        raise TrestleError(
+            f"Model.{method} returned a {type(value).__name__}, which cannot be sent as JSON; return a dict, "
+            "list, str, number, pydantic model or a starlette Response"
+        ) from None
+    return Response(body, media_type="application/json")
+
+
+def _stream_media_type(method: str, first_kind: str | None) -> str:
+    if method != "predict":
+        return SSE_MEDIA_TYPE  # OpenAI-style endpoints stream server-sent events
+    return STREAM_MEDIA_TYPES[first_kind or "text"]
+
+
+class ModelHost:
+    def __init__(
+        self,
+        config: ModelConfig,
+        model_dir: Path,
+        *,
+        secrets: Secrets | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.model_dir = Path(model_dir).resolve()
+        self.secrets = secrets if secrets is not None else Secrets()
+        self.environment = environment
+        self.state = State.LOADING
+        self.error: str | None = None
+        self.model: object | None = None
+        self.spec: ModelSpec | None = None
+        concurrency = config.runtime.predict_concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="model")
+        self._roots = code_roots(self.model_dir, config)
+
+    # -- loading -------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Import, construct and load the model; sets `state` (never raises)."""
+        started = time.perf_counter()
+        step = f"importing {self.config.model_module_dir}/{self.config.model_class_filename}"
+        try:
+            cls = await self.in_thread(import_model_class, self.model_dir, self.config)
+            step = f"{cls.__name__}.__init__"
+            self.model = await self.in_thread(construct, cls, self._init_arguments())
+            self.spec = describe_model(self.model)
+            if self.spec.load is not None:
+                step = f"{cls.__name__}.load"
+                if self.spec.load.is_coroutine:
+                    await self.spec.load.fn()
+                else:
+                    await self.in_thread(self.spec.load.fn)
+        except ModelDefinitionError as exc:
+            self._fail(str(exc))
+        except Exception as exc:
+            logger.error("%s failed:\n%s", step, user_traceback(exc, self._roots))
+            self._fail(f"{step} raised {type(exc).__name__}: {exc}")
+        else:
+            self.state = State.READY
+            logger.info("model ready (loaded in %.1f s)", time.perf_counter() - started)
+
+    def _fail(self, error: str) -> None:
+        self.error = error
+        self.state = State.FAILED
+        logger.error("model failed to load: %s", error)
+
+    def _init_arguments(self) -> dict[str, Any]:
+        raw = yaml.safe_load((self.model_dir / CONFIG_FILE).read_text()) or {}
+        return {
+            "config": raw,
+            "data_dir": self.model_dir / DATA_DIR,
+            "secrets": self.secrets,
+            "environment": self.environment,
+        }
+
+    def check_ready(self) -> None:
+        if self.state is State.LOADING:
+            raise Unavailable("the model is still loading; retry when GET /health reports ready", code="loading")
+        if self.state is State.FAILED:
+            raise Unavailable(f"the model failed to load: {self.error}", code="load_failed")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- calling -------------------------------------------------------------------------
+    async def in_thread(self, fn: Any, *args: Any) -> Any:
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(ctx.run, fn, *args))
+
+    async def _invoke(self, method: Method, value: Any, request: Request) -> Any:
+        kwargs = method.arguments(value, request)
+        if method.is_coroutine:
+            result = await method.fn(**kwargs)
+        elif method.streams:
+            result = method.fn(**kwargs)  # creating a generator runs none of its code
+        else:
+            result = await self.in_thread(functools.partial(method.fn, **kwargs))
+        if inspect.isawaitable(result) and not inspect.isasyncgen(result):
+            result = await result
+        return result
+
+    def _user_error(self, exc: Exception, method: str, *, logged: bool = False) -> TrestleError:
+        if not logged:
+            logger.error("Model.%s raised:\n%s", method, user_traceback(exc, self._roots))
+        return UserCodeError(
+            f"the model's {method} failed with an internal error (request id {logs.request_id.get()}); "
+            "the deployment logs have the details"
+        )
+
+    def _log_stream_error(self, method: str, exc: BaseException) -> None:
+        if isinstance(exc, HTTPException):
+            logger.info("Model.%s raised HTTPException %s while streaming", method, exc.status_code)
+        else:
+            logger.error("Model.%s raised while streaming:\n%s", method, user_traceback(exc, self._roots))
+
+    async def call_endpoint(self, name: str, request: Request) -> Response:
+        """Serve POST for the endpoint method `name` (predict, chat_completions, completions)."""
+        self.check_ready()
+        assert self.spec is not None
+        method = self.spec.endpoint(name)
+        if method is None:
+            raise NotFound(
+                f"this model does not implement {name}: define `{name}` on the Model class "
+                f"to serve POST {ENDPOINT_PATHS[name]}"
+            )
+        first = self.spec.preprocess if name == "predict" and self.spec.preprocess else method
+        value: Any = None
+        if first.input_param is not None:
+            value = _json_body(await request.body())
+            if first.input_model is not None:
+                value = _validate(first, value)
+
+        slot = _Slot(self._slots)
+        await slot.acquire()
+        try:
+            result = await self._run_pipeline(name, first, method, value, request)
+            if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                return await self._stream(result, method.name, slot)  # the stream frees the slot
+            if isinstance(result, Response):
+                return result
+            return _json_response(result, method.name)
+        finally:
+            if not slot.streaming:
+                slot.release()
+
+    async def _run_pipeline(self, name: str, first: Method, method: Method, value: Any, request: Request) -> Any:
+        """[preprocess ->] method [-> postprocess], with user exceptions mapped to errors."""
+        assert self.spec is not None
+        step = first.name
+        try:
+            if first is not method:
+                value = await self._invoke(first, value, request)
+            step = method.name
+            result = await self._invoke(method, value, request)
+            if name == "predict" and self.spec.postprocess is not None:
+                if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                    raise TrestleError(
+                        "Model.predict returned a generator but the Model defines postprocess; "
+                        "a stream cannot be post-processed: remove postprocess"
+                    )
+                step = "postprocess"
+                result = await self._invoke(self.spec.postprocess, result, request)
+        except (HTTPException, TrestleError):
+            raise
+        except Exception as exc:
+            raise self._user_error(exc, step) from None
+        return result
+
+    async def _stream(self, generator: Any, method: str, slot: _Slot) -> Response | StreamResponse:
+        slot.streaming = True
+        stream = BufferedStream(
+            generator,
+            executor=self._executor,
+            on_done=slot.release,
+            on_error=functools.partial(self._log_stream_error, method),
+        )
+        stream.start()
+        try:
+            first = await stream.first()
+        except (HTTPException, TrestleError):
+            raise
+        except Exception as exc:
+            raise self._user_error(exc, method, logged=True) from None
+        except BaseException:
+            await stream.aclose()
+            raise
+        media_type = _stream_media_type(method, stream.first_kind)
+        if first is None:
+            return Response(b"", media_type=media_type)
+        return StreamResponse(stream, media_type=media_type, headers={"cache-control": "no-cache"})

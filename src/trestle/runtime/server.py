@@ -1,0 +1,99 @@
+"""`python -m trestle.runtime`: one worker process serving one model folder.
+
+    python -m trestle.runtime --model-dir DIR (--socket PATH | --port N [--host H])
+                              [--secrets-file PATH] [--deployment-id ID] [--environment NAME]
+
+Reads `DIR/config.yaml`; serves `trestle.engine.app.build_app(config, model_dir)` when it has
+an `engine:` section, else the model runtime (`trestle.runtime.app.build_app`). The secrets
+file (a JSON object `{name: value}`) is read and then deleted. Serves with uvicorn (uvloop,
+httptools), access log off: the runtime logs one line per request itself, with its
+`x-request-id`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from trestle.deploy.config import ModelConfig
+from trestle.errors import TrestleError
+from trestle.runtime.logs import RequestIdMiddleware, configure_logging
+from trestle.runtime.secrets import Secrets, SecretsFileError, read_secrets_file
+
+logger = logging.getLogger("trestle.runtime")
+
+EXIT_BAD_ARGUMENTS = 2
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m trestle.runtime", description="Serve one model folder.")
+    parser.add_argument("--model-dir", required=True, type=Path, help="Truss-style folder with config.yaml")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="listen on this Unix socket path")
+    where.add_argument("--port", type=int, help="listen on this TCP port")
+    parser.add_argument("--host", default="127.0.0.1", help="TCP host (with --port; default 127.0.0.1)")
+    parser.add_argument("--secrets-file", type=Path, help="JSON object {name: value}; deleted once read")
+    parser.add_argument("--deployment-id", help="deployment id, for log lines")
+    parser.add_argument("--environment", help="environment name, passed to Model(environment={'name': ...})")
+    return parser.parse_args(argv)
+
+
+def build_worker_app(
+    config: ModelConfig, model_dir: Path, *, secrets: Secrets, environment: str | None
+):
+    """The engine app or the model runtime app, wrapped to carry request ids."""
+    if config.engine is not None:
+        from trestle.engine.app import build_app as build_engine_app  # only engine workers need llama.cpp
+
+        app = build_engine_app(config, model_dir)
+    else:
+        from trestle.runtime.app import build_app
+
+        env = {"name": environment} if environment else None
+        app = build_app(config, model_dir, secrets=secrets, environment=env)
+    return RequestIdMiddleware(app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging()
+    secrets = Secrets()
+    if args.secrets_file is not None:
+        try:
+            secrets = read_secrets_file(args.secrets_file)
+        except SecretsFileError as exc:
+            logger.error("%s", exc)
+            return EXIT_BAD_ARGUMENTS
+    try:
+        config = ModelConfig.load(args.model_dir)
+    except TrestleError as exc:
+        logger.error("cannot serve %s: %s", args.model_dir, exc.message)
+        return EXIT_BAD_ARGUMENTS
+    label = " ".join(
+        f"{k}={v}" for k, v in (("deployment", args.deployment_id), ("environment", args.environment)) if v
+    )
+    logger.info("serving %s%s with %d secret(s)", args.model_dir, f" ({label})" if label else "", len(secrets))
+    app = build_worker_app(config, args.model_dir, secrets=secrets, environment=args.environment)
+    uv_config = uvicorn.Config(
+        app,
+        uds=args.socket,
+        host=args.host,
+        port=args.port if args.port is not None else 8000,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,  # keep our handler: every line carries the request id
+        timeout_graceful_shutdown=30,
+    )
+    uvicorn.Server(uv_config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
