@@ -134,6 +134,7 @@ def test_a_full_conversation_with_tools_parses() -> None:
         (chat(top_k=-2), "top_k", "greater than or equal to -1"),
         (chat(disaggregated_params={"request_type": "both"}), "disaggregated_params.request_type", "context_only"),
         (chat(chat_template_args=[]), "chat_template_args", "object"),
+        (chat(chat_template_args={"bos_token": "x", "ok": 1}), "chat_template_args", "bos_token cannot be set here"),
     ],
 )
 def test_bad_chat_bodies_name_the_field(raw: bytes | str, param: str | None, words: str) -> None:

@@ -300,6 +300,13 @@ class SamplingRequest(WireModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
+# Variables the chat template gets from trestle itself (see trestle.engine.template.render_chat);
+# `chat_template_args` may not set them.
+RESERVED_TEMPLATE_VARIABLES = frozenset(
+    {"messages", "add_generation_prompt", "tools", "documents", "bos_token", "eos_token", "template"}
+)
+
+
 class ChatCompletionRequest(SamplingRequest):
     """Request body for creating a chat completion (seed 004)."""
 
@@ -325,6 +332,16 @@ class ChatCompletionRequest(SamplingRequest):
     chat_template: str | None = Field(default=None, title="Chat Template")
     chat_template_args: dict[str, Any] | None = Field(default=None, title="Chat Template Args")
     disaggregated_params: DisaggregatedParams | None = None
+
+    @field_validator("chat_template_args")
+    @classmethod
+    def _no_reserved_variables(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        clash = sorted(set(value or {}) & RESERVED_TEMPLATE_VARIABLES)
+        if clash:
+            raise ValueError(
+                f"{', '.join(clash)} cannot be set here; trestle sets it from the request"
+            )
+        return value
 
     @model_validator(mode="after")
     def _logprobs_checks(self) -> "ChatCompletionRequest":
