@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 
 import pytest
 
@@ -98,15 +99,13 @@ def test_bad_name_is_bad_request(run, store, name):
     assert info.value.param == "name"
 
 
-def test_only_a_salted_hash_is_stored(run, store, db_path):
-    _, plaintext = run(store.create_api_key("ci"))
-    _, plaintext2 = run(store.create_api_key("ci"))
+def test_only_a_salted_hash_is_stored(run, sqlite_store, db_path):
+    _, plaintext = run(sqlite_store.create_api_key("ci"))
+    _, plaintext2 = run(sqlite_store.create_api_key("ci"))
     stored = b"".join(p.read_bytes() for p in db_path.parent.glob("trestle.db*"))
     secret = plaintext.split("_", 2)[2]
     assert secret.encode() not in stored
     assert plaintext2.split("_", 2)[2].encode() not in stored
-    import sqlite3
-
     with sqlite3.connect(db_path) as conn:
         hashes = [r[0] for r in conn.execute("SELECT key_hash FROM api_keys")]
     salts = [h.split("$")[4] for h in hashes]
@@ -128,14 +127,14 @@ def test_keys_never_reach_logs(run, store, caplog):
     assert "scrypt$" not in caplog.text  # nor its hash
 
 
-def test_revocation_elsewhere_is_seen_after_the_cache_ttl(runner, db_url):
+def test_revocation_elsewhere_is_seen_after_the_cache_ttl(runner, store_url):
     """Two gateways on one database: a key revoked by one is refused by the other once its
     cached verification expires; with no cache it is refused at once."""
 
     async def go():
-        cached = await Store.open(db_url)  # default TTL: a verified key is remembered
-        uncached = await Store.open(db_url, key_cache_ttl=0)
-        admin = await Store.open(db_url)
+        cached = await Store.open(store_url)  # default TTL: a verified key is remembered
+        uncached = await Store.open(store_url, key_cache_ttl=0)
+        admin = await Store.open(store_url)
         try:
             key, plaintext = await admin.create_api_key("shared")
             assert await cached.verify_api_key(plaintext) == key

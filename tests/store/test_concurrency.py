@@ -1,23 +1,25 @@
-"""Several Store objects, and several processes, on one SQLite file (e.g. two gateways)."""
+"""Several Store objects, and several processes, on one database (e.g. two gateways)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 
+import sqlalchemy as sa
+
 from trestle.errors import Conflict
 from trestle.store import Store
+from trestle.store.engine import make_engine, parse_url
 from trestle.store.migrate import head_revision
 
 
-def test_two_stores_interleave_writes_and_see_each_other(runner, db_url):
+def test_two_stores_interleave_writes_and_see_each_other(runner, store_url):
     async def go():
-        a = await Store.open(db_url)
-        b = await Store.open(db_url)
+        a = await Store.open(store_url)
+        b = await Store.open(store_url)
         try:
             models = await asyncio.gather(
                 *(s.create_model(f"{tag}-{i}") for i in range(15) for tag, s in (("a", a), ("b", b)))
@@ -56,10 +58,10 @@ def test_two_stores_interleave_writes_and_see_each_other(runner, db_url):
     assert sorted(d.id for d in listed) == sorted(d.id for d in deps)
 
 
-def test_same_name_from_two_stores_one_wins(runner, db_url):
+def test_same_name_from_two_stores_one_wins(runner, store_url):
     async def go():
-        a = await Store.open(db_url)
-        b = await Store.open(db_url)
+        a = await Store.open(store_url)
+        b = await Store.open(store_url)
         try:
             results = await asyncio.gather(
                 a.create_model("race"), b.create_model("race"), return_exceptions=True
@@ -103,13 +105,26 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_processes_open_a_fresh_file_at_once(runner, tmp_path, db_path, db_url):
-    """Three processes migrate a file that does not exist yet, at the same moment, then write."""
+def alembic_versions(url: str) -> list[str]:
+    async def go():
+        engine = make_engine(parse_url(url))
+        try:
+            async with engine.connect() as conn:
+                return list(await conn.scalars(sa.text("SELECT version_num FROM alembic_version")))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def test_processes_open_a_fresh_database_at_once(runner, tmp_path, store_url):
+    """Three processes migrate a database that has no tables yet (SQLite: no file yet), at the
+    same moment, then write."""
     gate = tmp_path / "gate"
     tags = ("p1", "p2", "p3")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, db_url, tag, str(gate)],
+            [sys.executable, "-c", WRITER, store_url, tag, str(gate)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for tag in tags
@@ -123,13 +138,10 @@ def test_processes_open_a_fresh_file_at_once(runner, tmp_path, db_path, db_url):
         assert p.returncode == 0, err
     plaintexts = [out.strip() for out, _ in outputs]
 
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            (head_revision(),)
-        ]
+    assert alembic_versions(store_url) == [head_revision()]
 
     async def check():
-        async with await Store.open(db_url) as store:
+        async with await Store.open(store_url) as store:
             return (
                 await store.list_models(),
                 await store.list_deployments(),

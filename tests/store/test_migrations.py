@@ -132,6 +132,32 @@ def test_downgrade_to_base_and_back(db_path, db_url):
     assert set(schema(db_path)) == TABLES
 
 
+def test_postgres_gets_every_table_and_no_drift(postgres):
+    url = postgres.new_database()
+    asyncio.run(upgrade(url))
+    asyncio.run(upgrade(url))  # a second run is a no-op
+
+    async def inspect():
+        engine = make_engine(parse_url(url))
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda c: (
+                        set(sa.inspect(c).get_table_names()),
+                        {ix["name"] for ix in sa.inspect(c).get_indexes("deployments")},
+                        list(c.scalars(sa.text("SELECT version_num FROM alembic_version"))),
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    tables, deployment_indexes, versions = asyncio.run(inspect())
+    assert tables == TABLES
+    assert deployment_indexes == {"ix_deployments_model_id", "ix_deployments_status"}
+    assert versions == [head_revision()]
+    assert drift(url, Base.metadata) == []
+
+
 @pytest.mark.parametrize(
     "url",
     [

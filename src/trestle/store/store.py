@@ -39,10 +39,13 @@ def _now() -> datetime:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back without a zone; they were written in UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    """Timestamps in UTC. SQLite hands them back without a zone (they were written in UTC);
+    PostgreSQL in the session's zone."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _name(value: Any, param: str = "name") -> str:
