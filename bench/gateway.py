@@ -25,7 +25,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import EXAMPLES, start_server  # noqa: E402
+from support import EXAMPLES, start_server  # noqa: E402
 
 BODY = b'{"name": "bench"}'
 

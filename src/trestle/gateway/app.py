@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -69,14 +68,20 @@ async def ensure_admin_key(store: Store, settings: Settings) -> None:
 
 
 async def deploy_builtin_models(manager: DeploymentManager, store: Store, settings: Settings) -> None:
-    from trestle.engine.builtin import write_builtin_folders
+    """Deploy the built-in Model APIs once; later starts bring them back like any deployment."""
+    import yaml
 
-    for folder in write_builtin_folders(settings.home / "builtin"):
-        name = folder.name
-        if await store.get_model_by_name(name) is not None:
-            continue
-        log.info("deploying the built-in model %s", name)
-        await manager.push_folder(folder)
+    from trestle.engine.builtin import builtin_config
+
+    config = builtin_config()
+    name = config["model_name"]
+    if await store.get_model_by_name(name) is not None:
+        return
+    folder = settings.home / "builtin" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    log.info("deploying the built-in model %s", name)
+    await manager.push_folder(folder)
 
 
 def build_app(settings: Settings) -> Starlette:

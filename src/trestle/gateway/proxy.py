@@ -31,7 +31,7 @@ DROP_REQUEST = frozenset(
      requestid.HEADER}
 )
 DROP_RESPONSE = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+    {b"date", b"server", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
      requestid.HEADER.encode()}
 )
 
