@@ -44,33 +44,31 @@ def to_bad_request(exc: ValidationError, model_cls: type[BaseModel]) -> BadReque
     errors = exc.errors(include_url=False)
     first = errors[0]
     if first["type"] == "json_invalid":
-        return BadRequest(f"body is not valid JSON: {first['ctx']['error']}" if "ctx" in first
-                          else "body is not valid JSON")
+        return BadRequest(f"body is not valid JSON ({first['ctx']['error']})")
     if first["type"] == "model_type" and first["loc"] == ():
         return BadRequest("body must be a JSON object")
 
-    located = [(_param(model_cls, err["loc"]), err) for err in errors]
+    located = [(_field_path_or_loc(model_cls, err["loc"]), err) for err in errors]
     # Report one field: the first one with an error, at its deepest location (the union member
     # that matched furthest), with every distinct message at that location.
-    top = located[0][0].split(".")[0]
-    same_field = [(p, e) for p, e in located if p.split(".")[0] == top]
-    deepest = max(len(p.split(".")) for p, _ in same_field)
-    chosen = [(p, e) for p, e in same_field if len(p.split(".")) == deepest]
-    param = chosen[0][0]
-    chosen = [e for p, e in chosen if p == param]
+    top = located[0][0][:1]
+    same_field = [(path, err) for path, err in located if path[:1] == top]
+    path = max((path for path, _ in same_field), key=len)
+    chosen = [err for p, err in same_field if p == path]
     if chosen[0]["type"] in ("union_tag_invalid", "union_tag_not_found"):
         # the error is the discriminating field itself, e.g. `messages.0.role`
-        param = f"{param}.{str(chosen[0]['ctx']['discriminator']).strip(chr(39))}"
+        path = [*path, str(chosen[0]["ctx"]["discriminator"]).strip("'")]
+    param = ".".join(str(part) for part in path) or None
 
-    extra = next((e for e in chosen if e["type"] == "extra_forbidden"), None)
-    if extra is not None:
+    if any(err["type"] == "extra_forbidden" for err in chosen):
         return BadRequest(f"Unrecognized request argument: {param}", param=param)
     messages: list[str] = []
     for err in chosen:
         text = _message(err)
         if text not in messages:
             messages.append(text)
-    return BadRequest(f"{param}: {' or '.join(messages)}", param=param)
+    what = " or ".join(messages)
+    return BadRequest(f"{param}: {what}" if param else what, param=param)
 
 
 def _message(err: ErrorDetails) -> str:
@@ -88,11 +86,9 @@ def _message(err: ErrorDetails) -> str:
     return err["msg"][:1].lower() + err["msg"][1:]
 
 
-def _param(model_cls: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+def _field_path_or_loc(model_cls: type[BaseModel], loc: tuple[int | str, ...]) -> list[int | str]:
     path = _field_path(model_cls, loc, 0)
-    if path is None:  # the walk could not follow: report the location as pydantic gave it
-        path = list(loc)
-    return ".".join(str(part) for part in path)
+    return list(loc) if path is None else path  # could not follow: pydantic's location as is
 
 
 def _field_path(tp: Any, loc: tuple[int | str, ...], i: int) -> list[int | str] | None:
