@@ -120,9 +120,9 @@ def test_raise_exception_is_a_bad_request() -> None:
 
 
 def test_strftime_now_and_template_args() -> None:
-    text = render("{{ strftime_now('%Y') }}|{{ enable_thinking }}|{{ documents[0].title }}",
+    text = render("{{ strftime_now('%Y') }}|{{ enable_thinking }}|{{ documents[0].title }}|{{ range(3) | list }}",
                   enable_thinking=False, documents=[{"title": "Doc", "text": "t"}])
-    assert text == f"{datetime.now().year}|False|Doc"
+    assert text == f"{datetime.now().year}|False|Doc|[0, 1, 2]"
 
 
 def test_tojson_is_hf_style() -> None:
@@ -165,6 +165,8 @@ def test_tool_call_arguments_reach_the_template_as_objects() -> None:
         "{{ 'a' * 100000000 }}",
         "{{ [0] * 100000000 }}",
         "{{ 10 ** 100000 }}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{{ range(10000000) | length }}",
     ],
 )
 def test_sandbox_escapes_are_refused(template: str) -> None:
@@ -183,6 +185,7 @@ def test_syntax_error_names_the_line() -> None:
         ("{{ 1 + 'a' }}", "TypeError"),
         ("{{ nothing.here + 1 }}", "undefined"),
         ("{{ messages[5]['role'] + 'x' }}", "no element 5"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursed too deeply"),
     ],
 )
 def test_runtime_errors_are_bad_requests(template: str, words: str) -> None:

@@ -11,11 +11,12 @@ request's `chat_template_args`; and the helpers `raise_exception(msg)`, `strftim
 
 Sandbox: `ImmutableSandboxedEnvironment` (no `__dunder__` or internal attributes, no mutating
 lists/dicts). On top of it an unsafe attribute is an error, not an empty string;
-`*`/`**` may not build huge strings or numbers; the output is capped at MAX_OUTPUT_CHARS.
+`*`/`**` may not build huge strings or numbers; `range` hands out at most MAX_RANGE_ITEMS items per
+render (so nested `range` loops end quickly); the output is capped at MAX_OUTPUT_CHARS.
 Every failure - syntax error, unsafe access, `raise_exception`, a runtime error - is
-`BadRequest(param="chat_template")` with a message that says what went wrong. (A template can
-still spend CPU in loops bounded by `range`'s 100000 limit; the output cap stops it once it
-writes too much.)
+`BadRequest(param="chat_template")` with a message that says what went wrong. (Not bounded:
+nested loops over a long string or list that write nothing - a template can still waste CPU
+that way; there is no wall-clock limit on a render.)
 
 Compiled templates are cached by their text (LRU of CACHE_SIZE), so a request pays only for the
 render.
@@ -36,6 +37,7 @@ output, not the prompt. When the last message is not the assistant's, `echo` has
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Iterable
@@ -53,6 +55,9 @@ CACHE_SIZE = 64
 MAX_OUTPUT_CHARS = 4_000_000  # far beyond any context length we serve
 _MAX_SEQUENCE_REPEAT = 1_000_000  # 'x' * n, [..] * n
 _MAX_POWER_EXPONENT = 1_000
+MAX_RANGE_ITEMS = 1_000_000  # all `range(...)` calls of one render together
+
+_range_budget: ContextVar[list[int]] = ContextVar("chat_template_range_budget")
 
 
 class ChatTemplateRaised(TemplateError):
@@ -91,6 +96,17 @@ class _ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+def _budgeted_range(*args: int) -> range:
+    """`range`, charged against the render's budget: nested `range` loops cannot spin for long."""
+    rng = range(*args)
+    budget = _range_budget.get(None)
+    if budget is not None:
+        budget[0] -= len(rng)
+        if budget[0] < 0:
+            raise SecurityError(f"range() produced more than {MAX_RANGE_ITEMS} items in one render")
+    return rng
+
+
 def _raise_exception(message: str) -> None:
     raise ChatTemplateRaised(str(message))
 
@@ -122,6 +138,7 @@ def _environment() -> _ChatTemplateEnvironment:
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    env.globals["range"] = _budgeted_range
     return env
 
 
@@ -165,6 +182,7 @@ def render_chat(
     }
     out: list[str] = []
     size = 0
+    budget = _range_budget.set([MAX_RANGE_ITEMS])
     try:
         for piece in compiled.generate(variables):
             size += len(piece)
@@ -182,10 +200,14 @@ def render_chat(
         ) from None
     except TemplateError as exc:
         raise BadRequest(f"chat_template failed to render: {exc}", param="chat_template") from None
+    except RecursionError:
+        raise BadRequest("chat_template recursed too deeply", param="chat_template") from None
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as exc:
         raise BadRequest(
             f"chat_template failed to render: {type(exc).__name__}: {exc}", param="chat_template"
         ) from None
+    finally:
+        _range_budget.reset(budget)
     return "".join(out)
 
 
