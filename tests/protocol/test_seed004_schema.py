@@ -31,7 +31,8 @@ TIGHTENED: dict[str, dict[str, Any]] = {
     "frequency_penalty": {"minimum": -2, "maximum": 2},  # OpenAI's range
     "presence_penalty": {"minimum": -2, "maximum": 2},  # OpenAI's range
     "logit_bias": {"additionalProperties.minimum": -100, "additionalProperties.maximum": 100},
-    "top_logprobs": {"minimum": 0, "maximum": 20},  # the seed's description: "(0-20)"
+    "top_logprobs": {"minimum": 0, "maximum": 20},
+    "seed": {"minimum": -(2**63), "maximum": 2**63 - 1},  # OpenAI's range (int64)  # the seed's description: "(0-20)"
     "top_k": {"minimum": -1},  # "-1 to disable"
     "top_p_min": {"minimum": 0, "maximum": 1},  # a probability
     "min_p": {"minimum": 0, "maximum": 1},  # a probability

@@ -119,6 +119,8 @@ def test_a_full_conversation_with_tools_parses() -> None:
         (chat(stop=5), "stop", "valid string"),
         (chat(logit_bias={"abc": 1}), "logit_bias", "token ids"),
         (chat(logit_bias={"1": 101}), "logit_bias.1", "less than or equal to 100"),
+        (chat(logit_bias={"²": 1}), "logit_bias", "token ids"),
+        (chat(seed=2**64), "seed", "less than or equal to"),
         (chat(stream_options={"include_usage": True}), "stream_options", "stream is true"),
         (chat(stream=True, stream_options={"include_usage": True, "x": 1}), "stream_options.x", "Unrecognized"),
         (chat(response_format={"type": "xml"}), "response_format.type", "'xml'"),

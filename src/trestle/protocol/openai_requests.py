@@ -238,7 +238,7 @@ class SamplingRequest(WireModel):
     max_tokens: int = Field(default=4096, ge=1, le=262144, title="Max Tokens")
     n: int = Field(default=1, title="N", description="Only `1` is supported.")
     presence_penalty: float = Field(default=0, ge=-2, le=2, title="Presence Penalty")
-    seed: int | None = Field(default=None, title="Seed")
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1, title="Seed")  # OpenAI: int64
     stop: StopString | Annotated[list[StopString], Field(max_length=32)] | None = Field(
         default=None, title="Stop"
     )
@@ -275,7 +275,7 @@ class SamplingRequest(WireModel):
     @classmethod
     def _token_id_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key in value or {}:
-            if not key.isdigit():
+            if not (key.isascii() and key.isdigit()):
                 raise ValueError(f"keys must be token ids (non-negative integers), got {key!r}")
         return value
 
