@@ -1,0 +1,122 @@
+"""POST /predict on the examples: inputs, outputs, body parsing, missing methods, user errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .conftest import EXAMPLES, assert_envelope
+
+
+@pytest.fixture(scope="module")
+def hello(workers):
+    return workers.start(EXAMPLES / "hello")
+
+
+def test_sync_predict(hello):
+    with hello.client() as c:
+        res = c.post("/predict", json={"name": "Ada"})
+    assert res.status_code == 200
+    assert res.headers["content-type"] == "application/json"
+    assert res.json() == {"message": "Hello, Ada!"}
+
+
+def test_empty_body_is_an_empty_object(hello):
+    with hello.client() as c:
+        res = c.post("/predict", content=b"")
+    assert res.json() == {"message": "Hello, world!"}
+
+
+def test_invalid_json_is_a_400_envelope(hello):
+    with hello.client() as c:
+        res = c.post("/predict", content=b'{"name": ', headers={"content-type": "application/json"})
+    message = assert_envelope(res, 400, type="invalid_request_error")
+    assert "not valid JSON" in message
+    assert res.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("path, method", [("/v1/chat/completions", "chat_completions"), ("/v1/completions", "completions")])
+def test_missing_method_is_a_404_naming_it(hello, path, method):
+    with hello.client() as c:
+        res = c.post(path, json={"messages": [], "prompt": "x"})
+    message = assert_envelope(res, 404, type="not_found_error")
+    assert f"does not implement {method}" in message
+
+
+def test_unknown_route_and_wrong_verb_use_the_envelope(hello):
+    with hello.client() as c:
+        assert_envelope(c.get("/nowhere"), 404, type="not_found_error")
+        assert_envelope(c.get("/predict"), 405)
+
+
+def test_predict_missing_when_only_openai_methods(workers):
+    worker = workers.start(EXAMPLES / "openai_methods")
+    with worker.client() as c:
+        message = assert_envelope(c.post("/predict", json={}), 404)
+    assert "does not implement predict" in message
+
+
+def test_async_load_and_predict_with_data_dir_and_packages(workers):
+    worker = workers.start(EXAMPLES / "async_model")
+    with worker.client() as c:
+        good = c.post("/predict", json={"text": "A great, excellent day"}).json()
+        bad = c.post("/predict", json={"text": "Awful. Just bad."}).json()
+    assert good == {"score": 5, "label": "positive"}
+    assert bad == {"score": -3, "label": "negative"}
+
+
+@pytest.fixture(scope="module")
+def typed(workers):
+    return workers.start(EXAMPLES / "typed_input")
+
+
+def test_typed_input_valid(typed):
+    with typed.client() as c:
+        res = c.post("/predict", json={"text": "Serving models: serving is fun, models are fun too.", "top_k": 2})
+    assert res.status_code == 200
+    assert res.json() == {"keywords": ["models", "serving"]}
+
+
+def test_typed_input_lists_every_bad_field(typed):
+    with typed.client() as c:
+        res = c.post("/predict", json={"text": "", "top_k": 99})
+    message = assert_envelope(res, 400, type="invalid_request_error", param="text")
+    assert "text:" in message and "top_k:" in message
+
+
+def test_typed_input_missing_field_and_wrong_shape(typed):
+    with typed.client() as c:
+        missing = c.post("/predict", json={"top_k": 1})
+        not_object = c.post("/predict", json=[1, 2])
+    assert "Field required" in assert_envelope(missing, 400, param="text")
+    assert_envelope(not_object, 400, param=None)
+
+
+@pytest.fixture(scope="module")
+def raises(workers):
+    return workers.start(EXAMPLES / "raises")
+
+
+def test_user_exception_is_a_generic_500_with_traceback_in_log(raises):
+    with raises.client() as c:
+        res = c.post("/predict", json={"kind": "bug", "numerator": 7}, headers={"x-request-id": "bug-req-1"})
+    message = assert_envelope(res, 500, type="server_error")
+    assert "ValueError" not in message and "divide" not in message and "internal detail" not in message
+    assert "bug-req-1" in message
+    log = raises.log()
+    assert "ValueError: cannot divide 7 by zero" in log
+    # The traceback starts at the user's frame: none of trestle's or starlette's frames.
+    traceback = log[log.index("Model.predict raised"):log.index("ValueError: cannot divide")]
+    frames = re.findall(r'File "([^"]+)"', traceback)
+    assert frames and all(f.endswith("examples/raises/model/model.py") for f in frames), frames
+    assert "in _divide" in traceback
+    assert re.search(r"\[bug-req-1\] trestle\.runtime: Model\.predict raised", log)
+
+
+def test_user_http_exception_keeps_status_and_detail(raises):
+    with raises.client() as c:
+        res = c.post("/predict", json={"kind": "teapot"})
+        ok = c.post("/predict", json={})
+    assert assert_envelope(res, 418) == "I'm a teapot, not a coffee machine"
+    assert ok.json() == {"ok": True}
