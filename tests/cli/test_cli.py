@@ -1,0 +1,97 @@
+"""The `trestle` command line: help everywhere, JSON output for scripts, secrets, logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+
+from support import EXAMPLES
+from trestle.cli.main import cli
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, cmd in group.commands.items():
+        yield prefix + (name,)
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, prefix + (name,))
+
+
+ALL = [()] + list(_commands(cli))
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: " ".join(p) or "trestle")
+def test_dash_h_works_everywhere(path):
+    res = subprocess.run([sys.executable, "-m", "trestle", *path, "-h"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "Usage: trestle" in res.stdout
+    assert "-h, --help" in res.stdout
+
+
+def test_every_reporting_command_has_json_output():
+    reporting = {p for p in ALL if p and not isinstance(_lookup(p), click.Group)}
+    without = {p for p in reporting
+               if not any(o.name == "output" for o in _lookup(p).params)}
+    # serve runs the server, logs prints a log, predict prints the model's own answer
+    assert without == {("serve",), ("deployments", "logs"), ("predict",)}
+
+
+def _lookup(path):
+    cmd = cli
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd
+
+
+def test_json_output_parses(server, pushed):
+    pushed("hello")
+    for args in (("deployments", "list"), ("models", "list"), ("keys", "list"), ("secrets", "list")):
+        data = server.cli_json(*args)
+        assert isinstance(data, dict) and data, args
+    deps = server.cli_json("deployments", "list")["deployments"]
+    assert any(d["status"] == "active" for d in deps)
+
+
+def test_predict_prints_the_answer(server, pushed):
+    m = pushed("hello")["model"]["id"]
+    res = server.cli("predict", m, "-d", '{"name": "cli"}')
+    assert json.loads(res.stdout) == {"message": "Hello, cli!"}
+    res = server.cli("predict", m, "-d", "@-", input='{"name": "stdin"}')
+    assert json.loads(res.stdout) == {"message": "Hello, stdin!"}
+
+
+def test_secrets_reach_the_model_and_are_never_listed_by_value(server):
+    server.cli("secrets", "set", "webhook_token", input="s3cr3t-value\n")
+    listed = server.cli_json("secrets", "list")
+    assert "webhook_token" in listed["secrets"]
+    assert "s3cr3t-value" not in json.dumps(listed)
+    push = server.push(EXAMPLES / "secrets_env")
+    assert push["deployment"]["status"] == "active"
+    m = push["model"]["id"]
+    good = json.loads(server.cli("predict", m, "-d", '{"token": "s3cr3t-value"}').stdout)
+    assert good == {"model": "secrets-env", "style": "formal", "environment": "production",
+                    "authorized": True}
+    bad = json.loads(server.cli("predict", m, "-d", '{"token": "guess"}').stdout)
+    assert bad["authorized"] is False
+    assert "s3cr3t-value" not in server.log_text()
+    assert "s3cr3t-value" not in server.cli("deployments", "logs", push["deployment"]["id"]).stdout
+
+
+def test_errors_are_messages_not_tracebacks(server):
+    res = server.cli("predict", "nosuchmodel", check=False)
+    assert res.returncode == 1
+    assert "404: no model with id nosuchmodel" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = server.cli("deployments", "logs", "dnope", check=False)
+    assert res.returncode == 1 and "no deployment with id dnope" in res.stderr
+
+
+def test_push_rejects_a_folder_without_model_code(server, tmp_path):
+    (tmp_path / "config.yaml").write_text("model_name: empty\n")
+    res = server.cli("push", str(tmp_path), check=False)
+    assert res.returncode == 1
+    assert "model/model.py is missing" in res.stderr

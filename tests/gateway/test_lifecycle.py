@@ -1,0 +1,35 @@
+"""What survives a restart, and the explicit --no-auth mode for local use."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from support import EXAMPLES, start_server
+
+
+def test_deployments_come_back_after_a_restart_and_no_auth_needs_no_key(tmp_path):
+    home = tmp_path / "home"
+    srv = start_server(home, "--no-auth", "--no-builtin")
+    try:
+        push = srv.push(EXAMPLES / "hello")
+        m = push["model"]["id"]
+        resp = httpx.post(f"{srv.url}/model/{m}/production/predict", json={"name": "a"})
+        assert resp.status_code == 200
+        assert not (home / "admin_key").exists()
+    finally:
+        srv.stop()
+    srv = start_server(home, "--no-auth", "--no-builtin")
+    try:
+        deps = srv.cli_json("deployments", "list")["deployments"]
+        assert [d["id"] for d in deps] == [push["deployment"]["id"]]
+        for _ in range(300):
+            resp = httpx.post(f"{srv.url}/model/{m}/production/predict", json={"name": "b"})
+            if resp.status_code != 503:
+                break
+            assert "still deploying" in resp.json()["error"]["message"]
+            time.sleep(0.1)
+        assert resp.status_code == 200 and resp.json() == {"message": "Hello, b!"}
+    finally:
+        srv.stop()

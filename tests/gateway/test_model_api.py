@@ -1,0 +1,67 @@
+"""The built-in Model API through the gateway, as a user gets it right after `trestle serve`."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from support import SLUG
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
+
+
+def test_models_lists_the_builtin_slug(client):
+    assert SLUG in [m.id for m in client.models.list().data]
+
+
+def test_chat_completion_with_the_slug(client):
+    chat = client.chat.completions.create(
+        model=SLUG, messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=8, temperature=0,
+    )
+    assert chat.model == SLUG
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.choices[0].message.content
+    assert chat.usage.completion_tokens <= 8 and chat.usage.prompt_tokens > 0
+
+
+def test_streaming_matches_non_streaming_at_temperature_zero(client):
+    kwargs = dict(model=SLUG, messages=[{"role": "user", "content": "Name a colour."}],
+                  max_tokens=8, temperature=0)
+    full = client.chat.completions.create(**kwargs).choices[0].message.content
+    stream = client.chat.completions.create(stream=True, **kwargs)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == full
+
+
+def test_prompt_style_completions(client):
+    done = client.completions.create(model=SLUG, prompt="One, two, three,", max_tokens=4,
+                                     temperature=0)
+    assert done.choices[0].text
+    assert done.usage.completion_tokens <= 4
+
+
+def test_unknown_model_is_a_404_naming_the_field(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="nope/nope", messages=[{"role": "user", "content": "x"}])
+    body = err.value.body
+    assert body["param"] == "model" and body["code"] == "model_not_found"
+    assert SLUG in body["message"]
+
+
+def test_engine_validation_errors_pass_through_with_param(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=SLUG, messages=[{"role": "user", "content": "x"}],
+                                       temperature=9)
+    assert err.value.body["param"] == "temperature"
+
+
+def test_the_bridge_is_refused_clearly_until_it_exists(client):
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="any", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"baseten": {"model_id": "m123"}})
+    assert err.value.status_code == 501
+    assert err.value.body["param"] == "baseten"
+    assert "not implemented yet" in err.value.body["message"]
