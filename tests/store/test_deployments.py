@@ -116,3 +116,11 @@ def test_config_round_trips_nested_json(run, store, model):
     config = {"a": [1, 2.5, None, True], "b": {"c": "ü ✓"}, "empty": {}}
     dep = run(store.create_deployment(model.id, config, "/s"))
     assert run(store.get_deployment(dep.id)).config == config
+
+
+@pytest.mark.parametrize("config", [{"when": object()}, {"x": float("nan")}, {1j: "key"}])
+def test_config_that_is_not_json_is_bad_request(run, store, model, config):
+    with pytest.raises(BadRequest) as info:
+        run(store.create_deployment(model.id, config, "/s"))
+    assert info.value.param == "config"
+    assert run(store.list_deployments()) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +14,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from trestle.store import Store
+from trestle.store import Store, sqlite_url
 from trestle.store.engine import make_engine, parse_url
 from trestle.store.migrate import head_revision, run_locked, upgrade
 from trestle.store.tables import Base
@@ -172,3 +174,35 @@ def test_postgres_gets_every_table_and_no_drift(postgres):
 def test_unsupported_urls_are_refused(url):
     with pytest.raises(ValueError):
         asyncio.run(Store.open(url))
+
+
+def test_upgrade_command(db_path, db_url):
+    done = subprocess.run(
+        [sys.executable, "-m", "trestle.store", "upgrade", db_url],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(schema(db_path)) == TABLES
+    assert "Warning" not in done.stderr
+
+
+def test_upgrade_command_refuses_a_bad_url():
+    done = subprocess.run(
+        [sys.executable, "-m", "trestle.store", "upgrade", "sqlite:///x.db"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0
+    assert "sqlite+aiosqlite" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_sqlite_url_escapes_odd_paths(tmp_path):
+    path = tmp_path / "odd ?dir%20#x" / "trestle.db"
+
+    async def go():
+        async with await Store.open(sqlite_url(path)) as store:
+            await store.create_model("here")
+
+    asyncio.run(go())
+    assert path.is_file()
+    assert set(schema(path)) == TABLES

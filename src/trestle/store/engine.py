@@ -29,8 +29,9 @@ logging.getLogger("aiosqlite").addFilter(_drop_debug)
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
-    """The store URL for a SQLite file, e.g. `sqlite_url(home / "trestle.db")`."""
-    return f"sqlite+aiosqlite:///{Path(path)}"
+    """The store URL for a SQLite file, e.g. `sqlite_url(home / "trestle.db")`; characters that
+    mean something in a URL (`?`, `%`, `#`) are escaped."""
+    return URL.create("sqlite+aiosqlite", database=str(Path(path))).render_as_string()
 
 
 def parse_url(url: str) -> URL:

@@ -13,6 +13,7 @@ a ValueError, because statuses come from our own code, not from clients.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -152,6 +153,10 @@ class Store:
         check_status(status)
         if not isinstance(config, dict):
             raise BadRequest("config must be a JSON object", param="config")
+        try:
+            json.dumps(config, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(f"config is not JSON: {exc}", param="config") from None
         now = _now()
         row = DeploymentRow(
             id=new_id("d"),
