@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, assert_envelope
 
 
 def test_init_gets_everything_with_kwargs(workers, model_folder):
@@ -168,3 +168,60 @@ def test_definition_errors_fail_the_load(workers, model_folder, case):
     assert health.status_code == 503
     assert health.json()["status"] == "failed"
     assert expected in health.json()["error"]
+
+
+RETURNS_AND_REQUESTS = """
+    import numpy
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+
+    class Model:
+        async def predict(self, request: Request):
+            # No input parameter: the body is left for the model to read, in any format.
+            body = await request.body()
+            kind = request.headers.get("x-kind")
+            if kind == "response":
+                return PlainTextResponse(body.decode().upper(), status_code=201, headers={"x-model": "yes"})
+            if kind == "numpy":
+                return numpy.zeros(3)
+            if kind == "starlette-http":
+                raise HTTPException(409, detail="already running")
+            return {"bytes": len(body), "path": request.url.path}
+
+        def completions(self, model_input, request: Request):
+            return {"prompt": model_input["prompt"], "agent": request.headers["user-agent"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def flexible(workers, model_folder):
+    return workers.start(model_folder(RETURNS_AND_REQUESTS))
+
+
+def test_request_parameter_gets_the_live_request(flexible):
+    with flexible.client() as c:
+        raw = c.post("/predict", content=b"not json at all")
+        both = c.post("/v1/completions", json={"prompt": "p"}, headers={"user-agent": "tester/1"})
+    assert raw.json() == {"bytes": 15, "path": "/predict"}
+    assert both.json() == {"prompt": "p", "agent": "tester/1"}
+
+
+def test_returned_response_is_sent_as_is(flexible):
+    with flexible.client() as c:
+        res = c.post("/predict", content=b"shout", headers={"x-kind": "response"})
+    assert res.status_code == 201
+    assert res.text == "SHOUT" and res.headers["x-model"] == "yes"
+
+
+def test_value_that_is_not_json_is_a_clear_500(flexible):
+    with flexible.client() as c:
+        res = c.post("/predict", content=b"", headers={"x-kind": "numpy"})
+    message = assert_envelope(res, 500, type="server_error")
+    assert "returned a ndarray, which cannot be sent as JSON" in message
+
+
+def test_starlette_http_exception_keeps_status(flexible):
+    with flexible.client() as c:
+        res = c.post("/predict", content=b"", headers={"x-kind": "starlette-http"})
+    assert assert_envelope(res, 409, type="conflict_error") == "already running"

@@ -1,0 +1,64 @@
+"""The entry point: Unix socket, request ids in logs, secrets file, bad arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+
+import httpx
+
+from .conftest import EXAMPLES, wait_for
+
+
+def test_serves_on_a_unix_socket(workers):
+    worker = workers.start(EXAMPLES / "hello", unix_socket=True)
+
+    async def call():
+        transport = httpx.AsyncHTTPTransport(uds=str(worker.socket_path))
+        async with httpx.AsyncClient(transport=transport, base_url="http://worker") as c:
+            return await c.get("/health"), await c.post("/predict", json={"name": "socket"})
+
+    health, res = asyncio.run(call())
+    assert health.json() == {"status": "ready"}
+    assert res.json() == {"message": "Hello, socket!"}
+
+
+def test_request_id_is_echoed_and_on_every_log_line_of_the_request(workers):
+    worker = workers.start(EXAMPLES / "request_aware")
+    with worker.client() as c:
+        res = c.post("/predict", json={"steps": 1}, headers={"x-request-id": "rid-7f3a"})
+        fresh = c.post("/predict", json={"steps": 1})
+    assert res.headers["x-request-id"] == "rid-7f3a"
+    assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["x-request-id"])
+    lines = wait_for(lambda: [l for l in worker.log().splitlines() if "[rid-7f3a]" in l and "POST /predict" in l],
+                     "the request's log line")
+    assert "-> 200" in lines[0]
+    # The model's own log line (logging in user code) carries the id too.
+    assert re.search(r"\[rid-7f3a\] model\.model: started", worker.log())
+
+
+def run_worker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trestle.runtime", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_folder_without_config_exits_with_a_message(tmp_path):
+    res = run_worker("--model-dir", str(tmp_path), "--port", "1")
+    assert res.returncode == 2
+    assert "has no config.yaml" in res.stderr
+
+
+def test_bad_secrets_file_exits_and_is_deleted(tmp_path):
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text('["not", "an", "object"]')
+    res = run_worker("--model-dir", str(EXAMPLES / "hello"), "--port", "1", "--secrets-file", str(secrets))
+    assert res.returncode == 2
+    assert "must be a JSON object" in res.stderr
+    assert not secrets.exists()
+
+
+def test_socket_or_port_is_required():
+    res = run_worker("--model-dir", str(EXAMPLES / "hello"))
+    assert res.returncode == 2
+    assert "one of the arguments --socket --port is required" in res.stderr
