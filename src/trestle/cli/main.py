@@ -73,7 +73,8 @@ def serve(host, port, home, no_auth, no_builtin, database_url) -> None:
 @click.option("--environment", "-e", default=None, help="also point this environment at it")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="wait until the deployment is active (or failed)")
-@output_option
+@click.option("--output", "-o", type=click.Choice(["text", "json", "id"]), default="text",
+              show_default=True, help="text for people, json for scripts, id for the model id only")
 @pass_client
 def push(client: Client, folder: Path, promote: bool, environment: str | None, wait: bool,
          output: str) -> None:
@@ -91,14 +92,17 @@ def push(client: Client, folder: Path, promote: bool, environment: str | None, w
     result = wire.PushResponse.model_validate(resp.json())
     dep = result.deployment
     if wait:
-        dep = wait_for(client, dep.id, output)
+        dep = wait_for(client, dep.id)
     data = result.model_dump(mode="json") | {"deployment": dep.model_dump(mode="json")}
-    emit(output, data, lambda: print_push(result, dep))
+    if output == "id":
+        click.echo(result.model.id)
+    else:
+        emit(output, data, lambda: print_push(result, dep))
     if dep.status == "failed":
         sys.exit(1)
 
 
-def wait_for(client: Client, deployment_id: str, output: str) -> wire.DeploymentOut:
+def wait_for(client: Client, deployment_id: str) -> wire.DeploymentOut:
     with console.status("deploying") as status:
         while True:
             dep = wire.DeploymentOut.model_validate(
