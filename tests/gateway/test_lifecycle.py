@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from support import EXAMPLES, start_server
+from support import EXAMPLES, ROOT, start_server
 
 
 def test_deployments_come_back_after_a_restart_and_no_auth_needs_no_key(tmp_path):
@@ -33,3 +33,16 @@ def test_deployments_come_back_after_a_restart_and_no_auth_needs_no_key(tmp_path
         assert resp.status_code == 200 and resp.json() == {"message": "Hello, b!"}
     finally:
         srv.stop()
+
+
+def test_requirements_get_their_own_virtualenv(server):
+    push = server.push(ROOT / "tests" / "gateway" / "models" / "with_requirements")
+    assert push["deployment"]["status"] == "active", push["deployment"]["error"]
+    with server.client() as http:
+        resp = http.post(f"/model/{push['model']['id']}/production/predict", json={"text": "Ærøskøbing"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["ascii"] == "AEroskobing"
+    assert body["prefix"].endswith("/venv") and str(server.home) in body["prefix"]
+    log = server.cli("deployments", "logs", push["deployment"]["id"]).stdout
+    assert "building a virtualenv with 1 requirement(s)" in log
