@@ -34,7 +34,10 @@ def report(label: str, ms: list[float], target_ms: float) -> None:
     p50 = statistics.median(ms)
     p99 = statistics.quantiles(ms, n=100)[98] if len(ms) >= 100 else max(ms)
     verdict = "ok" if p50 <= target_ms else "MISSED"
-    print(f"{label:<34} p50 {p50:9.3f} ms   p99 {p99:9.3f} ms   target p50 <= {target_ms} ms  {verdict}")
+    print(
+        f"{label:<34} p50 {p50:9.3f} ms   p99 {p99:9.3f} ms   "
+        f"target p50 <= {target_ms} ms  {verdict}"
+    )
 
 
 async def main(n: int) -> None:

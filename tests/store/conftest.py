@@ -56,7 +56,9 @@ class PostgresCluster:
             shutil.chown(self.root, user="postgres")
         self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "UTF8",
                   as_owner=True)
-        options = f"-c listen_addresses='' -c unix_socket_directories={self.socket_dir} -c fsync=off"
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories={self.socket_dir} -c fsync=off"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
                   "-w", "start", as_owner=True)
 

@@ -33,7 +33,9 @@ def test_verify_good_key(run, store):
 
 def test_keys_are_distinct(run, store):
     made = [run(store.create_api_key("same name")) for _ in range(3)]
-    assert len({k.id for k, _ in made}) == len({k.prefix for k, _ in made}) == len({p for _, p in made}) == 3
+    assert len({k.id for k, _ in made}) == 3
+    assert len({k.prefix for k, _ in made}) == 3
+    assert len({p for _, p in made}) == 3
     for key, plaintext in made:
         assert run(store.verify_api_key(plaintext)) == key
 

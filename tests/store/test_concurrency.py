@@ -22,18 +22,21 @@ def test_two_stores_interleave_writes_and_see_each_other(runner, store_url):
         b = await Store.open(store_url)
         try:
             models = await asyncio.gather(
-                *(s.create_model(f"{tag}-{i}") for i in range(15) for tag, s in (("a", a), ("b", b)))
+                *(s.create_model(f"{t}-{i}") for i in range(15) for t, s in (("a", a), ("b", b)))
             )
             model = models[0]
             deps = await asyncio.gather(
-                *(s.create_deployment(model.id, {"i": i}, f"/d{i}") for i, s in enumerate([a, b] * 5))
+                *(s.create_deployment(model.id, {"i": i}, f"/d{i}")
+                  for i, s in enumerate([a, b] * 5))
             )
             # Both promote different deployments to the same environment at once: one wins,
             # and both stores then read the same pointer.
             await asyncio.gather(
                 *(s.set_environment(model.id, "production", d.id) for d, s in zip(deps, [a, b] * 5))
             )
-            await asyncio.gather(*(s.set_secret("TOKEN", f"v{i}") for i, s in enumerate([a, b] * 5)))
+            await asyncio.gather(
+                *(s.set_secret("TOKEN", f"v{i}") for i, s in enumerate([a, b] * 5))
+            )
             keys = await asyncio.gather(a.create_api_key("from a"), b.create_api_key("from b"))
             return (
                 models, deps, keys,

@@ -42,7 +42,8 @@ def parse_url(url: str) -> URL:
     if parsed.get_backend_name() == "sqlite":
         if parsed.get_driver_name() != "aiosqlite":
             raise ValueError("SQLite store URLs use the async driver: sqlite+aiosqlite:///PATH")
-        if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
             raise ValueError(
                 "the store needs a SQLite file (sqlite+aiosqlite:///PATH); an in-memory database "
                 "would be lost between connections"

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.store import keys, migrate
@@ -142,8 +142,8 @@ class Store:
 
     async def list_models(self) -> list[Model]:
         async with self._sessions() as session:
-            rows = await session.scalars(select(ModelRow).order_by(ModelRow.created_at, ModelRow.id))
-            return [_model(r) for r in rows]
+            query = select(ModelRow).order_by(ModelRow.created_at, ModelRow.id)
+            return [_model(r) for r in await session.scalars(query)]
 
     # deployments
 
@@ -322,8 +322,9 @@ class Store:
             raise BadRequest("secret value must be a string", param="value")
         values = {"value": value, "updated_at": _now()}
         upsert = self._insert(SecretRow).values(name=name, **values)
+        upsert = upsert.on_conflict_do_update(index_elements=["name"], set_=values)
         async with self._sessions.begin() as session:
-            await session.execute(upsert.on_conflict_do_update(index_elements=["name"], set_=values))
+            await session.execute(upsert)
 
     async def list_secret_names(self) -> list[str]:
         async with self._sessions() as session:
