@@ -62,3 +62,40 @@ def test_socket_or_port_is_required():
     res = run_worker("--model-dir", str(EXAMPLES / "hello"))
     assert res.returncode == 2
     assert "one of the arguments --socket --port is required" in res.stderr
+
+
+THREADED_LOGGING = """
+    import logging
+
+    log = logging.getLogger("my.model")
+
+    class Model:
+        def predict(self, model_input):
+            log.info("sync predict for %s", model_input["who"])
+            if model_input.get("stream"):
+                return self.pieces(model_input["who"])
+            return "done"
+
+        def pieces(self, who):
+            log.info("sync generator for %s", who)
+            yield "piece"
+"""
+
+
+def test_sync_code_in_threads_logs_with_the_request_id(workers, model_folder):
+    worker = workers.start(model_folder(THREADED_LOGGING))
+    with worker.client() as c:
+        c.post("/predict", json={"who": "a"}, headers={"x-request-id": "thread-rid-1"})
+        c.post("/predict", json={"who": "b", "stream": True}, headers={"x-request-id": "thread-rid-2"})
+    log = wait_for(lambda: "sync generator for b" in worker.log() and worker.log(), "the log lines")
+    assert "[thread-rid-1] my.model: sync predict for a" in log
+    assert "[thread-rid-2] my.model: sync predict for b" in log
+    assert "[thread-rid-2] my.model: sync generator for b" in log
+
+
+def test_runtime_workers_do_not_import_the_engine():
+    code = (
+        "import sys; from trestle.runtime import server, app; "
+        "assert 'trestle.engine.app' not in sys.modules and 'llama_cpp' not in sys.modules"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -61,6 +61,7 @@ def build_worker_app(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # the model's print()s reach the log as they happen
     configure_logging()
     secrets = Secrets()
     if args.secrets_file is not None:
