@@ -225,3 +225,34 @@ def test_starlette_http_exception_keeps_status(flexible):
     with flexible.client() as c:
         res = c.post("/predict", content=b"", headers={"x-kind": "starlette-http"})
     assert assert_envelope(res, 409, type="conflict_error") == "already running"
+
+
+def test_sibling_modules_import_as_the_model_package(workers, model_folder):
+    folder = model_folder(
+        """
+        from .helpers import shout
+        from model.helpers import whisper
+
+        class Model:
+            def predict(self, model_input):
+                return [shout("a"), whisper("B")]
+        """
+    )
+    (folder / "model" / "helpers.py").write_text("def shout(s):\n    return s.upper()\n\n\ndef whisper(s):\n    return s.lower()\n")
+    worker = workers.start(folder)
+    with worker.client() as c:
+        assert c.post("/predict", json={}).json() == ["A", "b"]
+
+
+def test_a_generator_with_no_chunks_is_an_empty_response(workers, model_folder):
+    worker = workers.start(model_folder(
+        """
+        class Model:
+            async def predict(self, model_input):
+                return
+                yield
+        """
+    ))
+    with worker.client() as c:
+        res = c.post("/predict", json={})
+    assert res.status_code == 200 and res.content == b""
