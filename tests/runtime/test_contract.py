@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import EXAMPLES, assert_envelope
@@ -187,6 +189,8 @@ RETURNS_AND_REQUESTS = """
                 return numpy.zeros(3)
             if kind == "starlette-http":
                 raise HTTPException(409, detail="already running")
+            if kind == "detail-dict":
+                raise HTTPException(422, detail={"field": "size", "problem": "too big"})
             return {"bytes": len(body), "path": request.url.path}
 
         def completions(self, model_input, request: Request):
@@ -225,6 +229,12 @@ def test_starlette_http_exception_keeps_status(flexible):
     with flexible.client() as c:
         res = c.post("/predict", content=b"", headers={"x-kind": "starlette-http"})
     assert assert_envelope(res, 409, type="conflict_error") == "already running"
+
+
+def test_http_exception_detail_that_is_not_text_is_json(flexible):
+    with flexible.client() as c:
+        res = c.post("/predict", content=b"", headers={"x-kind": "detail-dict"})
+    assert json.loads(assert_envelope(res, 422)) == {"field": "size", "problem": "too big"}
 
 
 def test_sibling_modules_import_as_the_model_package(workers, model_folder):

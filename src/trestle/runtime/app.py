@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,7 +45,7 @@ _TYPE_BY_STATUS = {cls.status_code: cls.type for cls in errors.TrestleError.__su
 def http_exception_response(request: Request, exc: Exception) -> Response:
     """An `HTTPException` (ours, starlette's 404/405, or the user's) as the error envelope."""
     assert isinstance(exc, HTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
     default_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
     body = ErrorResponse(
         error=ErrorBody(
