@@ -150,9 +150,9 @@ class Sampler:
     def sample(self, row: np.ndarray, accept: Callable[[int], bool] | None = None) -> Sampled:
         x = self._process(row)
         while True:
-            tok = self._draw(x)
-            if not np.isfinite(x[tok]):  # everything is masked: nothing left to draw from
+            if not np.isfinite(x.max()):  # everything is masked: nothing left to draw from
                 raise ValueError("every token is excluded by the request's constraints")
+            tok = self._draw(x)
             if accept is None or accept(tok):
                 break
             x[tok] = _NEG_INF

@@ -1,0 +1,104 @@
+"""Fixtures: the engine worker as a real subprocess on a TCP port, loaded once per module.
+
+The worker is `python -m trestle.runtime --model-dir DIR --port N` (it serves
+`trestle.engine.app.build_app` because the folder's config.yaml has an `engine:` section).
+Until the runtime entry point exists, `serve_engine.py` (uvicorn on the same app) stands in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent.parent / "examples"
+SLUG = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_command(folder: Path, port: int) -> list[str]:
+    if importlib.util.find_spec("trestle.runtime.__main__") is not None:
+        return [sys.executable, "-m", "trestle.runtime", "--model-dir", str(folder), "--port", str(port)]
+    return [sys.executable, str(HERE / "serve_engine.py"), str(folder), str(port)]
+
+
+@dataclass
+class Worker:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def client(self, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=120, **kw)
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/health", timeout=5).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_worker(folder: Path, log: Path) -> Worker:
+    port = free_port()
+    out = open(log, "wb")
+    proc = subprocess.Popen(worker_command(folder, port), stdout=out, stderr=subprocess.STDOUT)
+    worker = Worker(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            if httpx.get(f"{worker.url}/health", timeout=2).status_code == 200:
+                return worker
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    worker.stop()
+    raise RuntimeError(f"worker never became ready:\n{log.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="session")
+def worker(tmp_path_factory) -> Worker:
+    w = start_worker(EXAMPLES / "smollm2", tmp_path_factory.mktemp("engine") / "worker.log")
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="session")
+def client(worker) -> openai.OpenAI:
+    return worker.client()
+
+
+@pytest.fixture(scope="session")
+def vocab():
+    """The model's vocabulary in this process, to look up token ids for the tests."""
+    from trestle.engine.builtin import SMOLLM2_WEIGHTS, resolve_weights
+    from trestle.engine.llama import LlamaModel
+
+    model = LlamaModel.load(resolve_weights(SMOLLM2_WEIGHTS, EXAMPLES), context_length=64, slots=1, threads=1)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def slug() -> str:
+    return SLUG
