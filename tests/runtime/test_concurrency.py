@@ -14,7 +14,7 @@ def test_predict_concurrency_bounds_the_whole_pipeline(workers):
 
     async def burst():
         async with httpx.AsyncClient(base_url=worker.url, timeout=30) as c:
-            calls = [c.post("/predict", json={"seconds": 0.3}) for _ in range(6)]
+            calls = [c.post("/predict", json={"seconds": 0.5}) for _ in range(6)]
             return await asyncio.gather(*calls)
 
     answers = [r.json()["max_concurrent"] for r in asyncio.run(burst())]
@@ -32,7 +32,7 @@ ASYNC_COUNTER = """
         async def predict(self, model_input):
             self.active += 1
             self.max_seen = max(self.max_seen, self.active)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
             self.active -= 1
             return self.max_seen
 """
