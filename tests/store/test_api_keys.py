@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
 
 import pytest
+from sqlalchemy import event
 
 from trestle.errors import BadRequest, NotFound
 from trestle.store import ApiKey, Store
@@ -155,3 +157,55 @@ def test_revocation_elsewhere_is_seen_after_the_cache_ttl(runner, store_url):
     assert still_cached is not None and still_cached.revoked_at is None
     assert uncached is None
     assert admin is None
+
+
+def test_concurrent_verifications_share_one_check(runner, store):
+    key, plaintext = runner.run(store.create_api_key("burst"))
+    _, wrong = runner.run(store.create_api_key("other"))
+    wrong = wrong[:-1] + ("A" if wrong[-1] != "A" else "B")
+    lookups = []
+
+    def after_execute(conn, cursor, statement, *args):
+        if "FROM api_keys" in statement and "prefix" in statement:
+            lookups.append(statement)
+
+    event.listen(store._engine.sync_engine, "after_cursor_execute", after_execute)
+
+    async def go():
+        impatient = asyncio.ensure_future(store.verify_api_key(plaintext))
+        others = [asyncio.ensure_future(store.verify_api_key(plaintext)) for _ in range(10)]
+        bad = [asyncio.ensure_future(store.verify_api_key(wrong)) for _ in range(3)]
+        await asyncio.sleep(0)
+        impatient.cancel()  # one caller goes away; the others still get their answer
+        results = await asyncio.gather(*others, *bad)
+        return impatient.cancelled(), results, len(store._verifying)
+
+    cancelled, results, in_flight = runner.run(go())
+    assert cancelled
+    assert results == [key] * 10 + [None] * 3
+    assert in_flight == 0
+    assert len(lookups) == 2  # one per distinct plaintext, not one per call
+
+
+def test_revocation_during_a_verification_is_not_cached(runner, store):
+    """The check reads the key as active, the key is revoked while scrypt runs: the check's
+    stale answer must not be cached."""
+    key, plaintext = runner.run(store.create_api_key("racy"))
+    read_done = asyncio.Event()
+
+    def after_execute(conn, cursor, statement, *args):
+        if "FROM api_keys" in statement and "prefix" in statement:
+            read_done.set()
+
+    event.listen(store._engine.sync_engine, "after_cursor_execute", after_execute)
+
+    async def go():
+        checking = asyncio.ensure_future(store.verify_api_key(plaintext))
+        await read_done.wait()  # the row was read while the key was active
+        revoked = await store.revoke_api_key(key.id)
+        await checking
+        return revoked, await store.verify_api_key(plaintext)
+
+    revoked, after = runner.run(go())
+    assert revoked.revoked_at is not None
+    assert after is None

@@ -92,6 +92,9 @@ class VerifiedKeyCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[bytes, _Entry] = {}
+        # Bumped by every drop(): a verification that started before a revocation must not
+        # put its (possibly stale) result in the cache.
+        self.generation = 0
 
     def get(self, plaintext: str) -> ApiKey | None:
         fp = fingerprint(plaintext)
@@ -103,7 +106,9 @@ class VerifiedKeyCache:
             return None
         return entry.key
 
-    def put(self, plaintext: str, key: ApiKey) -> None:
+    def put(self, plaintext: str, key: ApiKey, generation: int) -> None:
+        if generation != self.generation or self.ttl <= 0:
+            return
         now = time.monotonic()
         if len(self._entries) >= self.max_entries:
             self._entries = {fp: e for fp, e in self._entries.items() if e.expires > now}
@@ -112,6 +117,7 @@ class VerifiedKeyCache:
         self._entries[fingerprint(plaintext)] = _Entry(key, now + self.ttl)
 
     def drop(self, key_id: str) -> None:
+        self.generation += 1
         self._entries = {fp: e for fp, e in self._entries.items() if e.key.id != key_id}
 
     def __len__(self) -> int:

@@ -99,6 +99,7 @@ class Store:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._verified = keys.VerifiedKeyCache(ttl=key_cache_ttl)
+        self._verifying: dict[bytes, asyncio.Future[ApiKey | None]] = {}
 
     @classmethod
     async def open(cls, url: str, *, key_cache_ttl: float = 30.0) -> "Store":
@@ -270,21 +271,38 @@ class Store:
         raise RuntimeError("could not draw a unique API key prefix")
 
     async def verify_api_key(self, plaintext: str) -> ApiKey | None:
-        """The active key that `plaintext` is, else None (malformed, unknown, wrong or revoked)."""
-        cached = self._verified.get(plaintext) if isinstance(plaintext, str) else None
+        """The active key that `plaintext` is, else None (malformed, unknown, wrong or revoked).
+
+        Concurrent calls with the same plaintext share one lookup and one hash computation
+        (a burst of requests with a key not yet cached costs one scrypt, not one each).
+        """
+        if keys.parse_prefix(plaintext) is None:
+            return None
+        cached = self._verified.get(plaintext)
         if cached is not None:
             return cached
-        prefix = keys.parse_prefix(plaintext)
-        if prefix is None:
-            return None
+        fp = keys.fingerprint(plaintext)
+        task = self._verifying.get(fp)
+        if task is None:
+            task = asyncio.ensure_future(self._verify_uncached(plaintext))
+            self._verifying[fp] = task
+            task.add_done_callback(lambda _: self._verifying.pop(fp, None))
+        # shield: a caller that goes away (client disconnect) does not cancel the others' check.
+        return await asyncio.shield(task)
+
+    async def _verify_uncached(self, plaintext: str) -> ApiKey | None:
+        generation = self._verified.generation
         async with self._sessions() as session:
-            row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix))
+            row = await session.scalar(
+                select(ApiKeyRow).where(ApiKeyRow.prefix == keys.parse_prefix(plaintext))
+            )
         if row is None or row.revoked_at is not None:
             return None
         if not await asyncio.to_thread(keys.check_key, plaintext, row.key_hash):
             return None
         key = _api_key(row)
-        self._verified.put(plaintext, key)
+        # Not if a revocation happened meanwhile: the row we read may be stale.
+        self._verified.put(plaintext, key, generation)
         return key
 
     async def list_api_keys(self) -> list[ApiKey]:
