@@ -46,3 +46,40 @@ def test_async_methods_are_bounded_too(workers, model_folder):
             return await asyncio.gather(*[c.post("/predict", json={}) for _ in range(9)])
 
     assert max(r.json() for r in asyncio.run(burst())) == 3
+
+
+GATED_CALLS = """
+    import os, time
+
+    class Model:
+        def predict(self, model_input):
+            with open(os.environ["CALLS_LOG"], "a") as f:
+                f.write(model_input["name"] + "\\n")
+            while model_input.get("wait") and not os.path.exists(os.environ["CALLS_GATE"]):
+                time.sleep(0.02)
+            return model_input["name"]
+"""
+
+
+def test_a_request_whose_client_left_while_queued_is_not_run(workers, model_folder, tmp_path):
+    calls, gate = tmp_path / "calls", tmp_path / "gate"
+    worker = workers.start(model_folder(GATED_CALLS), env={"CALLS_LOG": str(calls), "CALLS_GATE": str(gate)})
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=worker.url, timeout=30) as a, \
+                httpx.AsyncClient(base_url=worker.url, timeout=30) as b:
+            holder = asyncio.create_task(a.post("/predict", json={"name": "holder", "wait": True}))
+            while not calls.exists():
+                await asyncio.sleep(0.02)
+            queued = asyncio.create_task(b.post("/predict", json={"name": "queued"}))
+            await asyncio.sleep(0.3)  # let the queued request reach the worker; then its client leaves
+            queued.cancel()
+            await asyncio.gather(queued, return_exceptions=True)
+            await asyncio.sleep(0.3)
+            gate.touch()
+            assert (await holder).json() == "holder"
+            return (await a.post("/predict", json={"name": "after"})).json()
+
+    assert asyncio.run(scenario()) == "after"
+    assert calls.read_text().split() == ["holder", "after"]
+    assert "client left while waiting for a slot; predict not run" in worker.log()

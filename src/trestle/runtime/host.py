@@ -54,6 +54,7 @@ STREAM_MEDIA_TYPES = {
     "bytes": "application/octet-stream",
     "json": "application/x-ndjson",
 }
+CLIENT_CLOSED_REQUEST = 499  # nobody reads it: the client has gone (nginx's code for this)
 # Where each endpoint method is served (and so what a 404 names).
 ENDPOINT_PATHS = {"predict": "/predict", "chat_completions": "/v1/chat/completions", "completions": "/v1/completions"}
 
@@ -249,6 +250,12 @@ class ModelHost:
 
         slot = _Slot(self._slots)
         await slot.acquire()
+        # A client that left while waiting for a slot has nobody to answer: don't run the model.
+        # (Only once the body is read: is_disconnected() could swallow unread body messages.)
+        if first.input_param is not None and await request.is_disconnected():
+            slot.release()
+            logger.info("client left while waiting for a slot; %s not run", name)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         try:
             result = await self._run_pipeline(name, first, method, value, request)
             if inspect.isgenerator(result) or inspect.isasyncgen(result):
