@@ -41,6 +41,7 @@ class Scheduler:
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="trestle-engine", daemon=True)
         self.steps = 0
+        self.cancelled = 0  # sequences dropped because their client went away
 
     # -- called from asyncio ---------------------------------------------------------------
     def start(self) -> None:
@@ -67,7 +68,10 @@ class Scheduler:
     def cancel(self, seq: Sequence) -> None:
         """The client went away: free the sequence at the next step."""
         with self._cond:
+            if seq.finished or seq.cancelled:
+                return
             seq.cancelled = True
+            self.cancelled += 1
             if seq in self._waiting:
                 self._waiting.remove(seq)
                 seq.finished = True
@@ -80,6 +84,7 @@ class Scheduler:
                 "waiting_requests": len(self._waiting),
                 "max_batch": self.max_batch,
                 "max_queue": self.max_queue,
+                "cancelled_sequences": self.cancelled,
             }
 
     # -- the engine thread -----------------------------------------------------------------
