@@ -8,6 +8,8 @@ import re
 import sqlite3
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event
 
 from trestle.errors import BadRequest, NotFound
@@ -209,3 +211,24 @@ def test_revocation_during_a_verification_is_not_cached(runner, store):
     revoked, after = runner.run(go())
     assert revoked.revoked_at is not None
     assert after is None
+
+
+def test_arbitrary_text_never_verifies_and_never_raises(run, sqlite_store):
+    key, plaintext = run(sqlite_store.create_api_key("real"))
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.one_of(
+            st.text(),
+            st.text().map(lambda s: f"tr_{key.prefix}_{s}"),  # the real prefix, any secret
+            st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=10).map(
+                lambda s: "tr_" + s
+            ),
+        )
+    )
+    def check(candidate: str) -> None:
+        if candidate != plaintext:
+            assert run(sqlite_store.verify_api_key(candidate)) is None
+
+    check()
+    assert run(sqlite_store.verify_api_key(plaintext)) == key
