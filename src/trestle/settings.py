@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trestle.store.engine import sqlite_url
+
 DEFAULT_PORT = 8700
 
 
@@ -35,7 +37,7 @@ class Settings:
         return (
             self.database_url
             or os.environ.get("TRESTLE_DATABASE_URL")
-            or f"sqlite+aiosqlite:///{self.home / 'trestle.db'}"
+            or sqlite_url(self.home / "trestle.db")
         )
 
     @property
