@@ -31,9 +31,22 @@ def wait_for(predicate, what: str, timeout: float = 60):
 
 def test_batched_sequences_equal_their_solo_outputs(client, slug, worker):
     solo = [ask(client, slug, p) for p in PROMPTS]
+    reused = worker.health()["reused_prompt_tokens"]
     with cf.ThreadPoolExecutor(len(PROMPTS)) as pool:
         together = list(pool.map(lambda p: ask(client, slug, p), PROMPTS))
     assert together == solo
+    # the default system prompt is shared: later requests start from cached KV
+    assert worker.health()["reused_prompt_tokens"] > reused
+
+
+def test_prefix_copied_from_a_running_sequence_gives_the_same_output(client, slug, worker):
+    long_user = "Please answer carefully. " * 20 + "What is 2+2?"
+    solo = ask(client, slug, long_user)
+    other = long_user.replace("2+2", "3+3")
+    solo_other = ask(client, slug, other)
+    with cf.ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda p: ask(client, slug, p), [long_user, other])
+    assert (a, b) == (solo, solo_other)
 
 
 def test_several_sequences_decode_at_once(client, slug, worker):

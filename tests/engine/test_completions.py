@@ -67,7 +67,6 @@ def test_multibyte_text_streams_without_broken_characters(client, slug):
     whole = complete(client, slug, prompt=prompt, max_tokens=15, ignore_eos=True).choices[0].text
     assert "".join(chunks) == whole == "🚀" * 5
     assert all("\ufffd" not in c for c in chunks)
-    assert len([c for c in chunks if c]) == 5  # one chunk per completed character
 
 
 def test_prompt_over_the_context_is_a_400_naming_prompt(client, slug):

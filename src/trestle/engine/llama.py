@@ -200,3 +200,18 @@ class LlamaModel:
 
     def remove_sequence(self, seq_id: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+
+    def keep_prefix(self, seq_id: int, n: int) -> None:
+        """Drop every cached position of `seq_id` from `n` on."""
+        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, n, -1)
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        """Make `dst` start with the first `n` cached positions of `src`.
+
+        With `kv_unified` False each sequence has its own stream, and llama.cpp copies between
+        streams only whole (the copy is done at the start of the next decode); the tail past
+        `n` is then dropped.
+        """
+        llama_cpp.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        llama_cpp.llama_memory_seq_rm(self._mem, dst, n, -1)

@@ -1,13 +1,14 @@
 """One request inside the engine: its prompt, sampler, detokenizer, stop rules and output.
 
 The scheduler calls `next_input()` to learn what to feed llama.cpp, and `on_logits(row)` with
-the row after the sequence's last token; `on_logits` samples, updates the text and sends an
-`Output` to the waiting coroutine through `emit` (thread-safe, supplied by the app).
+the row after the sequence's last token; `on_logits` samples, updates the text and puts an
+`Output` in `outbox`. After each step the scheduler hands every outbox to its event loop in one
+`loop.call_soon_threadsafe` per loop, where `deliver` (supplied by the app) receives them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -37,6 +38,18 @@ class Output:
     completion_tokens: int = 0
 
 
+def merge(outputs: list[Output]) -> Output:
+    """Several consecutive outputs of one sequence as one (when the reader fell behind)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    last = outputs[-1]
+    return replace(
+        last,
+        text="".join(o.text for o in outputs),
+        tokens=[t for o in outputs for t in o.tokens],
+    )
+
+
 @dataclass
 class GenerationSpec:
     prompt: list[int]
@@ -50,13 +63,19 @@ class GenerationSpec:
 
 
 class Sequence:
-    def __init__(self, spec: GenerationSpec, model, emit: Callable[[Output], None]):
+    def __init__(self, spec: GenerationSpec, model, loop, deliver: Callable[[Output], None]):
         self.spec = spec
         self.model = model
-        self.emit = emit
+        self.loop = loop  # the asyncio loop of the waiting request
+        self.deliver = deliver  # called in that loop with each Output
+        self.outbox: list[Output] = []
         self.prompt = spec.prompt
         self.slot: int | None = None
         self.n_past = 0  # tokens already in the KV cache
+        self.cached: list[int] = []  # those tokens
+        self._feeding: list[int] = []
+        # (source sequence, n): start from the source's first n cached tokens once it has them
+        self.share: tuple["Sequence", int] | None = None
         self.last_token: int | None = None
         self.generated = 0
         self.cancelled = False
@@ -86,11 +105,25 @@ class Sequence:
         if self.prefilling:
             chunk = self.prompt[self.n_past : self.n_past + budget]
             done = self.n_past + len(chunk) == len(self.prompt)
+            self._feeding = chunk
             return chunk, self.n_past, done
-        return [self.last_token], self.n_past, True
+        self._feeding = [self.last_token]
+        return self._feeding, self.n_past, True
 
-    def advance(self, n: int) -> None:
-        self.n_past += n
+    def advance(self) -> None:
+        """The tokens handed out by `next_input` are now in the KV cache."""
+        self.n_past += len(self._feeding)
+        self.cached.extend(self._feeding)
+        self._feeding = []
+
+    def start_from(self, n: int) -> None:
+        """The first `n` prompt tokens are already in this sequence's KV cache."""
+        self.n_past = n
+        self.cached = list(self.prompt[:n])
+
+    def known_tokens(self) -> list[int]:
+        """Tokens this sequence's cache holds or will hold soon (its prompt, then its output)."""
+        return self.cached if len(self.cached) >= len(self.prompt) else self.prompt
 
     # -- after a step ----------------------------------------------------------------------
     def _accept(self, tok: int) -> bool:
@@ -133,6 +166,9 @@ class Sequence:
                 out.text += self.stops.feed(self.detok.flush()) + self.stops.flush()
             self._finish_into(out, reason)
         self.emit(out)
+
+    def emit(self, out: Output) -> None:
+        self.outbox.append(out)
 
     def _finish_into(self, out: Output, reason: str, error: str | None = None) -> None:
         self.finished = True

@@ -1,9 +1,9 @@
 """Run a prepared request through the scheduler and answer in the OpenAI format.
 
-`generate()` is the bridge between the engine thread and asyncio: the sequence's outputs arrive
-through `loop.call_soon_threadsafe` on a per-request queue, and leaving the iterator early (the
-client went away, the task was cancelled) cancels the sequence so its slot is freed at the next
-engine step. Non-streaming answers watch for `http.disconnect` while they wait; streaming ones
+`Generation` is the bridge between the engine thread and asyncio: the sequence's outputs arrive
+through `loop.call_soon_threadsafe` on a per-request queue (merged when several are waiting),
+and leaving the iterator early (the client went away, the task was cancelled) cancels the
+sequence so its slot is freed at the next engine step. Non-streaming answers watch for `http.disconnect` while they wait; streaming ones
 rely on Starlette's `StreamingResponse`, which cancels the body iterator on disconnect.
 """
 
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from trestle.engine.prompts import Prepared
-from trestle.engine.sequence import Output, Sequence, TokenOut
+from trestle.engine.sequence import Output, Sequence, TokenOut, merge
 from trestle.errors import TrestleError
 from trestle.protocol.errors import error_body
 from trestle.protocol import openai_responses as r
@@ -36,15 +36,16 @@ class Generation:
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Output] = asyncio.Queue()
         self._scheduler = scheduler
-        self.seq = Sequence(
-            prepared.spec, model, lambda out: loop.call_soon_threadsafe(self._queue.put_nowait, out)
-        )
+        self.seq = Sequence(prepared.spec, model, loop, self._queue.put_nowait)
         scheduler.submit(self.seq)  # TooManyRequests when the queue is full
 
     async def __aiter__(self) -> AsyncIterator[Output]:
         try:
             while True:
-                out = await self._queue.get()
+                pending = [await self._queue.get()]
+                while not self._queue.empty():  # the reader fell behind: send what is there at once
+                    pending.append(self._queue.get_nowait())
+                out = merge(pending)
                 if out.finish_reason == "error":
                     raise TrestleError(f"generation failed: {out.error}")
                 yield out
