@@ -271,3 +271,14 @@ def test_n_above_one_is_refused(client, slug):
     with pytest.raises(openai.BadRequestError) as e:
         chat(client, slug, n=2)
     assert e.value.body["param"] == "n"
+
+
+def test_unknown_routes_and_methods_answer_the_envelope(worker):
+    import httpx
+
+    r = httpx.get(f"{worker.url}/v1/nothing-here", timeout=5)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = httpx.get(f"{worker.url}/v1/chat/completions", timeout=5)
+    assert r.status_code == 405 and "error" in r.json()
+    r = httpx.post(f"{worker.url}/v1/chat/completions", content=b"{not json", timeout=5)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]

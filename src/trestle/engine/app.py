@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -134,6 +135,18 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
     async def on_error(request: Request, exc: TrestleError) -> Response:
         return error_response(exc, headers=_headers(request))
 
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            err: TrestleError = NotFound(f"no route {request.url.path} on this engine worker")
+        else:
+            err = TrestleError(str(exc.detail))
+            err.status_code, err.type = exc.status_code, "invalid_request_error"
+        return error_response(err, headers=_headers(request))
+
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(TrestleError("internal error in the engine worker"), headers=_headers(request))
+
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
@@ -141,7 +154,7 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
         ],
-        exception_handlers={TrestleError: on_error},
+        exception_handlers={TrestleError: on_error, HTTPException: on_http_error, Exception: on_crash},
         lifespan=lifespan,
     )
     app.state.engine = state
