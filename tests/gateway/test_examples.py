@@ -1,0 +1,56 @@
+"""The remaining example folders, pushed to `trestle serve` and called through the gateway."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import yaml
+
+from support import EXAMPLES
+
+
+def test_async_load_and_async_predict(server, pushed):
+    m = pushed("async_model")["model"]["id"]
+    with server.client() as http:
+        good = http.post(f"/model/{m}/production/predict", json={"text": "great lovely day"})
+        bad = http.post(f"/model/{m}/production/predict", json={"text": "awful terrible day"})
+    assert good.status_code == 200 and good.json()["label"] == "positive"
+    assert bad.json()["label"] == "negative"
+
+
+def test_pydantic_typed_input_is_validated_at_the_edge(server, pushed):
+    m = pushed("typed_input")["model"]["id"]
+    with server.client() as http:
+        ok = http.post(f"/model/{m}/production/predict",
+                       json={"text": "serving models serving models fast", "top_k": 1})
+        assert ok.status_code == 200 and ok.json() == {"keywords": ["models"]}
+        bad = http.post(f"/model/{m}/production/predict", json={"text": "", "top_k": 99})
+    assert bad.status_code == 400
+    error = bad.json()["error"]
+    assert error["param"] == "text"
+    assert "top_k" in error["message"]
+
+
+def test_request_aware_model_sees_the_client_leave(server, tmp_path):
+    folder = tmp_path / "request_aware"
+    shutil.copytree(EXAMPLES / "request_aware", folder)
+    events = tmp_path / "events.log"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["environment_variables"] = {"REQUEST_AWARE_LOG": str(events)}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    m = server.push(folder)["model"]["id"]
+    with server.client() as http:
+        with http.stream("POST", f"/model/{m}/production/predict",
+                         json={"stream": True, "steps": 400}) as resp:
+            assert next(resp.iter_lines()) == "tick 0"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "stream closed" not in (
+        events.read_text() if events.exists() else ""
+    ):
+        time.sleep(0.05)
+    lines = events.read_text().splitlines()
+    assert lines[0] == "started"
+    closed = [line for line in lines if line.startswith("stream closed after")]
+    assert closed, lines
+    assert int(closed[0].split()[3]) < 400  # it stopped early: the client had gone
