@@ -176,7 +176,10 @@ class LlamaModel:
         b = self._batch
         i = 0
         wanted: list[tuple[int, int]] = []
-        for seq_id, tokens, pos, want in work:
+        # In seq_id order: with one KV stream per sequence llama.cpp splits a batch whose
+        # sequences are out of order into more micro-batches (measured: 8 streams ~140 tok/s
+        # unordered vs ~205 ordered on 2 cores).
+        for seq_id, tokens, pos, want in sorted(work, key=lambda w: w[0]):
             for k, tok in enumerate(tokens):
                 b.token[i] = tok
                 b.pos[i] = pos + k
