@@ -18,7 +18,7 @@ def row(*top: float) -> np.ndarray:
 
 def draws(params: SamplingParams, logits: np.ndarray, n: int = 300, prompt=()) -> set[int]:
     s = Sampler(params, N, EOG, list(prompt))
-    return {s.sample(logits).token for _ in range(n)}
+    return {s.sample(logits.copy()).token for _ in range(n)}
 
 
 def test_temperature_zero_is_argmax():
@@ -49,10 +49,10 @@ def test_min_p_drops_unlikely_tokens():
 def test_top_p_min_decays_top_p_to_its_floor():
     logits = row(*np.log([0.3, 0.25, 0.25, 0.2]))
     s = Sampler(SamplingParams(top_p=1.0, top_p_min=0.05, top_k=-1, seed=1), N, EOG, [])
-    assert len({s.sample(logits).token for _ in range(200)}) > 1  # step 0: full nucleus
+    assert len({s.sample(logits.copy()).token for _ in range(200)}) > 1  # step 0: full nucleus
     for _ in range(60):
         s.observe(5)
-    assert {s.sample(logits).token for _ in range(200)} == {0}  # 0.9**60 < 0.3: only the best
+    assert {s.sample(logits.copy()).token for _ in range(200)} == {0}  # 0.9**60 < 0.3: only the best
     plain = Sampler(SamplingParams(top_p=1.0, top_k=-1, seed=1), N, EOG, [])
     for _ in range(60):
         plain.observe(5)
@@ -72,27 +72,27 @@ def test_bad_token_ids_are_never_drawn():
 def test_additive_penalties_push_away_from_seen_tokens(field):
     s = Sampler(SamplingParams(temperature=0, **{field: 2.0}), N, EOG, [])
     logits = row(2, 3, 1)
-    assert s.sample(logits).token == 1
+    assert s.sample(logits.copy()).token == 1
     s.observe(1)
-    assert s.sample(logits).token == 0  # 3 - 2 < 2
+    assert s.sample(logits.copy()).token == 0  # 3 - 2 < 2
 
 
 def test_frequency_penalty_grows_with_count():
     s = Sampler(SamplingParams(temperature=0, frequency_penalty=0.6), N, EOG, [])
     logits = row(2, 3)
     s.observe(1)
-    assert s.sample(logits).token == 1  # 3 - 0.6 > 2
+    assert s.sample(logits.copy()).token == 1  # 3 - 0.6 > 2
     s.observe(1)
-    assert s.sample(logits).token == 0  # 3 - 1.2 < 2
+    assert s.sample(logits.copy()).token == 0  # 3 - 1.2 < 2
 
 
 def test_repetition_penalty_covers_prompt_and_output():
     logits = row(2, 3)
     assert draws(SamplingParams(temperature=0, repetition_penalty=2.0), logits, n=3, prompt=[1]) == {0}
     s = Sampler(SamplingParams(temperature=0, repetition_penalty=2.0), N, EOG, [])
-    assert s.sample(logits).token == 1
+    assert s.sample(logits.copy()).token == 1
     s.observe(1)
-    assert s.sample(logits).token == 0
+    assert s.sample(logits.copy()).token == 0
     # below 1 it encourages: a seen positive logit is divided by 0.1 (2 -> 20 beats 3)
     assert draws(SamplingParams(temperature=0, repetition_penalty=0.1), row(3, 2), n=3, prompt=[1]) == {1}
 
@@ -100,11 +100,11 @@ def test_repetition_penalty_covers_prompt_and_output():
 def test_min_tokens_masks_end_and_stop_tokens_until_reached():
     s = Sampler(SamplingParams(temperature=0, min_tokens=2, stop_token_ids=[3]), N, EOG, [])
     logits = row(9, 1, 1, 8)
-    assert s.sample(logits).token == 1
+    assert s.sample(logits.copy()).token == 1
     s.observe(1)
-    assert s.sample(logits).token == 1
+    assert s.sample(logits.copy()).token == 1
     s.observe(1)
-    assert s.sample(logits).token == 0
+    assert s.sample(logits.copy()).token == 0
 
 
 def test_ignore_eos_masks_end_tokens():
@@ -115,7 +115,7 @@ def test_same_seed_same_draws_different_seed_different():
     logits = row(1, 1, 1, 1, 1, 1, 1, 1)
     def seq(seed):
         s = Sampler(SamplingParams(seed=seed, top_k=-1), N, EOG, [])
-        return [s.sample(logits).token for _ in range(30)]
+        return [s.sample(logits.copy()).token for _ in range(30)]
     assert seq(42) == seq(42)
     assert seq(42) != seq(43)
 
@@ -123,7 +123,7 @@ def test_same_seed_same_draws_different_seed_different():
 def test_logprobs_are_the_models_and_top_is_sorted():
     logits = row(3, 2, 1)
     s = Sampler(SamplingParams(temperature=0, logprobs=True, top_logprobs=3), N, EOG, [])
-    out = s.sample(logits)
+    out = s.sample(logits.copy())
     lse = np.log(np.exp(logits.astype(np.float64)).sum())
     assert out.logprob == pytest.approx(3 - lse)
     assert [t for t, _ in out.top] == [0, 1, 2]

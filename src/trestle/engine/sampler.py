@@ -62,51 +62,53 @@ class Sampler:
         self.p = params
         self.n_vocab = n_vocab
         self.rng = np.random.default_rng(params.seed)
-        self._static_bias = np.zeros(n_vocab, dtype=np.float32)
+        # Fixed per-request changes, kept sparse: token -> bias (-inf masks win).
+        static: dict[int, float] = {}
         for tok, bias in params.logit_bias.items():
-            self._static_bias[tok] += bias
-        if params.bad_token_ids:
-            self._static_bias[np.asarray(params.bad_token_ids, dtype=np.int64)] = _NEG_INF
-        self._eog = np.asarray(eog_ids, dtype=np.int64)
-        if params.ignore_eos:
-            self._static_bias[self._eog] = _NEG_INF
-        ends = list(self._eog) + list(params.stop_token_ids)
+            static[int(tok)] = static.get(int(tok), 0.0) + bias
+        masked = list(params.bad_token_ids) + (list(eog_ids) if params.ignore_eos else [])
+        for tok in masked:
+            static[int(tok)] = -np.inf
+        self._static_idx = np.fromiter(static.keys(), dtype=np.int64, count=len(static))
+        self._static_val = np.fromiter(static.values(), dtype=np.float32, count=len(static))
+        ends = [int(t) for t in eog_ids] + list(params.stop_token_ids)
         self._ends = np.asarray(ends, dtype=np.int64)
-        self._has_static = bool(params.logit_bias or params.bad_token_ids or params.ignore_eos)
-        self._counts = (
-            np.zeros(n_vocab, dtype=np.float32)
-            if params.frequency_penalty or params.presence_penalty
-            else None
+        # Tokens the penalties look at, as index arrays (rebuilt only when a new token appears).
+        self._counts: dict[int, int] | None = (
+            {} if params.frequency_penalty or params.presence_penalty else None
         )
-        self._seen = None
+        self._count_idx = np.zeros(0, dtype=np.int64)
+        self._count_val = np.zeros(0, dtype=np.float32)
+        self._seen: set[int] | None = None
         if params.repetition_penalty != 1.0:
-            self._seen = np.zeros(n_vocab, dtype=bool)
-            if prompt:
-                self._seen[np.asarray(prompt, dtype=np.int64)] = True
+            self._seen = set(int(t) for t in prompt)
+            self._seen_idx = np.fromiter(self._seen, dtype=np.int64, count=len(self._seen))
         self.generated = 0
 
     def observe(self, token: int) -> None:
         """Record a token that was emitted (feeds the penalties)."""
         self.generated += 1
         if self._counts is not None:
-            self._counts[token] += 1
-        if self._seen is not None:
-            self._seen[token] = True
+            self._counts[token] = self._counts.get(token, 0) + 1
+            self._count_idx = np.fromiter(self._counts.keys(), dtype=np.int64, count=len(self._counts))
+            self._count_val = np.fromiter(self._counts.values(), dtype=np.float32, count=len(self._counts))
+        if self._seen is not None and token not in self._seen:
+            self._seen.add(token)
+            self._seen_idx = np.append(self._seen_idx, token)
 
-    def _process(self, row: np.ndarray) -> np.ndarray:
+    def _process(self, x: np.ndarray) -> np.ndarray:
+        """Apply masks and penalties to `x` in place (the caller's own copy of the row)."""
         p = self.p
-        x = row.astype(np.float32, copy=True)
-        if self._has_static:
-            x += self._static_bias
+        if self._static_idx.size:
+            x[self._static_idx] += self._static_val
         if self.generated < p.min_tokens and self._ends.size:
             x[self._ends] = _NEG_INF
-        if self._seen is not None:
-            s = self._seen
-            v = x[s]
-            x[s] = np.where(v > 0, v / p.repetition_penalty, v * p.repetition_penalty)
-        if self._counts is not None:
-            c = self._counts
-            x -= c * p.frequency_penalty + (c > 0) * np.float32(p.presence_penalty)
+        if self._seen is not None and self._seen_idx.size:
+            i = self._seen_idx
+            v = x[i]
+            x[i] = np.where(v > 0, v / p.repetition_penalty, v * p.repetition_penalty)
+        if self._counts is not None and self._count_idx.size:
+            x[self._count_idx] -= self._count_val * p.frequency_penalty + np.float32(p.presence_penalty)
         return x
 
     def _top_p_now(self) -> float:
@@ -148,6 +150,8 @@ class Sampler:
         return int(j if idx is None else idx[j])
 
     def sample(self, row: np.ndarray, accept: Callable[[int], bool] | None = None) -> Sampled:
+        """The next token. `row` (float32) may be changed in place: pass a copy you own."""
+        raw = row.copy() if self.p.logprobs else None
         x = self._process(row)
         while True:
             if not np.isfinite(x.max()):  # everything is masked: nothing left to draw from
@@ -157,8 +161,8 @@ class Sampler:
                 break
             x[tok] = _NEG_INF
         out = Sampled(tok)
-        if self.p.logprobs:
-            r = row.astype(np.float64)
+        if raw is not None:
+            r = raw.astype(np.float64)
             m = r.max()
             lse = m + np.log(np.exp(r - m).sum())
             out.logprob = float(r[tok] - lse)
