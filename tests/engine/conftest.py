@@ -1,13 +1,11 @@
 """Fixtures: the engine worker as a real subprocess on a TCP port, loaded once per module.
 
-The worker is `python -m trestle.runtime --model-dir DIR --port N` (it serves
-`trestle.engine.app.build_app` because the folder's config.yaml has an `engine:` section).
-Until the runtime entry point exists, `serve_engine.py` (uvicorn on the same app) stands in.
+The worker is `python -m trestle.runtime --model-dir DIR --port N`: it serves
+`trestle.engine.app.build_app` because the folder's config.yaml has an `engine:` section.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import subprocess
 import sys
@@ -31,9 +29,7 @@ def free_port() -> int:
 
 
 def worker_command(folder: Path, port: int) -> list[str]:
-    if importlib.util.find_spec("trestle.runtime.__main__") is not None:
-        return [sys.executable, "-m", "trestle.runtime", "--model-dir", str(folder), "--port", str(port)]
-    return [sys.executable, str(HERE / "serve_engine.py"), str(folder), str(port)]
+    return [sys.executable, "-m", "trestle.runtime", "--model-dir", str(folder), "--port", str(port)]
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Every seed-004 field on `/v1/chat/completions`, through the official openai client, against a
 real engine worker running SmolLM2. Each test would fail if its field were ignored."""
 
+import hashlib
+
 import openai
 import pytest
 
@@ -258,6 +260,8 @@ def test_no_effect_fields_are_accepted_and_user_is_not_logged(client, slug, gree
     assert text(out) == text(greedy)
     log = worker.log.read_text(errors="replace")
     assert "alice@example.com" not in log
+    assert hashlib.sha256(b"alice@example.com").hexdigest()[:12] in log  # recorded as a hash
+    assert "accepted without effect: length_penalty/early_stopping" in log
 
 
 def test_wrong_model_is_404_and_models_lists_the_slug(client, slug):

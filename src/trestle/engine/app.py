@@ -101,6 +101,7 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
             task.cancel()
             if state.scheduler is not None:
                 await asyncio.to_thread(state.scheduler.shutdown)
+                state.model.close()
 
     async def health(request: Request) -> Response:
         if state.status == "ready":
