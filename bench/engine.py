@@ -5,7 +5,8 @@
 
 Each server runs alone (one after the other, in this one run) on SmolLM2-135M-Instruct Q4_1.
 Every request is a streamed chat completion of exactly `--tokens` tokens (end tokens get a
-logit bias of -100 on both servers, so lengths are equal). Figures:
+logit bias of -100 on both servers, so lengths are equal); the concurrent streams each ask a
+different question. Figures:
 
 - single-stream decode tok/s: (tokens - 1) / (time of last token - time of first token);
 - aggregate tok/s at N concurrent streams: all tokens / wall time from start to last token;
@@ -32,7 +33,13 @@ import httpx
 from trestle.engine.builtin import SMOLLM2_SLUG, SMOLLM2_WEIGHTS, resolve_weights
 
 END_TOKENS = {"0": -100, "2": -100, "4": -100}  # SmolLM2's end-of-generation ids
-PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
+# A different request per stream (they share only the template's default system prompt).
+TOPICS = ["a lighthouse keeper", "a lost robot", "a mountain village", "an old violin",
+          "a desert caravan", "a city garden", "a night train", "a sea turtle"]
+
+
+def prompt(i: int) -> list[dict]:
+    return [{"role": "user", "content": f"Write a short story about {TOPICS[i % len(TOPICS)]}."}]
 
 
 def free_port() -> int:
@@ -66,8 +73,8 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-async def one_stream(client: httpx.AsyncClient, url: str, model: str, tokens: int) -> dict:
-    body = {"model": model, "messages": PROMPT, "max_tokens": tokens, "temperature": 0,
+async def one_stream(client: httpx.AsyncClient, url: str, model: str, tokens: int, i: int) -> dict:
+    body = {"model": model, "messages": prompt(i), "max_tokens": tokens, "temperature": 0,
             "stream": True, "logit_bias": END_TOKENS}
     sent = time.perf_counter()
     first = last = None
@@ -90,13 +97,13 @@ async def measure(url: str, model: str, tokens: int, streams: int) -> dict:
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as client:
         # tokens actually produced, from a non-streamed call's usage
         r = await client.post(f"{url}/v1/chat/completions", json={
-            "model": model, "messages": PROMPT, "max_tokens": tokens, "temperature": 0,
+            "model": model, "messages": prompt(0), "max_tokens": tokens, "temperature": 0,
             "logit_bias": END_TOKENS})
         produced = r.json()["usage"]["completion_tokens"]
-        singles = [await one_stream(client, url, model, tokens) for _ in range(3)]
+        singles = [await one_stream(client, url, model, tokens, 0) for _ in range(3)]
         single = sorted((produced - 1) / (s["last"] - s["first"]) for s in singles)[1]  # median
         start_t = time.perf_counter()
-        many = await asyncio.gather(*(one_stream(client, url, model, tokens) for _ in range(streams)))
+        many = await asyncio.gather(*(one_stream(client, url, model, tokens, i) for i in range(streams)))
         wall = max(s["last"] for s in many) - start_t
     return {
         "produced": produced,
