@@ -1,14 +1,14 @@
 """Continuous batching, disconnects and the bounded queue, against real worker processes."""
 
 import concurrent.futures as cf
+import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.engine.conftest import EXAMPLES, start_worker
+from tests.engine.conftest import EXAMPLES, free_port, start_worker, worker_command
 
 PROMPTS = ["Hi", "What is 2+2?", "Name a color.", "Translate to French: cat"]
 
@@ -108,9 +108,6 @@ def test_a_model_that_fails_to_load_says_so(tmp_path):
     folder.mkdir()
     (folder / "config.yaml").write_text(
         "engine:\n  weights: missing.gguf\n  slug: test/broken\n  context_length: 128\n  max_batch: 1\n")
-    from tests.engine.conftest import free_port, worker_command
-    import subprocess
-
     port = free_port()
     log = open(tmp_path / "log", "wb")
     proc = subprocess.Popen(worker_command(folder, port), stdout=log, stderr=subprocess.STDOUT)
