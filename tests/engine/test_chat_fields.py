@@ -286,3 +286,14 @@ def test_unknown_routes_and_methods_answer_the_envelope(worker):
     assert r.status_code == 405 and "error" in r.json()
     r = httpx.post(f"{worker.url}/v1/chat/completions", content=b"{not json", timeout=5)
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+
+
+def test_streamed_echo_and_logprobs_match_the_whole_response(client, slug):
+    msgs = [*Q, {"role": "assistant", "content": "The capital of France is"}]
+    kw = dict(temperature=0, max_tokens=6, add_generation_prompt=False, echo=True, logprobs=True, top_logprobs=2)
+    whole = chat(client, slug, msgs, **kw)
+    chunks = [c for c in chat(client, slug, msgs, stream=True, **kw) if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == text(whole)
+    streamed = [e for c in chunks if c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in whole.choices[0].logprobs.content]
+    assert all(len(e.top_logprobs) == 2 for e in streamed)
