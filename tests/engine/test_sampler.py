@@ -138,3 +138,17 @@ def test_rejected_tokens_are_resampled():
 def test_everything_masked_is_an_error():
     with pytest.raises(ValueError, match="every token is excluded"):
         Sampler(SamplingParams(bad_token_ids=list(range(N))), N, EOG, []).sample(row(1))
+
+
+def test_nucleus_over_a_large_flat_vocabulary():
+    """Without top_k the nucleus search first looks among the best tokens; when they do not hold
+    top_p of the mass (a flat distribution), every token is sorted and stays reachable."""
+    n = 50_000
+    flat = np.zeros(n, dtype=np.float32)
+    s = Sampler(SamplingParams(top_k=-1, top_p=0.9, seed=0), n, EOG, [])
+    seen = {s.sample(flat.copy()).token for _ in range(200)}
+    assert len(seen) > 190 and max(seen) > 2048
+    peaked = np.full(n, -20.0, dtype=np.float32)
+    peaked[[5, 7000, 40000]] = [3.0, 2.9, 2.8]
+    s = Sampler(SamplingParams(top_k=-1, top_p=0.5, seed=0), n, EOG, [])
+    assert {s.sample(peaked.copy()).token for _ in range(200)} == {5, 7000}

@@ -40,7 +40,9 @@ def resolve_weights(spec: str, model_dir: Path) -> Path:
         ref = spec[len("package:"):]
         package, _, name = ref.partition("/")
         if not package or not name:
-            raise BadRequest(f"engine.weights: {spec!r} must look like package:DIST/FILE", param="engine.weights")
+            raise BadRequest(
+                f"engine.weights: {spec!r} must look like package:DIST/FILE", param="engine.weights"
+            )
         try:
             root = importlib.resources.files(package)
         except ModuleNotFoundError:

@@ -42,7 +42,9 @@ def _check_token_ids(ids, n_vocab: int, param: str) -> list[int]:
     out = [int(t) for t in ids or []]
     for t in out:
         if t >= n_vocab:
-            raise BadRequest(f"{param}: token id {t} is out of range (vocabulary has {n_vocab} tokens)", param=param)
+            raise BadRequest(
+                f"{param}: token id {t} is out of range (vocabulary has {n_vocab} tokens)", param=param
+            )
     return out
 
 

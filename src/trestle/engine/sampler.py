@@ -27,7 +27,18 @@ from typing import Callable
 import numpy as np
 
 TOP_P_DECAY = 0.9
+# Without top_k, a nucleus is looked for among this many best tokens before sorting them all.
+NUCLEUS_PREFILTER = 1024
 _NEG_INF = np.float32(-np.inf)
+
+
+def _most_likely_first(probs: np.ndarray, mass: float) -> np.ndarray:
+    """Indices of `probs`, most likely first: all of them, or a prefix that holds `mass`."""
+    if probs.size > 2 * NUCLEUS_PREFILTER:
+        part = np.argpartition(probs, -NUCLEUS_PREFILTER)[-NUCLEUS_PREFILTER:]
+        if probs[part].sum(dtype=np.float64) >= mass:
+            return part[np.argsort(-probs[part], kind="stable")]
+    return np.argsort(-probs, kind="stable")
 
 
 @dataclass
@@ -122,27 +133,22 @@ class Sampler:
         if p.temperature == 0:
             return int(np.argmax(x))
         k = p.top_k
-        if 0 < k < x.size:
-            idx = np.argpartition(x, -k)[-k:]
-            cand = x[idx]
-        else:
-            idx = None
-            cand = x
-        top_p = self._top_p_now()
-        if top_p < 1.0:  # the nucleus needs the candidates in order
-            order = np.argsort(-cand, kind="stable")
-            idx = order if idx is None else idx[order]
-            cand = cand[order]
-        z = (cand - cand.max()) / np.float32(p.temperature)
-        probs = np.exp(z, dtype=np.float64)
-        probs /= probs.sum()
+        idx = np.argpartition(x, -k)[-k:] if 0 < k < x.size else None
+        cand = x if idx is None else x[idx]
+        # unnormalised probabilities over the candidates only; the best one is exactly 1
+        probs = np.exp((cand - cand.max()) / np.float32(p.temperature))  # float32: sums in float64
         if p.min_p > 0:
-            probs = np.where(probs >= p.min_p * probs.max(), probs, 0.0)
+            probs[probs < p.min_p] = 0.0
+        top_p = self._top_p_now()
         if top_p < 1.0:
-            csum = np.cumsum(probs / probs.sum())
-            cut = int(np.searchsorted(csum, top_p)) + 1  # smallest set reaching top_p
+            mass = top_p * probs.sum(dtype=np.float64)
+            order = _most_likely_first(probs, mass)
+            idx = order if idx is None else idx[order]
+            probs = probs[order]
+            csum = np.cumsum(probs, dtype=np.float64)
+            cut = int(np.searchsorted(csum, mass)) + 1  # the smallest set reaching top_p
             probs = probs[:cut]
-        csum = np.cumsum(probs)
+        csum = np.cumsum(probs, dtype=np.float64)
         j = int(np.searchsorted(csum, self.rng.random() * csum[-1], side="right"))
         j = min(j, probs.size - 1)
         while j > 0 and probs[j] == 0:  # never land on a filtered-out candidate

@@ -152,8 +152,9 @@ class Sequence:
         if (tok in self._eog and not self.spec.sampling.ignore_eos) or tok in self._stop_ids:
             reason = "stop"
         else:
-            if self._bad:
-                self._tail = (self._tail + self.model.piece(tok, special=False))[-self._bad_tail :] if self._bad_tail else b""
+            if self._bad:  # keep just enough text to see a bad phrase completed by the next token
+                tail = self._tail + self.model.piece(tok, special=False)
+                self._tail = tail[max(0, len(tail) - self._bad_tail) :]
             out.text = self.stops.feed(self.detok.feed(tok))
             if self.stops.stopped is not None:
                 reason = "stop"

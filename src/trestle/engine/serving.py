@@ -3,8 +3,9 @@
 `Generation` is the bridge between the engine thread and asyncio: the sequence's outputs arrive
 through `loop.call_soon_threadsafe` on a per-request queue (merged when several are waiting),
 and leaving the iterator early (the client went away, the task was cancelled) cancels the
-sequence so its slot is freed at the next engine step. Non-streaming answers watch for `http.disconnect` while they wait; streaming ones
-rely on Starlette's `StreamingResponse`, which cancels the body iterator on disconnect.
+sequence so its slot is freed at the next engine step. Non-streaming answers watch for
+`http.disconnect` while they wait; streaming ones rely on Starlette's `StreamingResponse`,
+which cancels the body iterator on disconnect.
 """
 
 from __future__ import annotations
@@ -98,12 +99,17 @@ def _chat_logprobs(model, tokens: list[TokenOut]) -> list[r.ChatCompletionTokenL
     out = []
     for t in tokens:
         top = [
-            r.TopLogprob(token=_token_text(model, tid), logprob=lp, bytes=list(model.piece(tid, special=True)))
+            r.TopLogprob(
+                token=_token_text(model, tid), logprob=lp, bytes=list(model.piece(tid, special=True))
+            )
             for tid, lp in (t.top or [])
         ]
         out.append(
             r.ChatCompletionTokenLogprob(
-                token=t.text.decode("utf-8", "replace"), logprob=t.logprob, bytes=list(t.text), top_logprobs=top
+                token=t.text.decode("utf-8", "replace"),
+                logprob=t.logprob,
+                bytes=list(t.text),
+                top_logprobs=top,
             )
         )
     return out
