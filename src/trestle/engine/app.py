@@ -99,8 +99,7 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
             yield
         finally:
             task.cancel()
-            if state.scheduler is not None:
-                await asyncio.to_thread(state.scheduler.shutdown)
+            if state.scheduler is not None and await asyncio.to_thread(state.scheduler.shutdown):
                 state.model.close()
 
     async def health(request: Request) -> Response:

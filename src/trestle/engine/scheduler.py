@@ -85,11 +85,13 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
+        """Stop the engine thread; True once it has ended (then the model may be closed)."""
         with self._cond:
             self._stop = True
             self._cond.notify()
         self._thread.join(timeout=10)
+        return not self._thread.is_alive()
 
     def submit(self, seq: Sequence) -> None:
         with self._cond:
