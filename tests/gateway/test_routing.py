@@ -16,11 +16,11 @@ def test_push_prints_model_id_deployment_id_and_urls(server):
     out = res.stdout
     models = {m["name"]: m for m in server.cli_json("models", "list")["models"]}
     model = models["keyword-extractor"]
-    dep_id = model["environments"]["production"]
-    assert model["id"] in out and dep_id in out
+    deps = server.cli_json("deployments", "list", "--model", model["id"])["deployments"]
+    dep_id = deps[-1]["id"]  # newest last: the one this push made
+    assert f"model id:      {model['id']}" in out and f"deployment id: {dep_id}  [active]" in out
     assert f"{server.url}/model/{model['id']}/production/predict" in out
     assert f"{server.url}/model/{model['id']}/deployment/{dep_id}/predict" in out
-    assert "[active]" in out
 
 
 def test_every_url_form_reaches_the_model(server, pushed):

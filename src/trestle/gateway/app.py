@@ -13,16 +13,17 @@ import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from trestle.deploy.local import LocalProcessBackend
 from trestle.deploy.manager import DeploymentManager
 from trestle.errors import NotFound, TrestleError
 from trestle.gateway import management, routes
-from trestle.gateway.middleware import ModelHost, RequestContext
+from trestle.gateway.middleware import Dispatch, ModelHost, RequestContext
+from trestle.gateway.model_routes import ModelRoutes
 from trestle.protocol.errors import error_response
 from trestle.settings import Settings
 from trestle.store import Store
@@ -84,7 +85,7 @@ async def deploy_builtin_models(manager: DeploymentManager, store: Store, settin
     await manager.push_folder(folder)
 
 
-def build_app(settings: Settings) -> Starlette:
+def build_app(settings: Settings) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -102,14 +103,13 @@ def build_app(settings: Settings) -> Starlette:
             await manager.close()
             await store.close()
 
-    return Starlette(
+    edge = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *management.routes,
             *routes.routes,
         ],
-        middleware=[Middleware(ModelHost), Middleware(RequestContext, auth=settings.auth)],
         exception_handlers={
             TrestleError: on_trestle_error,
             404: on_not_found,
@@ -118,6 +118,9 @@ def build_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+    state = edge.state
+    data_plane = ModelRoutes(lambda: state.manager)
+    return RequestContext(ModelHost(Dispatch(data_plane, edge)), auth=settings.auth, state=state)
 
 
 def run(settings: Settings) -> None:

@@ -1,8 +1,9 @@
 """Pure ASGI middleware on the request path, outermost first:
 
-- `ModelHost`: `Host: model-{id}.<anything>` serves the `/model/{id}/...` paths without the prefix.
 - `RequestContext`: request id (honoured or generated, echoed, in every log line), API-key auth,
-  one access-log line and the Prometheus metrics per request.
+  one access-log line and the Prometheus metrics per request, and the last-resort 500 envelope.
+- `ModelHost`: `Host: model-{id}.<anything>` serves the `/model/{id}/...` paths without the prefix.
+- `Dispatch`: `/model/...` to the data plane, everything else (and lifespan) to the Starlette app.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import time
 
 from prometheus_client import Counter, Histogram
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trestle.errors import TrestleError
@@ -57,10 +58,23 @@ class ModelHost:
         await self.app(scope, receive, send)
 
 
+class Dispatch:
+    def __init__(self, model_routes: ASGIApp, app: ASGIApp):
+        self.model_routes = model_routes
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/model/"):
+            await self.model_routes(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, auth: bool):
+    def __init__(self, app: ASGIApp, *, auth: bool, state: State):
         self.app = app
         self.auth = auth
+        self.state = state  # the app state: `store` is set on it at startup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,9 +90,12 @@ class RequestContext:
         status = 500
         rid_header = (requestid.HEADER.encode(), rid.encode())
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 LATENCY.labels(kind).observe(time.perf_counter() - start)
                 hdrs = list(message.get("headers", []))
@@ -90,11 +107,17 @@ class RequestContext:
         try:
             if self.auth and path not in PUBLIC_PATHS:
                 try:
-                    await authenticate(scope["app"].state.store, headers.get("authorization"))
+                    await authenticate(self.state.store, headers.get("authorization"))
                 except TrestleError as exc:
                     await error_response(exc)(scope, receive, send_with_id)
                     return
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error")
+            if started:
+                raise
+            await error_response(TrestleError("internal error; see the gateway log"))(
+                scope, receive, send_with_id)
         finally:
             REQUESTS.labels(kind, str(status)).inc()
             log.info("%s %s %d %.1fms", scope["method"], path, status,

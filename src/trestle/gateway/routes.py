@@ -1,12 +1,8 @@
-"""The data plane: the URL map of DESIGN.md, resolved to a replica and forwarded.
+"""The OpenAI-style routes of the gateway (the `/model/...` data plane is `model_routes`).
 
-    /model/{model_id}/environments/{env}/{rest}      an environment's deployment
-    /model/{model_id}/deployment/{deployment_id}/{rest}
-    /model/{model_id}/development/{rest}             shorthand for environments/development
-    /model/{model_id}/production/{rest}              shorthand for environments/production
-    rest = predict | sync/{any worker path}
     /v1/chat/completions, /v1/completions            Model APIs, by the `model` slug in the body
     /v1/models                                       the Model API slugs served here
+    /v1/direct, /v1/embeddings, /api/endpoints, /api/datasets   not built yet: a clear 501
 """
 
 from __future__ import annotations
@@ -17,51 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from trestle.deploy.manager import DEVELOPMENT, PRODUCTION, DeploymentManager
-from trestle.errors import BadRequest, NotFound, NotImplementedYet
+from trestle.deploy.manager import DeploymentManager
+from trestle.errors import BadRequest, NotImplementedYet
 from trestle.gateway.proxy import UpstreamResponse
 
 
 def _manager(request: Request) -> DeploymentManager:
     return request.app.state.manager
-
-
-def worker_path(rest: str) -> str:
-    """`predict` -> `/predict`; `sync/v1/chat/completions` -> `/v1/chat/completions`."""
-    if rest == "predict":
-        return "/predict"
-    if rest == "sync" or rest.startswith("sync/"):
-        return "/" + rest[len("sync/"):] if rest != "sync" else "/"
-    raise NotFound(f"unknown route {rest!r}: use `predict` or `sync/{{path}}`")
-
-
-async def forward(request: Request, replica, path: str) -> UpstreamResponse:
-    body = await request.body()
-    return UpstreamResponse(
-        replica, request.method, path, request.url.query, request.scope["headers"], body,
-        request.state.request_id,
-    )
-
-
-async def to_environment(request: Request) -> UpstreamResponse:
-    p = request.path_params
-    replica = _manager(request).route(p["model_id"], environment=p["env"])
-    return await forward(request, replica, worker_path(p["rest"]))
-
-
-async def to_deployment(request: Request) -> UpstreamResponse:
-    p = request.path_params
-    replica = _manager(request).route(p["model_id"], deployment_id=p["deployment_id"])
-    return await forward(request, replica, worker_path(p["rest"]))
-
-
-def _fixed_environment(env: str):
-    async def endpoint(request: Request) -> UpstreamResponse:
-        p = request.path_params
-        replica = _manager(request).route(p["model_id"], environment=env)
-        return await forward(request, replica, worker_path(p["rest"]))
-
-    return endpoint
 
 
 async def model_api(request: Request) -> UpstreamResponse:
@@ -107,10 +65,6 @@ def not_yet(feature: str):
 ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 routes = [
-    Route("/model/{model_id}/environments/{env}/{rest:path}", to_environment, methods=ANY),
-    Route("/model/{model_id}/deployment/{deployment_id}/{rest:path}", to_deployment, methods=ANY),
-    Route("/model/{model_id}/development/{rest:path}", _fixed_environment(DEVELOPMENT), methods=ANY),
-    Route("/model/{model_id}/production/{rest:path}", _fixed_environment(PRODUCTION), methods=ANY),
     Route("/v1/chat/completions", model_api, methods=["POST"]),
     Route("/v1/completions", model_api, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
