@@ -118,6 +118,9 @@ def test_same_seed_same_draws_different_seed_different():
         return [s.sample(logits.copy()).token for _ in range(30)]
     assert seq(42) == seq(42)
     assert seq(42) != seq(43)
+    # the API allows any int64 seed, negative ones included
+    assert seq(-1) == seq(-1)
+    assert seq(-1) != seq(-2)
 
 
 def test_logprobs_are_the_models_and_top_is_sorted():

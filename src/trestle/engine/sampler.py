@@ -72,7 +72,8 @@ class Sampler:
     def __init__(self, params: SamplingParams, n_vocab: int, eog_ids: np.ndarray, prompt: list[int]):
         self.p = params
         self.n_vocab = n_vocab
-        self.rng = np.random.default_rng(params.seed)
+        # numpy wants a non-negative seed; the API allows any int64, so map it onto 0..2**64-1
+        self.rng = np.random.default_rng(None if params.seed is None else params.seed % 2**64)
         # Fixed per-request changes, kept sparse: token -> bias (-inf masks win).
         static: dict[int, float] = {}
         for tok, bias in params.logit_bias.items():
