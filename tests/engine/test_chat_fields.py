@@ -222,6 +222,8 @@ def test_out_of_range_token_ids_are_400(client, slug):
 @pytest.mark.parametrize("field,value", [
     ("response_format", {"type": "json_object"}),
     ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]),
+    ("parallel_tool_calls", False),
+    ("parallel_tool_calls", True),
 ])
 def test_unserved_features_are_refused_not_ignored(client, slug, field, value):
     with pytest.raises(openai.BadRequestError) as e:

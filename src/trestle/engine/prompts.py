@@ -131,6 +131,8 @@ def prepare_chat(req: ChatCompletionRequest, model) -> Prepared:
         raise _not_supported("tools", "tool calling")
     if req.tool_choice is not None and req.tool_choice != "none":
         raise _not_supported("tool_choice", f"tool_choice {req.tool_choice!r}")
+    if "parallel_tool_calls" in req.model_fields_set:
+        raise _not_supported("parallel_tool_calls", "parallel_tool_calls (tool calling)")
     from trestle.engine.template import render_chat
 
     template = req.chat_template or model.info.chat_template
