@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,9 @@ from pathlib import Path
 import httpx
 
 from trestle.engine.builtin import SMOLLM2_SLUG, SMOLLM2_WEIGHTS, resolve_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support import free_port, stop_process, wait_until_up  # noqa: E402
 
 END_TOKENS = {"0": -100, "2": -100, "4": -100}  # SmolLM2's end-of-generation ids
 # A different request per stream (they share only the template's default system prompt).
@@ -42,35 +44,13 @@ def prompt(i: int) -> list[dict]:
     return [{"role": "user", "content": f"Write a short story about {TOPICS[i % len(TOPICS)]}."}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(cmd: list[str], url: str, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{cmd[:3]} exited:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"{cmd[:3]} did not come up")
+    wait_until_up(proc, f"{url}/v1/models", log, timeout=180)
+    return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+stop = stop_process
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, model: str, tokens: int, i: int) -> dict:

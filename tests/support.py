@@ -29,6 +29,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGTERM, then SIGKILL if it has not ended after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until_up(proc: subprocess.Popen, url: str, log: Path, timeout: float = 300) -> None:
+    """Poll `url` until it answers 200; fail with the process's log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited {proc.returncode}:\n"
+                               f"{log.read_text(errors='replace')[-5000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_process(proc)
+    raise RuntimeError(f"{proc.args[:4]} did not come up:\n{log.read_text(errors='replace')[-5000:]}")
+
+
 @dataclass
 class Server:
     url: str
@@ -72,13 +100,7 @@ class Server:
         return httpx.Client(base_url=self.url, headers=self.headers, timeout=120, **kwargs)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -95,19 +117,8 @@ def start_server(home: Path, *args: str, wait_for_slug: bool = False) -> Server:
         stdout=out, stderr=subprocess.STDOUT, env=env,
     )
     server = Server(f"http://127.0.0.1:{port}", home, proc, log, list(args))
+    wait_until_up(proc, f"{server.url}/health", log)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"trestle serve exited {proc.returncode}:\n{server.log_text()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    else:
-        server.stop()
-        raise RuntimeError(f"trestle serve did not come up:\n{server.log_text()}")
     if wait_for_slug:
         while time.monotonic() < deadline:
             models = httpx.get(f"{server.url}/v1/models", headers=server.headers, timeout=5).json()

@@ -6,10 +6,8 @@ The worker is `python -m trestle.runtime --model-dir DIR --port N`: it serves
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +15,11 @@ import httpx
 import openai
 import pytest
 
+from support import free_port, stop_process, wait_until_up
+
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent.parent / "examples"
 SLUG = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_command(folder: Path, port: int) -> list[str]:
@@ -45,31 +39,16 @@ class Worker:
         return httpx.get(f"{self.url}/health", timeout=5).json()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def start_worker(folder: Path, log: Path) -> Worker:
     port = free_port()
-    out = open(log, "wb")
-    proc = subprocess.Popen(worker_command(folder, port), stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(worker_command(folder, port), stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT)
     worker = Worker(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited {proc.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{worker.url}/health", timeout=2).status_code == 200:
-                return worker
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    worker.stop()
-    raise RuntimeError(f"worker never became ready:\n{log.read_text(errors='replace')}")
+    wait_until_up(proc, f"{worker.url}/health", log, timeout=120)
+    return worker
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-import httpx
 import openai
-import pytest
 
 from support import EXAMPLES
 

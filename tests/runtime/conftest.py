@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,15 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support import free_port, stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 DEADLINE_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], object], what: str, deadline_s: float = DEADLINE_S) -> object:
@@ -89,13 +84,7 @@ class Worker:
         assert res.json() == {"status": "ready"}, f"{res.json()}\n{self.log()}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=15)
 
 
 class Workers:
