@@ -15,11 +15,8 @@ import httpx
 import openai
 import pytest
 
-from support import free_port, stop_process, wait_until_up
+from support import EXAMPLES, SLUG, free_port, stop_process, wait_until_up
 
-HERE = Path(__file__).resolve().parent
-EXAMPLES = HERE.parent.parent / "examples"
-SLUG = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def worker_command(folder: Path, port: int) -> list[str]:

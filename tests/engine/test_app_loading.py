@@ -8,7 +8,7 @@ from trestle.deploy.config import ModelConfig
 from trestle.engine.app import build_app
 from trestle.engine.builtin import SMOLLM2_SLUG, builtin_config
 
-from tests.engine.conftest import EXAMPLES
+from support import EXAMPLES
 
 
 def test_routes_are_503_until_the_model_is_loaded():

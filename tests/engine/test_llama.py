@@ -6,7 +6,7 @@ import pytest
 from trestle.engine.builtin import SMOLLM2_WEIGHTS, resolve_weights
 from trestle.engine.llama import LlamaModel
 
-from tests.engine.conftest import EXAMPLES
+from support import EXAMPLES
 
 TEXT = "<|im_start|>user\nName three rivers in Europe and say where they flow.<|im_end|>\n<|im_start|>assistant\n"
 
