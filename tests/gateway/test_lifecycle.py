@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import httpx
@@ -46,3 +47,53 @@ def test_requirements_get_their_own_virtualenv(server):
     assert body["prefix"].endswith("/venv") and str(server.home) in body["prefix"]
     log = server.cli("deployments", "logs", push["deployment"]["id"]).stdout
     assert "building a virtualenv with 1 requirement(s)" in log
+
+
+def test_a_worker_that_dies_mid_request_gives_a_502_and_is_restarted(server):
+    push = server.push(ROOT / "tests" / "gateway" / "models" / "crashy")
+    url = f"/model/{push['model']['id']}/production/predict"
+    with server.client() as http:
+        before = http.post(url, json={}).json()["pid"]
+        crashed = http.post(url, json={"crash": True})
+        assert crashed.status_code == 502
+        assert crashed.json()["error"]["type"] == "upstream_error"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            resp = http.post(url, json={})
+            if resp.status_code == 200:
+                break
+            assert resp.status_code == 503  # no running replica while it restarts
+            time.sleep(0.1)
+    assert resp.status_code == 200 and resp.json()["pid"] != before
+    log = server.cli("deployments", "logs", push["deployment"]["id"]).stdout
+    assert log.count("serving ") >= 2  # the worker started twice
+
+
+def test_workers_stop_when_the_gateway_is_killed(tmp_path):
+    srv = start_server(tmp_path / "home", "--no-auth", "--no-builtin")
+    try:
+        push = srv.push(ROOT / "tests" / "gateway" / "models" / "crashy")
+        with httpx.Client() as http:
+            pid = http.post(f"{srv.url}/model/{push['model']['id']}/production/predict",
+                            json={}).json()["pid"]
+        srv.proc.kill()  # SIGKILL: the gateway gets no chance to stop its workers
+        srv.proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        assert not _alive(pid), "the worker outlived its gateway"
+    finally:
+        srv.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie has exited; only its parent (gone) would reap it
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -109,7 +109,7 @@ class LocalProcessBackend:
         with open(spec.log_file, "ab") as out:
             p.proc = await asyncio.create_subprocess_exec(
                 *args, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "TRESTLE_PARENT_PID": str(os.getpid())},
             )
         log.info("deployment %s replica %d: started pid %d", spec.deployment_id, p.index, p.proc.pid)
         connector = aiohttp.UnixConnector(path=str(p.socket), limit=0, keepalive_timeout=60)

@@ -23,6 +23,7 @@ import uvicorn
 from trestle.deploy.config import ModelConfig
 from trestle.errors import TrestleError
 from trestle.runtime.logs import RequestIdMiddleware, configure_logging
+from trestle.runtime.parent import exit_with_parent
 from trestle.runtime.secrets import Secrets, SecretsFileError, read_secrets_file
 
 logger = logging.getLogger("trestle.runtime")
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # the model's print()s reach the log as they happen
     configure_logging()
+    exit_with_parent()
     secrets = Secrets()
     if args.secrets_file is not None:
         try:
