@@ -144,3 +144,15 @@ def test_later_push_serves_development_and_promote_moves_production(server, tmp_
     third = server.push(v1, "--promote")
     assert "production" in third["environments"]
     assert call("production") == "Hello, x!"
+
+
+def test_health_and_metrics_need_no_key_and_count_requests(server, pushed):
+    m = pushed("hello")["model"]["id"]
+    with server.client() as http:
+        http.post(f"/model/{m}/production/predict", json={})
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    metrics = httpx.get(f"{server.url}/metrics")
+    assert metrics.status_code == 200
+    lines = [l for l in metrics.text.splitlines() if l.startswith("trestle_requests_total{")]
+    assert any('kind="model"' in l and 'status="200"' in l and float(l.split()[-1]) >= 1 for l in lines)
+    assert "trestle_request_duration_seconds_bucket" in metrics.text
