@@ -58,7 +58,6 @@ class UpstreamResponse:
         self.headers.append((requestid.HEADER, request_id))
         self.body = body
         self.rid = request_id
-        self.status_code = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -68,10 +67,8 @@ class UpstreamResponse:
                     allow_redirects=False,
                 )
         except UpstreamError as exc:
-            self.status_code = exc.status_code
             await error_response(exc, {requestid.HEADER: self.rid})(scope, receive, send)
             return
-        self.status_code = upstream.status
         headers = [
             (k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in DROP_RESPONSE
         ]
