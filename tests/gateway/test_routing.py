@@ -157,3 +157,11 @@ def test_health_and_metrics_need_no_key_and_count_requests(server, pushed):
     lines = [l for l in metrics.text.splitlines() if l.startswith("trestle_requests_total{")]
     assert any('kind="model"' in l and 'status="200"' in l and float(l.split()[-1]) >= 1 for l in lines)
     assert "trestle_request_duration_seconds_bucket" in metrics.text
+
+
+def test_a_bad_environment_name_is_refused_before_anything_is_recorded(server):
+    before = server.cli_json("deployments", "list")["deployments"]
+    res = server.cli("push", str(EXAMPLES / "hello"), "--environment", "no spaces", check=False)
+    assert res.returncode == 1
+    assert "environment name must be" in res.stderr
+    assert server.cli_json("deployments", "list")["deployments"] == before

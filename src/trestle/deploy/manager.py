@@ -23,9 +23,10 @@ from trestle.deploy.backend import DeploymentSpec, ReadinessError, Replica, Repl
 from trestle.deploy.config import ModelConfig
 from trestle.deploy.package import unpack
 from trestle.deploy.venv import BuildError, build_venv
-from trestle.errors import BadRequest, NotFound, Unavailable
+from trestle.errors import BadRequest, Conflict, NotFound, Unavailable
 from trestle.settings import Settings
 from trestle.store import Deployment, Model, Store
+from trestle.store.store import check_environment_name
 
 log = logging.getLogger("trestle.deploy")
 
@@ -81,6 +82,8 @@ class DeploymentManager:
         self, data: bytes, *, name: str | None = None, promote: bool = False,
         environment: str | None = None,
     ) -> PushResult:
+        if environment is not None:
+            check_environment_name(environment, param="environment")
         staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self._ensure_dir()))
         try:
             unpack(data, staging)
@@ -104,7 +107,7 @@ class DeploymentManager:
 
     async def _record(self, staging: Path, config: ModelConfig, model_name: str,
                       promote: bool, environment: str | None) -> PushResult:
-        model = await self.store.get_model_by_name(model_name) or await self.store.create_model(model_name)
+        model = await self._model_named(model_name)
         first = not await self.store.list_deployments(model.id)
         raw_config = config.model_dump(exclude_none=True, exclude_defaults=True)
         # deployments/{model_name}-{random}/ holds src/ (the pushed folder), venv/ and worker.log;
@@ -129,6 +132,16 @@ class DeploymentManager:
             await self._set_intended(model.id, env, dep.id)
         self._spawn(self._bring_up(dep))
         return PushResult(model, dep, envs)
+
+    async def _model_named(self, name: str) -> Model:
+        """The model called `name`, created on its first push (two first pushes may race)."""
+        model = await self.store.get_model_by_name(name)
+        if model is None:
+            try:
+                model = await self.store.create_model(name)
+            except Conflict:
+                model = await self.store.get_model_by_name(name)
+        return model
 
     async def promote(self, model_id: str, environment: str, deployment_id: str) -> None:
         dep = self._deployments.get(deployment_id)

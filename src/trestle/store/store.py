@@ -35,6 +35,16 @@ ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_NAME = 255
 
 
+def check_environment_name(name: str, param: str = "name") -> str:
+    if not isinstance(name, str) or not ENVIRONMENT_NAME.fullmatch(name):
+        raise BadRequest(
+            "environment name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit",
+            param=param,
+        )
+    return name
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -207,12 +217,7 @@ class Store:
     # environments
 
     async def set_environment(self, model_id: str, name: str, deployment_id: str) -> Environment:
-        if not isinstance(name, str) or not ENVIRONMENT_NAME.fullmatch(name):
-            raise BadRequest(
-                "environment name must be 1-64 letters, digits, '_', '.' or '-', starting with a "
-                "letter or digit",
-                param="name",
-            )
+        check_environment_name(name)
         async with self._sessions.begin() as session:
             deployment = await session.get(DeploymentRow, deployment_id)
             if deployment is None:
