@@ -114,23 +114,19 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
         state.require_ready()
         return JSONResponse(ModelList(data=[ModelCard(id=state.engine.slug)]).model_dump())
 
-    async def chat(request: Request) -> Response:
-        state.require_ready()
-        req = parse_body(ChatCompletionRequest, await request.body())
-        state.check_model(req.model)
-        prepared = prepare_chat(req, state.model)
-        _log_request("chat", req, prepared)
-        return await chat_response(request, state.scheduler, state.model, req, prepared, _headers(request))
+    def endpoint(kind: str, request_type, prepare, respond):
+        async def handle(request: Request) -> Response:
+            state.require_ready()
+            req = parse_body(request_type, await request.body())
+            state.check_model(req.model)
+            prepared = prepare(req, state.model)
+            _log_request(kind, req, prepared)
+            return await respond(request, state.scheduler, state.model, req, prepared, _headers(request))
 
-    async def completions(request: Request) -> Response:
-        state.require_ready()
-        req = parse_body(CompletionRequest, await request.body())
-        state.check_model(req.model)
-        prepared = prepare_completion(req, state.model)
-        _log_request("completion", req, prepared)
-        return await completion_response(
-            request, state.scheduler, state.model, req, prepared, _headers(request)
-        )
+        return handle
+
+    chat = endpoint("chat", ChatCompletionRequest, prepare_chat, chat_response)
+    completions = endpoint("completion", CompletionRequest, prepare_completion, completion_response)
 
     async def on_error(request: Request, exc: TrestleError) -> Response:
         return error_response(exc, headers=_headers(request))

@@ -136,31 +136,38 @@ async def _sse_stream(body: Callable[[], AsyncIterator[bytes]]) -> AsyncIterator
 
 
 # -- chat --------------------------------------------------------------------------------------
-async def chat_response(request, scheduler, model, req, prepared: Prepared, headers) -> Response:
+async def _respond(request, scheduler, model, req, prepared: Prepared, headers, chunks, whole) -> Response:
+    """Submit the request; stream `chunks(...)` as SSE, or answer `whole(text, tokens, last)`."""
     outputs = Generation(scheduler, model, prepared)
     want_lp = prepared.spec.sampling.logprobs
     if req.stream:
         return StreamingResponse(
-            _sse_stream(lambda: _chat_chunks(model, req, prepared, outputs, want_lp)),
+            _sse_stream(lambda: chunks(model, req, prepared, outputs, want_lp)),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, **headers},
         )
     results = await collect(request, outputs)
     text = prepared.echo + "".join(o.text for o in results)
     tokens = [t for o in results for t in o.tokens]
-    last = results[-1]
-    body = r.ChatCompletion(
-        model=req.model,
-        choices=[
-            r.ChatCompletionChoice(
-                message=r.ChatMessage(content=text),
-                finish_reason=last.finish_reason,
-                logprobs=r.ChoiceLogprobs(content=_chat_logprobs(model, tokens)) if want_lp else None,
-            )
-        ],
-        usage=_usage(last),
-    )
+    body = whole(text, tokens, results[-1], want_lp)
     return JSONResponse(body.model_dump(), headers=headers)
+
+
+async def chat_response(request, scheduler, model, req, prepared: Prepared, headers) -> Response:
+    def whole(text, tokens, last, want_lp) -> r.ChatCompletion:
+        return r.ChatCompletion(
+            model=req.model,
+            choices=[
+                r.ChatCompletionChoice(
+                    message=r.ChatMessage(content=text),
+                    finish_reason=last.finish_reason,
+                    logprobs=r.ChoiceLogprobs(content=_chat_logprobs(model, tokens)) if want_lp else None,
+                )
+            ],
+            usage=_usage(last),
+        )
+
+    return await _respond(request, scheduler, model, req, prepared, headers, _chat_chunks, whole)
 
 
 async def _chat_chunks(model, req, prepared, outputs, want_lp) -> AsyncIterator[bytes]:
@@ -209,30 +216,15 @@ class _CompletionLogprobs:
 
 
 async def completion_response(request, scheduler, model, req, prepared: Prepared, headers) -> Response:
-    outputs = Generation(scheduler, model, prepared)
-    want_lp = prepared.spec.sampling.logprobs
-    if req.stream:
-        return StreamingResponse(
-            _sse_stream(lambda: _completion_chunks(model, req, prepared, outputs, want_lp)),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **headers},
+    def whole(text, tokens, last, want_lp) -> r.Completion:
+        logprobs = _CompletionLogprobs(model, len(prepared.echo)).build(tokens, 0) if want_lp else None
+        return r.Completion(
+            model=req.model,
+            choices=[r.CompletionChoice(text=text, finish_reason=last.finish_reason, logprobs=logprobs)],
+            usage=_usage(last),
         )
-    results = await collect(request, outputs)
-    text = prepared.echo + "".join(o.text for o in results)
-    tokens = [t for o in results for t in o.tokens]
-    last = results[-1]
-    body = r.Completion(
-        model=req.model,
-        choices=[
-            r.CompletionChoice(
-                text=text,
-                finish_reason=last.finish_reason,
-                logprobs=_CompletionLogprobs(model, len(prepared.echo)).build(tokens, 0) if want_lp else None,
-            )
-        ],
-        usage=_usage(last),
-    )
-    return JSONResponse(body.model_dump(), headers=headers)
+
+    return await _respond(request, scheduler, model, req, prepared, headers, _completion_chunks, whole)
 
 
 async def _completion_chunks(model, req, prepared, outputs, want_lp) -> AsyncIterator[bytes]:
