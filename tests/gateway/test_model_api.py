@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import openai
 import pytest
+import yaml
 
-from support import SLUG
+from support import EXAMPLES, SLUG
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +66,26 @@ def test_the_bridge_is_refused_clearly_until_it_exists(client):
     assert err.value.status_code == 501
     assert err.value.body["param"] == "baseten"
     assert "not implemented yet" in err.value.body["message"]
+
+
+def test_an_engine_folder_deploys_like_any_model_and_is_served_by_its_slug(server, tmp_path):
+    """No model code: a config.yaml with an `engine:` section, pushed with the real CLI."""
+    folder = tmp_path / "my-engine"
+    folder.mkdir()
+    config = yaml.safe_load((EXAMPLES / "smollm2-single" / "config.yaml").read_text())
+    config["model_name"] = "my-smollm2"
+    config["engine"]["slug"] = "acme/my-smollm2"
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    push = server.push(folder)
+    assert push["deployment"]["status"] == "active"
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
+    assert {"acme/my-smollm2", SLUG} <= {m.id for m in client.models.list().data}
+    chat = client.chat.completions.create(model="acme/my-smollm2", max_tokens=3, temperature=0,
+                                          messages=[{"role": "user", "content": "Hi"}])
+    assert chat.model == "acme/my-smollm2" and chat.usage.completion_tokens <= 3
+    # and through the model's own URLs, like any deployment
+    with server.client() as http:
+        resp = http.post(f"/model/{push['model']['id']}/production/sync/v1/chat/completions",
+                         json={"model": "acme/my-smollm2", "max_tokens": 2,
+                               "messages": [{"role": "user", "content": "Hi"}]})
+    assert resp.status_code == 200 and resp.json()["object"] == "chat.completion"
