@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import openai
 import pytest
 import yaml
@@ -89,3 +92,25 @@ def test_an_engine_folder_deploys_like_any_model_and_is_served_by_its_slug(serve
                          json={"model": "acme/my-smollm2", "max_tokens": 2,
                                "messages": [{"role": "user", "content": "Hi"}]})
     assert resp.status_code == 200 and resp.json()["object"] == "chat.completion"
+
+
+def test_a_client_leaving_a_non_streaming_completion_frees_the_engine(server, client):
+    """The gateway closes the worker connection when the client goes away before the answer,
+    so the engine cancels the sequence instead of generating all 1500 tokens for nobody."""
+    m = next(m for m in server.cli_json("models", "list")["models"]
+             if m["name"] == "SmolLM2-135M-Instruct")["id"]
+    health_url = f"/model/{m}/production/sync/health"
+    with server.client() as http:
+        before = http.get(health_url).json()["cancelled_sequences"]
+        body = {"model": SLUG, "max_tokens": 1500, "ignore_eos": True,
+                "messages": [{"role": "user", "content": "Count to a million."}]}
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting
+            http.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(120, read=1.5))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            health = http.get(health_url).json()
+            if health["cancelled_sequences"] > before and health["active_sequences"] == 0:
+                break
+            time.sleep(0.1)
+    assert health["cancelled_sequences"] == before + 1, health
+    assert health["active_sequences"] == 0

@@ -2,9 +2,9 @@
 
 `UpstreamResponse` is itself an ASGI app (a starlette-style response): it sends the request to
 the replica over the replica's pooled session and relays each chunk as it arrives. When the client
-goes away mid-stream, the upstream response is closed, which closes that connection to the worker,
-so the worker sees `http.disconnect` too. Upstream connection errors are mapped to the error tree
-here, in one place.
+goes away — while the worker is still working or mid-stream — the exchange with the worker is
+cancelled, which closes that connection, so the worker sees `http.disconnect` too. Upstream
+connection errors are mapped to the error tree here, in one place.
 """
 
 from __future__ import annotations
@@ -60,6 +60,25 @@ class UpstreamResponse:
         self.rid = request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The client may leave at any time: while the worker is still working (a long
+        # non-streaming completion) or mid-stream. Either way the exchange with the worker is
+        # cancelled, which closes that connection, so the worker sees `http.disconnect` too.
+        exchange = asyncio.ensure_future(self._exchange(scope, receive, send))
+        gone = asyncio.ensure_future(_client_gone(receive))
+        try:
+            await asyncio.wait({exchange, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            client_left = gone.done() and not gone.cancelled() and gone.exception() is None
+            exchange.cancel()
+            gone.cancel()
+            await asyncio.gather(exchange, gone, return_exceptions=True)
+        if client_left:
+            log.info("client went away; closed the request to deployment %s",
+                     self.replica.deployment_id)
+        elif not exchange.cancelled() and exchange.exception() is not None:
+            raise exchange.exception()
+
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             with map_upstream_errors(self.replica.deployment_id):
                 upstream = await self.replica.session.request(
@@ -75,37 +94,18 @@ class UpstreamResponse:
         headers.append((requestid.HEADER.encode(), self.rid.encode("latin-1")))
         try:
             await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
-            if upstream.content_length is not None and upstream.content_length <= 65536:
-                # a small, complete answer: one read, no disconnect watcher
-                body = await upstream.read()
-                await send({"type": "http.response.body", "body": body})
-            else:
-                await self._stream(upstream, receive, send)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # headers are already sent: the best we can do is end the stream early
+                log.warning("deployment %s: stream broke: %r", self.replica.deployment_id, exc)
+            await send({"type": "http.response.body", "body": b""})
         finally:
             upstream.close()
 
-    async def _stream(self, upstream: aiohttp.ClientResponse, receive: Receive, send: Send) -> None:
-        async def relay() -> None:
-            async for chunk in upstream.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
 
-        async def client_gone() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        relay_task = asyncio.ensure_future(relay())
-        gone_task = asyncio.ensure_future(client_gone())
-        try:
-            done, _ = await asyncio.wait({relay_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (relay_task, gone_task):
-                task.cancel()
-            await asyncio.gather(relay_task, gone_task, return_exceptions=True)
-        if gone_task in done and relay_task not in done:
-            log.info("client disconnected mid-stream; closing the upstream stream")
-            return
-        exc = relay_task.exception() if relay_task in done and not relay_task.cancelled() else None
-        if exc is not None:
-            # headers are already sent: the best we can do is end the stream early
-            log.warning("upstream stream broke: %r", exc)
+async def _client_gone(receive: Receive) -> None:
+    """Returns when the client disconnects (the request body has already been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
