@@ -11,13 +11,14 @@ from support import ROOT
 GATED = ROOT / "tests" / "gateway" / "models" / "gated"
 
 
-def _wait_for(path: Path, seconds: float = 30) -> bool:
+def _wait_for_text(path: Path, seconds: float = 30) -> str:
+    """The file's text once it has some (it may exist, empty, for a moment before)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if path.exists():
-            return True
+        if path.exists() and (text := path.read_text()):
+            return text
         time.sleep(0.05)
-    return False
+    return ""
 
 
 def test_chunks_are_relayed_before_the_model_finishes(server, tmp_path):
@@ -43,8 +44,7 @@ def test_client_disconnect_reaches_the_worker(server, tmp_path):
                          json={"gate": str(gate), "disconnect_file": str(seen)}) as resp:
             assert next(resp.iter_raw()) == b"first\n"
         # leaving the block closes the connection mid-stream
-    assert _wait_for(seen), "the worker never saw the client go away"
-    assert seen.read_text() == "disconnected"
+    assert _wait_for_text(seen) == "disconnected", "the worker never saw the client go away"
     assert not gate.exists()
 
 
