@@ -72,7 +72,7 @@ def test_a_request_whose_client_left_while_queued_is_not_run(workers, model_fold
             while not calls.exists():
                 await asyncio.sleep(0.02)
             queued = asyncio.create_task(b.post("/predict", json={"name": "queued"}))
-            await asyncio.sleep(0.3)  # let the queued request reach the worker; then its client leaves
+            await asyncio.sleep(1.0)  # let the queued request reach the worker; then its client leaves
             queued.cancel()
             await asyncio.gather(queued, return_exceptions=True)
             await asyncio.sleep(0.3)
