@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -26,8 +25,8 @@ from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
 from trestle.engine.prompts import prepare_chat, prepare_completion
 from trestle.engine.serving import chat_response, completion_response
-from trestle.errors import BadRequest, NotFound, TrestleError, Unavailable
-from trestle.protocol.errors import error_response
+from trestle.errors import BadRequest, NotFound, Unavailable
+from trestle.protocol.errors import exception_handlers
 from trestle.protocol.openai_requests import ChatCompletionRequest, CompletionRequest
 from trestle.protocol.openai_responses import ModelCard, ModelList
 from trestle.protocol.validation import parse_body
@@ -75,11 +74,6 @@ class EngineState:
             )
 
 
-def _headers(request: Request) -> dict[str, str]:
-    rid = request.headers.get("x-request-id")
-    return {"x-request-id": rid} if rid else {}
-
-
 def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
     state = EngineState(config, model_dir)
 
@@ -121,27 +115,12 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
             state.check_model(req.model)
             prepared = prepare(req, state.model)
             _log_request(kind, req, prepared)
-            return await respond(request, state.scheduler, state.model, req, prepared, _headers(request))
+            return await respond(request, state.scheduler, state.model, req, prepared)
 
         return handle
 
     chat = endpoint("chat", ChatCompletionRequest, prepare_chat, chat_response)
     completions = endpoint("completion", CompletionRequest, prepare_completion, completion_response)
-
-    async def on_error(request: Request, exc: TrestleError) -> Response:
-        return error_response(exc, headers=_headers(request))
-
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 404:
-            err: TrestleError = NotFound(f"no route {request.url.path} on this engine worker")
-        else:
-            err = TrestleError(str(exc.detail))
-            err.status_code, err.type = exc.status_code, "invalid_request_error"
-        return error_response(err, headers=_headers(request))
-
-    async def on_crash(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(TrestleError("internal error in the engine worker"), headers=_headers(request))
 
     app = Starlette(
         routes=[
@@ -150,7 +129,7 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
         ],
-        exception_handlers={TrestleError: on_error, HTTPException: on_http_error, Exception: on_crash},
+        exception_handlers=exception_handlers("engine worker"),
         lifespan=lifespan,
     )
     app.state.engine = state

@@ -136,7 +136,7 @@ async def _sse_stream(body: Callable[[], AsyncIterator[bytes]]) -> AsyncIterator
 
 
 # -- chat --------------------------------------------------------------------------------------
-async def _respond(request, scheduler, model, req, prepared: Prepared, headers, chunks, whole) -> Response:
+async def _respond(request, scheduler, model, req, prepared: Prepared, chunks, whole) -> Response:
     """Submit the request; stream `chunks(...)` as SSE, or answer `whole(text, tokens, last)`."""
     outputs = Generation(scheduler, model, prepared)
     want_lp = prepared.spec.sampling.logprobs
@@ -144,16 +144,16 @@ async def _respond(request, scheduler, model, req, prepared: Prepared, headers, 
         return StreamingResponse(
             _sse_stream(lambda: chunks(model, req, prepared, outputs, want_lp)),
             media_type="text/event-stream",
-            headers={**SSE_HEADERS, **headers},
+            headers=SSE_HEADERS,
         )
     results = await collect(request, outputs)
     text = prepared.echo + "".join(o.text for o in results)
     tokens = [t for o in results for t in o.tokens]
     body = whole(text, tokens, results[-1], want_lp)
-    return JSONResponse(body.model_dump(), headers=headers)
+    return JSONResponse(body.model_dump())
 
 
-async def chat_response(request, scheduler, model, req, prepared: Prepared, headers) -> Response:
+async def chat_response(request, scheduler, model, req, prepared: Prepared) -> Response:
     def whole(text, tokens, last, want_lp) -> r.ChatCompletion:
         return r.ChatCompletion(
             model=req.model,
@@ -167,7 +167,7 @@ async def chat_response(request, scheduler, model, req, prepared: Prepared, head
             usage=_usage(last),
         )
 
-    return await _respond(request, scheduler, model, req, prepared, headers, _chat_chunks, whole)
+    return await _respond(request, scheduler, model, req, prepared, _chat_chunks, whole)
 
 
 async def _chat_chunks(model, req, prepared, outputs, want_lp) -> AsyncIterator[bytes]:
@@ -215,7 +215,7 @@ class _CompletionLogprobs:
         return lp
 
 
-async def completion_response(request, scheduler, model, req, prepared: Prepared, headers) -> Response:
+async def completion_response(request, scheduler, model, req, prepared: Prepared) -> Response:
     def whole(text, tokens, last, want_lp) -> r.Completion:
         logprobs = _CompletionLogprobs(model, len(prepared.echo)).build(tokens, 0) if want_lp else None
         return r.Completion(
@@ -224,7 +224,7 @@ async def completion_response(request, scheduler, model, req, prepared: Prepared
             usage=_usage(last),
         )
 
-    return await _respond(request, scheduler, model, req, prepared, headers, _completion_chunks, whole)
+    return await _respond(request, scheduler, model, req, prepared, _completion_chunks, whole)
 
 
 async def _completion_chunks(model, req, prepared, outputs, want_lp) -> AsyncIterator[bytes]:

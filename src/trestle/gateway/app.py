@@ -20,11 +20,10 @@ from starlette.types import ASGIApp
 
 from trestle.deploy.local import LocalProcessBackend
 from trestle.deploy.manager import DeploymentManager
-from trestle.errors import NotFound, TrestleError
 from trestle.gateway import management, routes
 from trestle.gateway.middleware import Dispatch, ModelHost, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
-from trestle.protocol.errors import error_response
+from trestle.protocol.errors import exception_handlers
 from trestle.settings import Settings
 from trestle.store import Store
 
@@ -37,24 +36,6 @@ async def health(request: Request) -> JSONResponse:
 
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-async def on_trestle_error(request: Request, exc: TrestleError) -> Response:
-    return error_response(exc)
-
-
-async def on_unexpected_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error", exc_info=exc)
-    return error_response(TrestleError("internal error; see the gateway log"))
-
-
-async def on_not_found(request: Request, exc: Exception) -> Response:
-    status = getattr(exc, "status_code", 404)
-    if status == 405:
-        err = TrestleError(f"method {request.method} is not allowed on {request.url.path}")
-        err.status_code, err.type = 405, "invalid_request_error"
-        return error_response(err)
-    return error_response(NotFound(f"no route {request.url.path}"))
 
 
 async def ensure_admin_key(store: Store, settings: Settings) -> None:
@@ -110,12 +91,7 @@ def build_app(settings: Settings) -> ASGIApp:
             *management.routes,
             *routes.routes,
         ],
-        exception_handlers={
-            TrestleError: on_trestle_error,
-            404: on_not_found,
-            405: on_not_found,
-            Exception: on_unexpected_error,
-        },
+        exception_handlers=exception_handlers("gateway"),
         lifespan=lifespan,
     )
     state = edge.state
@@ -126,7 +102,7 @@ def build_app(settings: Settings) -> ASGIApp:
 def run(settings: Settings) -> None:
     import uvicorn
 
-    from trestle.gateway.requestid import configure_logging
+    from trestle.requestid import configure_logging
 
     configure_logging()
     uvicorn.run(

@@ -17,7 +17,7 @@ from starlette.datastructures import Headers, State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trestle.errors import TrestleError
-from trestle.gateway import requestid
+from trestle import requestid
 from trestle.gateway.auth import authenticate
 from trestle.protocol.errors import error_response
 
@@ -81,7 +81,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        rid = requestid.from_headers(headers.get(requestid.HEADER))
+        rid = requestid.from_header(headers.get(requestid.HEADER))
         token = requestid.current.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         path = scope["path"]
@@ -113,9 +113,9 @@ class RequestContext:
                     return
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error")
-            if started:
+            if started:  # answered already (Starlette's handler): the server logs it
                 raise
+            log.exception("unhandled error")
             await error_response(TrestleError("internal error; see the gateway log"))(
                 scope, receive, send_with_id)
         finally:

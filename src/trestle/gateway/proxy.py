@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from trestle.deploy.backend import Replica
 from trestle.errors import UpstreamError
-from trestle.gateway import requestid
+from trestle import requestid
 from trestle.protocol.errors import error_response
 
 log = logging.getLogger("trestle.gateway")
@@ -31,8 +31,7 @@ DROP_REQUEST = frozenset(
      requestid.HEADER}
 )
 DROP_RESPONSE = frozenset(
-    {b"date", b"server", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-     requestid.HEADER.encode()}
+    {b"date", b"server", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade"}
 )
 
 
@@ -55,9 +54,8 @@ class UpstreamResponse:
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in headers if k.decode("latin-1") not in DROP_REQUEST
         ]
-        self.headers.append((requestid.HEADER, request_id))
+        self.headers.append((requestid.HEADER, request_id))  # the worker echoes it back
         self.body = body
-        self.rid = request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The client may leave at any time: while the worker is still working (a long
@@ -86,12 +84,11 @@ class UpstreamResponse:
                     allow_redirects=False,
                 )
         except UpstreamError as exc:
-            await error_response(exc, {requestid.HEADER: self.rid})(scope, receive, send)
+            await error_response(exc)(scope, receive, send)
             return
         headers = [
             (k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in DROP_RESPONSE
         ]
-        headers.append((requestid.HEADER.encode(), self.rid.encode("latin-1")))
         try:
             await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
             try:

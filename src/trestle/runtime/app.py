@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,39 +28,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle import errors
 from trestle.deploy.config import ModelConfig
-from trestle.protocol.errors import ErrorBody, ErrorResponse, error_response
+from trestle.protocol.errors import error_response, exception_handlers
 from trestle.runtime.host import ENDPOINT_PATHS, ModelHost, State
 from trestle.runtime.secrets import Secrets
 
 logger = logging.getLogger("trestle.runtime")
 
 HEALTH_PATH = "/health"
-# The error type for a status, from the one error tree (e.g. 404 -> not_found_error).
-_TYPE_BY_STATUS = {cls.status_code: cls.type for cls in errors.TrestleError.__subclasses__()}
-
-
-def http_exception_response(request: Request, exc: Exception) -> Response:
-    """An `HTTPException` (ours, starlette's 404/405, or the user's) as the error envelope."""
-    assert isinstance(exc, HTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
-    default_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    body = ErrorResponse(
-        error=ErrorBody(
-            message=detail or http.HTTPStatus(exc.status_code).phrase,
-            type=_TYPE_BY_STATUS.get(exc.status_code, default_type),
-        )
-    )
-    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
-
-
-def trestle_error_response(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.TrestleError)
-    return error_response(exc)
-
-
-def unexpected_error_response(request: Request, exc: Exception) -> Response:
-    # A bug of ours (user code errors are mapped before this): the traceback goes to the log.
-    return error_response(errors.TrestleError("internal error in the trestle worker"))
 
 
 class ReadinessGate:
@@ -121,11 +92,7 @@ def build_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={
-            HTTPException: http_exception_response,
-            errors.TrestleError: trestle_error_response,
-            Exception: unexpected_error_response,
-        },
+        exception_handlers=exception_handlers("trestle worker"),
     )
     app.add_middleware(ReadinessGate, host=host)
     app.state.host = host

@@ -37,8 +37,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from trestle.deploy.config import CONFIG_FILE, ModelConfig
+from trestle import requestid
 from trestle.errors import BadRequest, NotFound, TrestleError, Unavailable
-from trestle.runtime import logs
 from trestle.runtime.contract import Method, ModelSpec, describe_model
 from trestle.runtime.loader import DATA_DIR, ModelDefinitionError, code_roots, construct, import_model_class
 from trestle.runtime.secrets import Secrets
@@ -221,7 +221,7 @@ class ModelHost:
         if not logged:
             logger.error("Model.%s raised:\n%s", method, user_traceback(exc, self._roots))
         return UserCodeError(
-            f"the model's {method} failed with an internal error (request id {logs.request_id.get()}); "
+            f"the model's {method} failed with an internal error (request id {requestid.current.get()}); "
             "the deployment logs have the details"
         )
 

@@ -22,7 +22,8 @@ import uvicorn
 
 from trestle.deploy.config import ModelConfig
 from trestle.errors import TrestleError
-from trestle.runtime.logs import RequestIdMiddleware, configure_logging
+from trestle.requestid import configure_logging
+from trestle.runtime.logs import RequestIdMiddleware
 from trestle.runtime.parent import exit_with_parent
 from trestle.runtime.secrets import Secrets, SecretsFileError, read_secrets_file
 

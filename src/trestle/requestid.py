@@ -1,0 +1,55 @@
+"""Request ids, for the gateway and the worker alike.
+
+Every request gets an id: the client's `x-request-id` when it is sane, else a fresh one. The
+gateway passes it to the worker in the same header; each process keeps it in a context variable
+for the duration of the request and echoes it in the response. `RequestIdFilter`, installed by
+`configure_logging`, stamps every log record with it, so every line about a request, in the
+gateway and in the worker (the user's own `logging` calls and sync model code in threads
+included: they run with a copy of the context), carries the id:
+
+    2026-11-22 03:50:01,123 INFO [req-42] trestle.runtime: POST /predict -> 200 (12 ms)
+
+Lines that belong to no request carry `-`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import uuid
+
+HEADER = "x-request-id"
+NO_REQUEST = "-"
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default=NO_REQUEST)
+
+
+def from_header(value: str | bytes | None) -> str:
+    """The client's id when it is sane (short, no spaces or control characters), else a fresh one."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if value and _VALID.match(value):
+        return value
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `record.request_id`: the current request's id, or `-`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current.get()
+        return True
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One stderr handler on the root logger, stamping the request id on every line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
