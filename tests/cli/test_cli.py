@@ -95,3 +95,17 @@ def test_push_rejects_a_folder_without_model_code(server, tmp_path):
     res = server.cli("push", str(tmp_path), check=False)
     assert res.returncode == 1
     assert "model/model.py is missing" in res.stderr
+
+
+def test_bad_management_bodies_and_configs_name_the_field(server, tmp_path):
+
+    with server.client() as http:
+        empty = http.post("/api/v1/keys", json={"name": ""})
+        unknown = http.post("/api/v1/keys", json={"name": "x", "admin": True})
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "name"
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "admin"
+    (tmp_path / "config.yaml").write_text("model_name: e\nengine:\n  weights: w.gguf\n  slug: s\n"
+                                          "  max_batchez: 4\n")
+    res = server.cli("push", str(tmp_path), check=False)
+    assert res.returncode == 1
+    assert "config.yaml: unknown key: engine.max_batchez" in res.stderr

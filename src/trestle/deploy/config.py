@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trestle.errors import BadRequest
+from trestle.protocol.validation import to_bad_request
 
 CONFIG_FILE = "config.yaml"
 
@@ -75,9 +76,8 @@ class ModelConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise BadRequest(f"{CONFIG_FILE}: {where}: {first['msg']}", param=where) from None
+            err = to_bad_request(exc, cls, unknown="unknown key")
+            raise BadRequest(f"{CONFIG_FILE}: {err.message}", param=err.param) from None
 
     @classmethod
     def load(cls, folder: Path) -> "ModelConfig":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
@@ -11,6 +11,7 @@ from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.package import MAX_UPLOAD_BYTES
 from trestle.errors import BadRequest, NotFound
 from trestle.protocol import management as wire
+from trestle.protocol.validation import parse_body
 from trestle.store import Deployment, Model, Store
 
 PREFIX = "/api/v1"
@@ -29,12 +30,7 @@ def _json(model: BaseModel, status_code: int = 200) -> JSONResponse:
 
 
 async def _body(request: Request, cls: type[BaseModel]) -> BaseModel:
-    try:
-        return cls.model_validate_json(await request.body())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise BadRequest(f"{param or 'body'}: {first['msg']}", param=param) from None
+    return parse_body(cls, await request.body())
 
 
 async def _model_out(store: Store, model: Model) -> wire.ModelOut:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelOut(BaseModel):
@@ -41,7 +41,13 @@ class DeploymentList(BaseModel):
     deployments: list[DeploymentOut]
 
 
-class PromoteRequest(BaseModel):
+class Request(BaseModel):
+    """A request body: an unknown key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PromoteRequest(Request):
     deployment_id: str
 
 
@@ -51,7 +57,7 @@ class EnvironmentOut(BaseModel):
     deployment_id: str
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(Request):
     name: str = Field(min_length=1, max_length=100)
 
 
@@ -71,7 +77,7 @@ class KeyList(BaseModel):
     keys: list[KeyOut]
 
 
-class SecretSet(BaseModel):
+class SecretSet(Request):
     value: str = Field(repr=False)
 
 

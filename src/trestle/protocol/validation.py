@@ -2,7 +2,9 @@
 
     parse_body(ChatCompletionRequest, raw_bytes) -> ChatCompletionRequest
 
-This is the one place where pydantic's `ValidationError` is mapped to the error tree:
+This is the one place where pydantic's `ValidationError` is mapped to the error tree (request
+bodies here, `config.yaml` in `trestle.deploy.config`, the management API too; the worker's
+check of a user's pydantic-typed input lists every bad field instead, as the model contract asks):
 
 - the body is not JSON                  -> "body is not valid JSON"
 - the body is JSON but not an object    -> "body must be a JSON object"
@@ -39,8 +41,10 @@ def parse_body(model_cls: type[M], raw: bytes | str) -> M:
         raise to_bad_request(exc, model_cls) from None
 
 
-def to_bad_request(exc: ValidationError, model_cls: type[BaseModel]) -> BadRequest:
-    """The `BadRequest` that describes `exc` (raised while validating `model_cls`)."""
+def to_bad_request(exc: ValidationError, model_cls: type[BaseModel], *,
+                   unknown: str = "Unrecognized request argument") -> BadRequest:
+    """The `BadRequest` that describes `exc` (raised while validating `model_cls`); `unknown`
+    starts the message for a key the type does not have."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     if first["type"] == "json_invalid":
@@ -61,7 +65,7 @@ def to_bad_request(exc: ValidationError, model_cls: type[BaseModel]) -> BadReque
     param = ".".join(str(part) for part in path) or None
 
     if any(err["type"] == "extra_forbidden" for err in chosen):
-        return BadRequest(f"Unrecognized request argument: {param}", param=param)
+        return BadRequest(f"{unknown}: {param}", param=param)
     messages: list[str] = []
     for err in chosen:
         text = _message(err)
