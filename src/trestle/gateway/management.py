@@ -12,7 +12,7 @@ from trestle.deploy.package import MAX_UPLOAD_BYTES
 from trestle.errors import BadRequest, NotFound
 from trestle.protocol import management as wire
 from trestle.protocol.validation import parse_body
-from trestle.store import Deployment, Model, Store
+from trestle.store import Deployment, Environment, Model, Store
 
 PREFIX = "/api/v1"
 
@@ -38,11 +38,15 @@ async def _model_out(store: Store, model: Model) -> wire.ModelOut:
     return wire.ModelOut(id=model.id, name=model.name, created_at=model.created_at, environments=envs)
 
 
-async def _deployment_out(store: Store, dep: Deployment) -> wire.DeploymentOut:
-    envs = [e.name for e in await store.list_environments(dep.model_id) if e.deployment_id == dep.id]
+async def _deployment_out(store: Store, dep: Deployment,
+                          envs: list[Environment] | None = None) -> wire.DeploymentOut:
+    """`envs`: the model's environments, when the caller already has them."""
+    if envs is None:
+        envs = await store.list_environments(dep.model_id)
     return wire.DeploymentOut(
         id=dep.id, model_id=dep.model_id, status=dep.status, error=dep.error,
-        created_at=dep.created_at, updated_at=dep.updated_at, config=dep.config, environments=envs,
+        created_at=dep.created_at, updated_at=dep.updated_at, config=dep.config,
+        environments=[e.name for e in envs if e.deployment_id == dep.id],
     )
 
 
@@ -91,7 +95,9 @@ async def list_deployments(request: Request) -> JSONResponse:
     store = _store(request)
     model_id = request.query_params.get("model_id") or None
     deps = await store.list_deployments(model_id)
-    return _json(wire.DeploymentList(deployments=[await _deployment_out(store, d) for d in deps]))
+    envs = {m: await store.list_environments(m) for m in {d.model_id for d in deps}}
+    out = [await _deployment_out(store, d, envs[d.model_id]) for d in deps]
+    return _json(wire.DeploymentList(deployments=out))
 
 
 async def get_deployment(request: Request) -> JSONResponse:
