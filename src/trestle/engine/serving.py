@@ -18,6 +18,7 @@ from typing import AsyncIterator, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from trestle.disconnect import race_disconnect
 from trestle.engine.prompts import Prepared
 from trestle.engine.sequence import Output, Sequence, TokenOut, merge
 from trestle.errors import TrestleError
@@ -57,30 +58,16 @@ class Generation:
                 self._scheduler.cancel(self.seq)
 
 
-async def _until_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 async def collect(request: Request, outputs: AsyncIterator[Output]) -> list[Output]:
     """All outputs of a non-streaming request; cancels generation if the client leaves."""
 
     async def run() -> list[Output]:
         return [out async for out in outputs]
 
-    work = asyncio.ensure_future(run())
-    watch = asyncio.ensure_future(_until_disconnect(request))
-    try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not work.done():
-            work.cancel()  # the client left: the generator's finally frees the sequence
-    if work.cancelled():
+    left, result = await race_disconnect(request.receive, run())
+    if left:  # the generator's finally has freed the sequence
         raise asyncio.CancelledError
-    return work.result()
+    return result
 
 
 def _usage(last: Output) -> r.Usage:

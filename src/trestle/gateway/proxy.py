@@ -17,6 +17,7 @@ import aiohttp
 from starlette.types import Receive, Scope, Send
 
 from trestle.deploy.backend import Replica
+from trestle.disconnect import race_disconnect
 from trestle.errors import UpstreamError
 from trestle import requestid
 from trestle.protocol.errors import error_response
@@ -61,20 +62,10 @@ class UpstreamResponse:
         # The client may leave at any time: while the worker is still working (a long
         # non-streaming completion) or mid-stream. Either way the exchange with the worker is
         # cancelled, which closes that connection, so the worker sees `http.disconnect` too.
-        exchange = asyncio.ensure_future(self._exchange(scope, receive, send))
-        gone = asyncio.ensure_future(_client_gone(receive))
-        try:
-            await asyncio.wait({exchange, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            client_left = gone.done() and not gone.cancelled() and gone.exception() is None
-            exchange.cancel()
-            gone.cancel()
-            await asyncio.gather(exchange, gone, return_exceptions=True)
-        if client_left:
+        left, _ = await race_disconnect(receive, self._exchange(scope, receive, send))
+        if left:
             log.info("client went away; closed the request to deployment %s",
                      self.replica.deployment_id)
-        elif not exchange.cancelled() and exchange.exception() is not None:
-            raise exchange.exception()
 
     async def _exchange(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -100,9 +91,3 @@ class UpstreamResponse:
             await send({"type": "http.response.body", "body": b""})
         finally:
             upstream.close()
-
-
-async def _client_gone(receive: Receive) -> None:
-    """Returns when the client disconnects (the request body has already been read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass

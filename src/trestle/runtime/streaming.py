@@ -26,6 +26,8 @@ from typing import Any
 import pydantic_core
 from starlette.types import Receive, Scope, Send
 
+from trestle.disconnect import race_disconnect
+
 STREAM_BUFFER_CHUNKS = 1024
 
 logger = logging.getLogger("trestle.runtime")
@@ -185,20 +187,9 @@ class StreamResponse:
                 return  # already logged by the producer; leave the response incomplete
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        async def wait_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        sender = asyncio.ensure_future(send_all())
-        listener = asyncio.ensure_future(wait_disconnect())
         try:
-            done, _ = await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
-            if sender in done:
-                sender.result()
-            else:
+            left, _ = await race_disconnect(receive, send_all())
+            if left:
                 logger.info("client disconnected; closing the stream")
         finally:
-            for task in (sender, listener):
-                task.cancel()
-            await asyncio.gather(sender, listener, return_exceptions=True)
             await self.stream.aclose()
