@@ -1,7 +1,6 @@
 """The worker's ASGI app for a Truss-style model folder (config.yaml without `engine:`).
 
-    GET  /health                200 {"status": "ready"} | 503 {"status": "loading"}
-                                | 503 {"status": "failed", "error": "..."}
+    GET  /health                the worker health contract (`trestle.protocol.health`)
     POST /predict               Model.predict (with preprocess / postprocess)
     POST /v1/chat/completions   Model.chat_completions
     POST /v1/completions        Model.completions
@@ -29,7 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trestle import errors
 from trestle.deploy.config import ModelConfig
 from trestle.protocol.errors import error_response, exception_handlers
-from trestle.runtime.host import ENDPOINT_PATHS, ModelHost, State
+from trestle.protocol.health import WorkerState
+from trestle.runtime.host import ENDPOINT_PATHS, ModelHost
 from trestle.runtime.secrets import Secrets
 
 logger = logging.getLogger("trestle.runtime")
@@ -45,7 +45,7 @@ class ReadinessGate:
         self.host = host
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] != HEALTH_PATH and self.host.state is not State.READY:
+        if scope["type"] == "http" and scope["path"] != HEALTH_PATH and self.host.state is not WorkerState.READY:
             try:
                 self.host.check_ready()
             except errors.Unavailable as exc:
@@ -65,11 +65,8 @@ def build_app(
     host = ModelHost(config, model_dir, secrets=secrets, environment=environment)
 
     async def health(request: Request) -> Response:
-        if host.state is State.READY:
-            return JSONResponse({"status": "ready"})
-        if host.state is State.LOADING:
-            return JSONResponse({"status": "loading"}, status_code=503)
-        return JSONResponse({"status": "failed", "error": host.error}, status_code=503)
+        health = host.health()
+        return JSONResponse(health.body(), status_code=health.http_status)
 
     def endpoint(name: str):
         async def serve(request: Request) -> Response:

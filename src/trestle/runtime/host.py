@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import enum
 import functools
 import inspect
 import json
@@ -38,7 +37,8 @@ from starlette.responses import Response
 
 from trestle.deploy.config import CONFIG_FILE, ModelConfig
 from trestle import requestid
-from trestle.errors import BadRequest, NotFound, TrestleError, Unavailable
+from trestle.errors import BadRequest, NotFound, TrestleError
+from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
 from trestle.runtime.contract import Method, ModelSpec, describe_model
 from trestle.runtime.loader import DATA_DIR, ModelDefinitionError, code_roots, construct, import_model_class
 from trestle.runtime.secrets import Secrets
@@ -57,12 +57,6 @@ STREAM_MEDIA_TYPES = {
 CLIENT_CLOSED_REQUEST = 499  # nobody reads it: the client has gone (nginx's code for this)
 # Where each endpoint method is served (and so what a 404 names).
 ENDPOINT_PATHS = {"predict": "/predict", "chat_completions": "/v1/chat/completions", "completions": "/v1/completions"}
-
-
-class State(enum.Enum):
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
 
 
 class UserCodeError(TrestleError):
@@ -143,7 +137,7 @@ class ModelHost:
         self.model_dir = Path(model_dir).resolve()
         self.secrets = secrets if secrets is not None else Secrets()
         self.environment = environment
-        self.state = State.LOADING
+        self.state = WorkerState.LOADING
         self.error: str | None = None
         self.model: object | None = None
         self.spec: ModelSpec | None = None
@@ -174,12 +168,12 @@ class ModelHost:
             logger.error("%s failed:\n%s", step, user_traceback(exc, self._roots))
             self._fail(f"{step} raised {type(exc).__name__}: {exc}")
         else:
-            self.state = State.READY
+            self.state = WorkerState.READY
             logger.info("model ready (loaded in %.1f s)", time.perf_counter() - started)
 
     def _fail(self, error: str) -> None:
         self.error = error
-        self.state = State.FAILED
+        self.state = WorkerState.FAILED
         logger.error("model failed to load: %s", error)
 
     def _init_arguments(self) -> dict[str, Any]:
@@ -192,10 +186,11 @@ class ModelHost:
         }
 
     def check_ready(self) -> None:
-        if self.state is State.LOADING:
-            raise Unavailable("the model is still loading; retry when GET /health reports ready", code="loading")
-        if self.state is State.FAILED:
-            raise Unavailable(f"the model failed to load: {self.error}", code="load_failed")
+        if self.state is not WorkerState.READY:
+            raise not_ready(self.state, self.error)
+
+    def health(self) -> WorkerHealth:
+        return WorkerHealth(status=self.state, error=self.error)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
