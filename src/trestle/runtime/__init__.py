@@ -2,8 +2,8 @@
 
 Read top-down:
     server      `python -m trestle.runtime`: arguments, logging, uvicorn
-    app         routes, health, readiness gate, error envelopes
-    host        loads the Model once, calls it (validation, concurrency slots, errors)
+    app         routes, health, readiness gate: request bodies in, responses out
+    host        `LoadedModel`: loads the Model once, calls it (concurrency slots, user errors)
     contract    what a Model class may define, checked at load
     loader      imports `model/model.py` from the folder, builds the instance
     streaming   generators streamed through a bounded buffer
