@@ -2,6 +2,7 @@
 
 Read top-down:
     server      `python -m trestle.runtime`: arguments, logging, uvicorn
+    engines     which app serves a folder: the model runtime, or an engine by `engine.kind`
     app         routes, health, readiness gate: request bodies in, responses out
     host        `LoadedModel`: loads the Model once, calls it (concurrency slots, user errors)
     contract    what a Model class may define, checked at load
