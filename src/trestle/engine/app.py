@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
+from trestle.engine.openai import chat_response, completion_response
 from trestle.engine.prompts import prepare_chat, prepare_completion
-from trestle.engine.serving import chat_response, completion_response
 from trestle.errors import BadRequest, NotFound
 from trestle.protocol.errors import exception_handlers
 from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
