@@ -1,7 +1,8 @@
 """The OpenAI-style routes of the gateway (the `/model/...` data plane is `model_routes`).
 
     /v1/chat/completions, /v1/completions            Model APIs, by the `model` slug in the body
-    /v1/models                                       the Model API slugs served here
+    /v1/models, /v1/models/{slug}                    the Model API slugs served here (a slug
+                                                     may contain `/`: `org/name`)
     /v1/direct, /v1/embeddings, /api/endpoints, /api/datasets   not built yet: a clear 501
 """
 
@@ -14,8 +15,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from trestle.deploy.manager import DeploymentManager
-from trestle.errors import BadRequest, NotImplementedYet
+from trestle.errors import BadRequest, NotFound, NotImplementedYet
 from trestle.gateway.proxy import UpstreamResponse
+from trestle.protocol.openai.responses import ModelCard, ModelList
 
 
 def _manager(request: Request) -> DeploymentManager:
@@ -47,12 +49,23 @@ async def model_api(request: Request) -> UpstreamResponse:
     )
 
 
+def _cards(manager: DeploymentManager) -> list[ModelCard]:
+    return [ModelCard(id=slug) for slug in manager.slugs()]
+
+
 async def list_models(request: Request) -> JSONResponse:
-    manager = _manager(request)
-    return JSONResponse({
-        "object": "list",
-        "data": [{"id": slug, "object": "model", "owned_by": "trestle"} for slug in manager.slugs()],
-    })
+    return JSONResponse(ModelList(data=_cards(_manager(request))).model_dump())
+
+
+async def retrieve_model(request: Request) -> JSONResponse:
+    """`GET /v1/models/{slug}` (OpenAI's `client.models.retrieve(slug)`)."""
+    slug = request.path_params["slug"]
+    for card in _cards(_manager(request)):
+        if card.id == slug:
+            return JSONResponse(card.model_dump())
+    raise NotFound(
+        f"the model {slug!r} is not served here (see GET /v1/models)", param="model", code="model_not_found"
+    )
 
 
 def not_yet(feature: str):
@@ -68,6 +81,7 @@ routes = [
     Route("/v1/chat/completions", model_api, methods=["POST"]),
     Route("/v1/completions", model_api, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{slug:path}", retrieve_model, methods=["GET"]),
     Route("/v1/direct/{rest:path}", not_yet("the direct OpenAI bridge (/v1/direct)"), methods=ANY),
     Route("/v1/embeddings", not_yet("/v1/embeddings"), methods=ANY),
     Route("/api/endpoints/{rest:path}", not_yet("prompt endpoints"), methods=ANY),
