@@ -17,7 +17,7 @@ from starlette.routing import Route
 from trestle.deploy.routing import RoutingTable
 from trestle.errors import BadRequest, NotImplementedYet
 from trestle.gateway.proxy import Relay
-from trestle.protocol.openai_responses import ModelCard, ModelList
+from trestle.protocol.openai.responses import ModelCard, ModelList
 
 
 async def model_api(routing: RoutingTable, request: Request) -> Relay:
