@@ -20,11 +20,9 @@ left) closes the connection, so the worker sees `http.disconnect` too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
@@ -35,6 +33,7 @@ from trestle.errors import UpstreamError
 log = logging.getLogger("trestle.deploy")
 
 Headers = list[tuple[bytes, bytes]]
+STOP_GRACE_S = 10.0
 
 
 @dataclass
@@ -44,13 +43,11 @@ class Upstream:
     status: int
     headers: Headers
     chunks: AsyncGenerator[bytes, None]
-    release: Callable[[], Awaitable[None] | None]  # ends the exchange (idempotent)
+    release: Callable[[], None]  # ends the exchange (idempotent)
 
     async def close(self) -> None:
         await self.chunks.aclose()
-        done = self.release()
-        if inspect.isawaitable(done):
-            await done
+        self.release()
 
     async def __aenter__(self) -> "Upstream":
         return self
@@ -74,27 +71,28 @@ class Transport(Protocol):
 
 @dataclass
 class Replica:
-    """A running copy of a deployment; `send` a request to it."""
+    """A running copy of a deployment: `await replica.send(method, path, headers, body)`."""
 
     deployment_id: str
     index: int
     transport: Transport
+    send: Callable[[str, str, Headers, bytes], Awaitable[Upstream]] = field(init=False, repr=False)
 
-    async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
-        return await self.transport.send(method, path, headers, body)
+    def __post_init__(self) -> None:
+        self.send = self.transport.send  # the transport's own method: no extra frame per request
 
     async def close(self) -> None:
         await self.transport.close()
 
 
-@contextlib.contextmanager
-def upstream_errors(what: str):
-    """The one map from transport errors to the error tree: anything else is a bug of ours."""
-    try:
-        yield
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-        log.warning("%s: upstream error: %r", what, exc)
-        raise UpstreamError(f"{what} did not answer: {type(exc).__name__}") from None
+# The one map from transport errors to the error tree: these become `UpstreamError`; anything
+# else is a bug of ours.
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def upstream_error(what: str, exc: BaseException) -> UpstreamError:
+    log.warning("%s: upstream error: %r", what, exc)
+    return UpstreamError(f"{what} did not answer: {type(exc).__name__}")
 
 
 class HTTPTransport:
@@ -116,17 +114,21 @@ class HTTPTransport:
         return cls(connector, "http://worker", name)
 
     async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
-        with upstream_errors(self.name):
+        try:
             resp = await self._session.request(
                 method, self.base_url + path, data=body, allow_redirects=False,
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             )
+        except TRANSPORT_ERRORS as exc:
+            raise upstream_error(self.name, exc) from None
         return Upstream(resp.status, list(resp.raw_headers), self._chunks(resp), resp.close)
 
     async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
-        with upstream_errors(self.name):
+        try:
             async for chunk in resp.content.iter_any():
                 yield chunk
+        except TRANSPORT_ERRORS as exc:
+            raise upstream_error(self.name, exc) from None
 
     async def close(self) -> None:
         await self._session.close()
@@ -186,19 +188,18 @@ class ASGITransport:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-        async def stop() -> None:
+        def stop() -> None:
+            # the app sees `http.disconnect`; one that ignores it is cancelled after a grace
             left.set()
             if not task.done():
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(task), 10)
-                task.cancel()
+                asyncio.get_running_loop().call_later(STOP_GRACE_S, task.cancel)
 
         try:
             start = await self._next(messages)
             if start is None or start["type"] != "http.response.start":
                 raise UpstreamError(f"{self.name} ended without an answer")
         except BaseException:
-            await stop()
+            stop()
             raise
         return Upstream(start["status"], list(start.get("headers", [])),
                         self._chunks(messages), stop)
