@@ -39,7 +39,7 @@ def test_langchain_chat_openai_invoke_and_stream(server):
 
 def test_litellm_completion_against_the_gateway(server):
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
-    litellm = pytest.importorskip("litellm")
+    litellm = pytest.importorskip("litellm", reason="litellm is installed by hand (see pyproject.toml)")
 
     kwargs = dict(
         model=f"openai/{SLUG}", api_base=f"{server.url}/v1", api_key=server.api_key,
