@@ -30,9 +30,8 @@ def weights_digest(path: Path) -> str:
         if size <= BLOCK * BLOCKS:
             h.update(f.read())
         else:
-            step = (size - BLOCK) // (BLOCKS - 1)
-            for i in range(BLOCKS):
-                f.seek(i * step)
+            for i in range(BLOCKS):  # the first block starts the file, the last ends it
+                f.seek(i * (size - BLOCK) // (BLOCKS - 1))
                 h.update(f.read(BLOCK))
     return h.hexdigest()
 
