@@ -2,8 +2,10 @@
 
 `ChatCompletionRequest` is seed 004 field for field (names, types, defaults, ranges,
 `additionalProperties: false`); `tests/protocol/test_seed004_schema.py` compares the JSON schema
-generated from it with the seed's. `CompletionRequest` is the prompt-style sibling. Fields the two
-share are defined once, on `SamplingRequest`.
+generated from it with the seed's. It also knows every field of OpenAI's own Chat Completions API
+(`OpenAIOnlyFields`: honoured, accepted with no effect, or refused saying why), so only a field
+neither defines is "unknown". An explicit `null` means the field's default. `CompletionRequest`
+is the prompt-style sibling. Fields the two share are defined once, on `SamplingRequest`.
 
 Parse a body with `trestle.protocol.validation.parse_body(ChatCompletionRequest, raw)`: it turns
 every problem into `trestle.errors.BadRequest` with `param` naming the field.
