@@ -19,6 +19,7 @@ that `param` names the field at fault. Fields that are valid but that the engine
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -47,19 +48,16 @@ class WireModel(BaseModel):
         return {k: v for k, v in data.items() if not (v is None and k in optional)}
 
 
+@functools.cache
 def _optional_keys(cls: type[BaseModel]) -> frozenset[str]:
     """The keys (names and aliases) of `cls`'s fields that have a default."""
-    keys = cls.__dict__.get("_trestle_optional_keys")
-    if keys is None:
-        keys = frozenset(
-            key
-            for name, field in cls.model_fields.items()
-            if not field.is_required()
-            for key in (name, field.alias)
-            if key
-        )
-        setattr(cls, "_trestle_optional_keys", keys)
-    return keys
+    return frozenset(
+        key
+        for name, field in cls.model_fields.items()
+        if not field.is_required()
+        for key in (name, field.alias)
+        if key
+    )
 
 
 TokenId = Annotated[int, Field(ge=0)]
