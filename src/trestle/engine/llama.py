@@ -86,6 +86,10 @@ class LlamaModel:
             llama_cpp.llama_backend_init()
             _backend_ready = True
         mparams = llama_cpp.llama_model_default_params()
+        # No extra CPU buffer types (AMX tiles, repacked weights): on a Xeon with AMX,
+        # llama-cpp-python 0.3.36 built from source segfaults in llama_decode on any batch of
+        # more than one token with them on.
+        mparams.use_extra_bufts = False
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
             raise TrestleError(f"llama.cpp could not load the model file {path}")
