@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .conftest import EXAMPLES, assert_envelope, wait_for
+from support import EXAMPLES, wait_for
+
+from .conftest import assert_envelope
 
 GATED_LOAD = """
     import os, time
