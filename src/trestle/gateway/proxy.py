@@ -4,7 +4,8 @@
 the replica over the replica's pooled session and relays each chunk as it arrives. When the client
 goes away — while the worker is still working or mid-stream — the exchange with the worker is
 cancelled, which closes that connection, so the worker sees `http.disconnect` too. Upstream
-connection errors are mapped to the error tree here, in one place.
+connection errors are mapped to the error tree here, in one place: a replica that cannot be
+reached is a 503 (nothing was sent; retry), one that fails mid-exchange a 502.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from trestle.deploy.backend import Replica
 from trestle.disconnect import race_disconnect
-from trestle.errors import UpstreamError
+from trestle.errors import Unavailable, UpstreamError
 from trestle import requestid
 from trestle.protocol.errors import error_response
 
@@ -40,6 +41,12 @@ DROP_RESPONSE = frozenset(
 def map_upstream_errors(deployment_id: str):
     try:
         yield
+    except aiohttp.ClientConnectorError as exc:
+        # Nothing was sent: the replica is not listening (it died, and the backend has not
+        # noticed yet). That is "no running replica" (retry), not a bad answer from one.
+        log.warning("deployment %s: cannot connect to the replica: %r", deployment_id, exc)
+        raise Unavailable(f"deployment {deployment_id} has no running replica right now; "
+                          "retry shortly") from None
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         log.warning("deployment %s: upstream error: %r", deployment_id, exc)
         raise UpstreamError(f"deployment {deployment_id} did not answer: {type(exc).__name__}") from None
@@ -74,7 +81,7 @@ class UpstreamResponse:
                     self.method, self.url, data=self.body, headers=self.headers,
                     allow_redirects=False,
                 )
-        except UpstreamError as exc:
+        except (UpstreamError, Unavailable) as exc:
             await error_response(exc)(scope, receive, send)
             return
         headers = [
