@@ -86,9 +86,9 @@ class LlamaModel:
             llama_cpp.llama_backend_init()
             _backend_ready = True
         mparams = llama_cpp.llama_model_default_params()
-        # No extra CPU buffer types (AMX tiles, repacked weights): on a Xeon with AMX,
-        # llama-cpp-python 0.3.36 built from source segfaults in llama_decode on any batch of
-        # more than one token with them on.
+        # No "extra" weight buffers (CPU repacking, AMX): on CPUs with AMX, llama.cpp's AMX
+        # matmul crashes this build in the first llama_decode (SIGSEGV in
+        # ggml_backend_amx_mul_mat, seen with SmolLM2 Q4_1 on a Sapphire Rapids host).
         mparams.use_extra_bufts = False
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
