@@ -24,8 +24,10 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import unquote
 
 import aiohttp
+import yarl
 from starlette.types import ASGIApp, Message
 
 from trestle.errors import UpstreamError
@@ -116,7 +118,8 @@ class HTTPTransport:
     async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
         try:
             resp = await self._session.request(
-                method, self.base_url + path, data=body, allow_redirects=False,
+                # `encoded`: the path goes as the client sent it (the gateway re-encoded it)
+                method, yarl.URL(self.base_url + path, encoded=True), data=body, allow_redirects=False,
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             )
         except TRANSPORT_ERRORS as exc:
@@ -153,7 +156,7 @@ class ASGITransport:
         path, _, query = path.partition("?")
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+            "scheme": "http", "path": unquote(path), "raw_path": path.encode(), "root_path": "",
             "query_string": query.encode("latin-1"),
             "headers": [(k.lower(), v) for k, v in headers] + [(b"host", b"worker")],
             "client": ("127.0.0.1", 0), "server": ("worker", 80),

@@ -51,8 +51,9 @@ class ModelSubdomain:
             host = Headers(scope=scope).get("host", "")
             match = _HOST.match(host)
             if match and not scope["path"].startswith(_RESERVED):
-                path = f"/model/{match.group(1)}{scope['path']}"
-                scope = {**scope, "path": path, "raw_path": path.encode()}
+                prefix = f"/model/{match.group(1)}"
+                raw = scope.get("raw_path") or scope["path"].encode()
+                scope = {**scope, "path": prefix + scope["path"], "raw_path": prefix.encode() + raw}
         await self.app(scope, receive, send)
 
 
