@@ -23,6 +23,11 @@ class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     predict_concurrency: int = Field(default=1, ge=1, le=1024)
+    # Seconds the gateway waits for a replica's answer to start, and then between two chunks of
+    # it; past it the client gets a 504 (or a stream that ends with an error).
+    request_timeout: float = Field(default=300, gt=0, le=86400)
+    # Seconds a running replica may go without answering its health check before it is restarted.
+    liveness_timeout: float = Field(default=60, ge=1, le=3600)
 
 
 class EngineConfig(BaseModel):

@@ -189,6 +189,8 @@ class DeploymentManager:
             deployment_id=dep.id, model_id=dep.model_id, home=Path(dep.source_dir).parent,
             requirements=tuple(config.requirements), replicas=config.scaling.min_replicas or 1,
             secrets=secrets, environment=self._environment_of(dep),
+            request_timeout=config.runtime.request_timeout,
+            liveness_timeout=config.runtime.liveness_timeout,
         )
 
     def _environment_of(self, dep: Deployment) -> str | None:
