@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.deploy.backend import ReplicaBackend
 from trestle.errors import NotFound
-from trestle.gateway import auth, management, routes
+from trestle.gateway import auth, management, openapi, routes
 from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
@@ -43,9 +43,13 @@ class Edge:
         async def metrics(request: Request) -> Response:
             return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+        async def openapi_json(request: Request) -> JSONResponse:
+            return JSONResponse(openapi.document())
+
         self.router = Router(
             routes=[
                 Route("/health", health, methods=["GET"]),
+                Route("/openapi.json", openapi_json, methods=["GET"]),
                 Route("/metrics", metrics, methods=["GET"]),
                 *management.routes(gateway),
                 *routes.routes(gateway.routing),
