@@ -13,10 +13,11 @@ A `Replica` is a running copy of a deployment; how it is reached is its `Transpo
   in-process backend, for fast tests).
 
 Every failure to reach a replica or to read its answer becomes an `UpstreamError` (502) here, in
-one place: callers never see an aiohttp or socket error. A replica that does not start its
-answer, or stops sending it, for longer than `HTTPTransport`'s `read_timeout` (the deployment's
-`runtime.request_timeout`) gives an `UpstreamTimeout` (504) the same way. Closing the exchange early (the client
-left) closes the connection, so the worker sees `http.disconnect` too.
+one place, except a refused connection, which is `Unavailable` (503, retry: nothing was sent, the
+replica is not running): callers never see an aiohttp or socket error. A replica that does not
+start its answer, or stops sending it, for longer than `HTTPTransport`'s `read_timeout` (the
+deployment's `runtime.request_timeout`) gives an `UpstreamTimeout` (504). Closing the exchange
+early (the client left) closes the connection, so the worker sees `http.disconnect` too.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import aiohttp
 import yarl
 from starlette.types import ASGIApp, Message
 
-from trestle.errors import UpstreamError, UpstreamTimeout
+from trestle.errors import Unavailable, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("trestle.deploy")
 
@@ -128,6 +129,12 @@ class HTTPTransport:
                 method, yarl.URL(self.base_url + path, encoded=True), data=body, allow_redirects=False,
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             )
+        except aiohttp.ClientConnectorError as exc:
+            # Nothing was sent: the replica is not listening (it died and its backend has not
+            # noticed yet). That is "no running replica" (retry), not a bad answer from one.
+            log.warning("%s: cannot connect: %r", self.name, exc)
+            raise Unavailable(f"{self.name} refused the connection: no running replica right "
+                              "now; retry shortly") from None
         except TRANSPORT_ERRORS as exc:
             raise upstream_error(self.name, exc, self.read_timeout) from None
         return Upstream(resp.status, list(resp.raw_headers), self._chunks(resp), resp.close)
