@@ -9,7 +9,7 @@ One object per route, built per request, in the manner of LitServe's `specs/open
 `engine/generation.py` runs the request and calls one or the other; another protocol's
 rendering (e.g. Anthropic Messages) sits beside this module with the same two methods.
 `chat_response` / `completion_response` are the route handlers' entry points. The response
-types are `trestle.protocol.openai_responses`.
+types are `trestle.protocol.openai.responses`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from trestle.engine.prompts import Prepared
 from trestle.engine.scheduler import Scheduler
 from trestle.engine.sequence import Output, TokenOut
 from trestle.errors import TrestleError
-from trestle.protocol import openai_responses as r
+from trestle.protocol.openai import responses as r
 from trestle.protocol.errors import error_body
-from trestle.protocol.openai_requests import ChatCompletionRequest, CompletionRequest
+from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from trestle.engine.model import EngineModel
 from trestle.engine.sampler import SamplingParams
 from trestle.engine.sequence import GenerationSpec
 from trestle.errors import BadRequest, TrestleError
-from trestle.protocol.openai_requests import (
+from trestle.protocol.openai.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     ResponseFormatText,
