@@ -384,3 +384,21 @@ def test_a_large_chunked_push_within_the_limit_goes_to_disk_not_memory(tmp_path)
         assert leftovers(srv) == []
     finally:
         srv.stop()
+
+
+def test_every_limit_is_documented_and_is_a_serve_option():
+    from click.testing import CliRunner
+
+    from support import ROOT
+    from trestle.cli.main import cli
+    from trestle.settings import format_size
+
+    doc = (ROOT / "docs" / "security.md").read_text()
+    help_text = CliRunner().invoke(cli, ["serve", "-h"], terminal_width=200).output
+    defaults = Limits()
+    for name in Limits.names():
+        value = getattr(defaults, name)
+        shown = format_size(value) if name.endswith("_bytes") else str(value)
+        row = f"| `{shown}` | `{Limits.option(name)}` | `{Limits.envvar(name)}` |"
+        assert row in doc, f"docs/security.md has no row {row}"
+        assert Limits.option(name) in help_text and Limits.envvar(name) in help_text

@@ -57,9 +57,12 @@ class Size(click.ParamType):
 
     def convert(self, value, param, ctx) -> int:
         try:
-            return parse_size(value)
+            size = parse_size(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if size < 1:
+            self.fail("must be at least 1 byte", param, ctx)
+        return size
 
 
 LIMIT_HELP = {
