@@ -27,8 +27,8 @@ from trestle.engine.prompts import prepare_chat, prepare_completion
 from trestle.engine.serving import chat_response, completion_response
 from trestle.errors import BadRequest, NotFound, Unavailable
 from trestle.protocol.errors import exception_handlers
-from trestle.protocol.openai_requests import ChatCompletionRequest, CompletionRequest
-from trestle.protocol.openai_responses import ModelCard, ModelList
+from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
+from trestle.protocol.openai.responses import ModelCard, ModelList
 from trestle.protocol.validation import parse_body
 
 log = logging.getLogger("trestle.engine")

@@ -86,6 +86,10 @@ class LlamaModel:
             llama_cpp.llama_backend_init()
             _backend_ready = True
         mparams = llama_cpp.llama_model_default_params()
+        # No "extra" weight buffers (CPU repacking, AMX): on CPUs with AMX, llama.cpp's AMX
+        # matmul crashes this build in the first llama_decode (SIGSEGV in
+        # ggml_backend_amx_mul_mat, seen with SmolLM2 Q4_1 on a Sapphire Rapids host).
+        mparams.use_extra_bufts = False
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
             raise TrestleError(f"llama.cpp could not load the model file {path}")

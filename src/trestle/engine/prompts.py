@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from trestle.engine.sampler import SamplingParams
 from trestle.engine.sequence import GenerationSpec
 from trestle.errors import BadRequest, TrestleError
-from trestle.protocol.openai_requests import (
+from trestle.protocol.openai.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     ResponseFormatText,

@@ -23,7 +23,7 @@ from trestle.engine.prompts import Prepared
 from trestle.engine.sequence import Output, Sequence, TokenOut, merge
 from trestle.errors import TrestleError
 from trestle.protocol.errors import error_body
-from trestle.protocol import openai_responses as r
+from trestle.protocol.openai import responses as r
 
 log = logging.getLogger(__name__)
 
