@@ -204,7 +204,7 @@ def test_unpacking_runs_off_the_event_loop(tmp_path, monkeypatch):
     thread) until a coroutine on the loop has seen it in progress. On the loop it would wait in
     vain and the push would fail."""
     from trestle.deploy import manager as manager_module
-    from trestle.deploy.local import LocalProcessBackend
+    from trestle.deploy.inprocess import InProcessBackend
     from trestle.settings import Settings
     from trestle.store import Store
 
@@ -225,7 +225,7 @@ def test_unpacking_runs_off_the_event_loop(tmp_path, monkeypatch):
         settings = Settings(home=tmp_path / "home", builtin_models=False)
         settings.home.mkdir()
         store = await Store.open(settings.db_url)
-        manager = manager_module.DeploymentManager(store, LocalProcessBackend(), settings)
+        manager = manager_module.DeploymentManager(store, InProcessBackend(), settings)
 
         async def watch():
             while not started.is_set():
