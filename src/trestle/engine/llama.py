@@ -7,7 +7,7 @@ The scheduler speaks to llama.cpp through `LlamaModel` alone:
     rows = model.decode([(seq_id, tokens, start_pos, want_logits), ...])  # {seq_id: logits row}
     model.remove_sequence(seq_id)
 
-Facts this relies on (see ENGINE-NOTES.md): `n_ctx` is split between sequences, so it is sized
+Facts this relies on (see ENGINE-NOTES.md; `use_extra_bufts` is off, see `load`): `n_ctx` is split between sequences, so it is sized
 as per-sequence context x slots; `kv_unified` stays False and flash attention at its default, so
 a sequence's greedy output in a batch equals its output alone; `llama_get_logits_ith` takes the
 position in the batch.
@@ -86,6 +86,10 @@ class LlamaModel:
             llama_cpp.llama_backend_init()
             _backend_ready = True
         mparams = llama_cpp.llama_model_default_params()
+        # No "extra" CPU buffer types (AMX, weight repacking): on a CPU with AMX (e.g. Sapphire
+        # Rapids) where the process may not use it, llama_decode dies with a protection fault.
+        # Repacking does not apply to Q4_1 weights, so SmolLM2 loses nothing.
+        mparams.use_extra_bufts = False
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
             raise TrestleError(f"llama.cpp could not load the model file {path}")
@@ -148,6 +152,11 @@ class LlamaModel:
     def piece(self, token: int, *, special: bool) -> bytes:
         """The bytes of one token; control tokens are empty unless `special`."""
         return (self._special_pieces if special else self._pieces)[token]
+
+    @property
+    def vocab_handle(self):
+        """llama.cpp's vocabulary pointer, for libraries that read it (llguidance's tokenizer)."""
+        return self._vocab
 
     def is_control(self, token: int) -> bool:
         return token in self.control_ids
