@@ -6,7 +6,9 @@ Each step:
 2. build one batch: a token for every decoding sequence, then prompt chunks of prefilling
    sequences while the step has room (`n_batch` tokens) - prefill and decode share the step;
 3. `llama_decode`, then each sequence that produced logits samples its next token; the step's
-   outputs go to asyncio in one `loop.call_soon_threadsafe` per event loop;
+   outputs go to asyncio in one `loop.call_soon_threadsafe` per event loop. Sequences with a
+   grammar (structured outputs, tool calls) get their token masks filled together, in a helper
+   thread while `llama_decode` runs (both drop the GIL); sequences without one skip all of it;
 4. finished sequences leave and free their slot.
 
 Prefix cache: a free slot keeps the KV cache of the sequence that last used it. A new request
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from trestle.engine.sequence import Sequence
 from trestle.errors import TooManyRequests
@@ -80,6 +83,8 @@ class Scheduler:
         self.steps = 0
         self.cancelled = 0  # sequences dropped because their client went away
         self.reused_tokens = 0  # prompt tokens not recomputed thanks to the prefix cache
+        self._masks = None  # MaskBatch, made at the first constrained step
+        self._mask_thread: ThreadPoolExecutor | None = None
 
     # -- called from asyncio ---------------------------------------------------------------
     def start(self) -> None:
@@ -199,6 +204,15 @@ class Scheduler:
             self._resolve_shares()
             return [s for s in self._active if s.share is None]
 
+    def _fill_masks(self, items):
+        """Start filling the token masks of this step's constrained sequences (a future)."""
+        if self._masks is None:
+            from trestle.engine.grammar import Grammars, MaskBatch
+
+            self._masks = MaskBatch(Grammars.of(self.model), rows=self.max_batch)
+            self._mask_thread = ThreadPoolExecutor(1, thread_name_prefix="trestle-masks")
+        return self._mask_thread.submit(self._masks.fill, items)
+
     def _run(self) -> None:
         try:
             while True:
@@ -215,6 +229,8 @@ class Scheduler:
                 flush(left)
                 self._active.clear()
                 self._waiting.clear()
+            if self._mask_thread is not None:
+                self._mask_thread.shutdown(wait=False)
 
     def _step(self, active: list[Sequence]) -> None:
         budget = self.model.n_batch
@@ -228,8 +244,15 @@ class Scheduler:
             work.append((seq.slot, tokens, pos, want))
             fed.append((seq, want))
             budget -= len(tokens)
+        constrained = [
+            (seq.matcher, seq.slot) for seq, want in fed
+            if want and seq.matcher is not None and not seq.cancelled
+        ]
         try:
+            filling = self._fill_masks(constrained) if constrained else None
             rows = self.model.decode(work)
+            if filling is not None:
+                filling.result()
         except Exception as exc:  # one place frees everything the step held
             log.exception("engine step failed")
             with self._cond:
@@ -243,7 +266,8 @@ class Scheduler:
         for seq, want in fed:
             seq.advance()
             if want and not seq.cancelled:
-                seq.on_logits(rows[seq.slot])
+                allowed = self._masks.allowed(seq.slot) if seq.matcher is not None else None
+                seq.on_logits(rows[seq.slot], allowed)
             if seq.finished or seq.cancelled:
                 done.append(seq)
         flush(seq for seq, _ in fed)

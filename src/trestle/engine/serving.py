@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from trestle.disconnect import race_disconnect
+from trestle.engine import tools
 from trestle.engine.prompts import Prepared
 from trestle.engine.sequence import Output, Sequence, TokenOut, merge
 from trestle.errors import TrestleError
@@ -140,14 +141,47 @@ async def _respond(request, scheduler, model, req, prepared: Prepared, chunks, w
     return JSONResponse(body.model_dump())
 
 
+def _finish(reason: str | None, called: bool) -> str | None:
+    """A generation that ended normally after calling tools ends with "tool_calls"."""
+    return "tool_calls" if called and reason == "stop" else reason
+
+
+def _chat_message(text: str, prepared: Prepared) -> r.ChatMessage:
+    """The assistant message: tool calls read out of the text when the request allows them."""
+    if not prepared.tool_calls:
+        return r.ChatMessage(content=text)
+    parsed = tools.parse(text)
+    if not parsed.calls:
+        return r.ChatMessage(content=parsed.content)
+    calls = [
+        r.ToolCall(id=c.id, function=r.FunctionCall(name=c.name, arguments=c.arguments))
+        for c in parsed.calls
+    ]
+    return r.ChatMessage(content=parsed.content or None, tool_calls=calls)
+
+
+def _tool_delta(events: list) -> r.ChatDelta:
+    """One chunk's delta from the tool-call parser's events (content, call starts, arguments)."""
+    content = "".join(e for e in events if isinstance(e, str))
+    calls = []
+    for e in events:
+        if isinstance(e, tools.CallStart):
+            fn = r.FunctionCallDelta(name=e.name, arguments="")
+            calls.append(r.ToolCallDelta(index=e.index, id=e.id, type="function", function=fn))
+        elif isinstance(e, tools.ArgsDelta):
+            calls.append(r.ToolCallDelta(index=e.index, function=r.FunctionCallDelta(arguments=e.text)))
+    return r.ChatDelta(content=content or None, tool_calls=calls or None)
+
+
 async def chat_response(request, scheduler, model, req, prepared: Prepared) -> Response:
     def whole(text, tokens, last, want_lp) -> r.ChatCompletion:
+        message = _chat_message(text, prepared)
         return r.ChatCompletion(
             model=req.model,
             choices=[
                 r.ChatCompletionChoice(
-                    message=r.ChatMessage(content=text),
-                    finish_reason=last.finish_reason,
+                    message=message,
+                    finish_reason=_finish(last.finish_reason, bool(message.tool_calls)),
                     logprobs=r.ChoiceLogprobs(content=_chat_logprobs(model, tokens)) if want_lp else None,
                 )
             ],
@@ -168,12 +202,19 @@ async def _chat_chunks(model, req, prepared, outputs, want_lp) -> AsyncIterator[
             )
         )
 
+    parser = tools.ToolCallParser() if prepared.tool_calls else None
     yield chunk(r.ChatDelta(role="assistant", content=""))
     if prepared.echo:
         yield chunk(r.ChatDelta(content=prepared.echo))
     async for out in outputs:
         lp = r.ChoiceLogprobs(content=_chat_logprobs(model, out.tokens)) if want_lp and out.tokens else None
-        if out.text or lp is not None or out.finish_reason:
+        if parser is not None:
+            events = parser.feed(out.text) + (parser.finish() if out.finish_reason else [])
+            delta = _tool_delta(events)
+            finish = _finish(out.finish_reason, bool(parser.parsed.calls))
+            if delta.content or delta.tool_calls or lp is not None or finish:
+                yield chunk(delta, finish, lp)
+        elif out.text or lp is not None or out.finish_reason:
             yield chunk(r.ChatDelta(content=out.text or None), out.finish_reason, lp)
         if out.finish_reason and req.stream_options and req.stream_options.include_usage:
             yield _sse(
