@@ -67,7 +67,7 @@ def test_sampler_applies_the_mask_but_reports_raw_logprobs():
 
 # -- the tool-call parser ----------------------------------------------------------------------
 CALLS = ('Let me check.\n<tool_call>\n{"name":"get_weather","arguments":{"city":"Paris","n":{"a":1}}}'
-         '\n</tool_call>\n<tool_call>\n{"name":"get_time","arguments":{}}\n</tool_call>')
+         '\n</tool_call><tool_call>\n{"name":"get_time","arguments":{}}\n</tool_call>')
 
 
 def test_parser_splits_content_and_calls():

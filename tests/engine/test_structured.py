@@ -69,7 +69,7 @@ def test_unconstrained_greedy_answer_is_not_json(client, slug):
         json.loads(r.choices[0].message.content)
 
 
-@pytest.mark.parametrize("sampling", [{"temperature": 0}] + [{"temperature": 1, "seed": s} for s in (1, 2, 3)])
+@pytest.mark.parametrize("sampling", [{"temperature": 0}] + [{"temperature": 1, "seed": s} for s in (1, 2)])
 def test_json_schema_output_validates(client, slug, sampling):
     r = chat(client, slug, response_format=JSON_SCHEMA, **sampling)
     assert r.choices[0].finish_reason == "stop"

@@ -44,7 +44,7 @@ CACHE_SIZE = 128
 # Compact JSON: what the JSON compiler is told for every schema we compile.
 COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 # Threads of the batch mask fill (a step's masks are filled together, beside llama_decode).
-FILL_THREADS = 2
+FILL_THREADS = 1
 
 
 class GrammarError(ValueError):

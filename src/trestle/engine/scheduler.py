@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 from trestle.engine.sequence import Sequence
 from trestle.errors import TooManyRequests
@@ -84,7 +83,6 @@ class Scheduler:
         self.cancelled = 0  # sequences dropped because their client went away
         self.reused_tokens = 0  # prompt tokens not recomputed thanks to the prefix cache
         self._masks = None  # MaskBatch, made at the first constrained step
-        self._mask_thread: ThreadPoolExecutor | None = None
 
     # -- called from asyncio ---------------------------------------------------------------
     def start(self) -> None:
@@ -204,14 +202,13 @@ class Scheduler:
             self._resolve_shares()
             return [s for s in self._active if s.share is None]
 
-    def _fill_masks(self, items):
-        """Start filling the token masks of this step's constrained sequences (a future)."""
+    def _fill_masks(self, items) -> None:
+        """Fill the token masks of this step's constrained sequences, all together."""
         if self._masks is None:
             from trestle.engine.grammar import Grammars, MaskBatch
 
             self._masks = MaskBatch(Grammars.of(self.model), rows=self.max_batch)
-            self._mask_thread = ThreadPoolExecutor(1, thread_name_prefix="trestle-masks")
-        return self._mask_thread.submit(self._masks.fill, items)
+        self._masks.fill(items)
 
     def _run(self) -> None:
         try:
@@ -229,8 +226,7 @@ class Scheduler:
                 flush(left)
                 self._active.clear()
                 self._waiting.clear()
-            if self._mask_thread is not None:
-                self._mask_thread.shutdown(wait=False)
+
 
     def _step(self, active: list[Sequence]) -> None:
         budget = self.model.n_batch
@@ -249,10 +245,9 @@ class Scheduler:
             if want and seq.matcher is not None and not seq.cancelled
         ]
         try:
-            filling = self._fill_masks(constrained) if constrained else None
+            if constrained:
+                self._fill_masks(constrained)
             rows = self.model.decode(work)
-            if filling is not None:
-                filling.result()
         except Exception as exc:  # one place frees everything the step held
             log.exception("engine step failed")
             with self._cond:

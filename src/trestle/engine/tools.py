@@ -7,7 +7,9 @@ from them): each call is a JSON object in `<tool_call>` tags, compact, `name` fi
     {"name":"get_weather","arguments":{"city":"Paris"}}
     </tool_call>
 
-several calls one after the other, separated by a newline, and nothing after the last one.
+several calls one right after the other (`</tool_call><tool_call>`, no separator: after a
+closing tag a newline would invite a small model to open call after call, while the end token
+competes well with `<`), and nothing after the last one.
 
 **Prompt.** A chat template that handles tools itself (it reads the `tools` variable and writes
 `<tool_call>`) gets `tools` and the messages as they are. Any other template, SmolLM2's included,
@@ -83,7 +85,7 @@ def plain_messages(messages, tools) -> list[dict[str, Any]]:
         d = m.model_dump(exclude_none=True)
         d["content"] = m.text()
         if m.role == "assistant" and m.tool_calls:
-            calls = "\n".join(format_call(c.function.name, c.function.arguments) for c in m.tool_calls)
+            calls = "".join(format_call(c.function.name, c.function.arguments) for c in m.tool_calls)
             d["content"] = f"{d['content']}\n{calls}" if d["content"] else calls
             d.pop("tool_calls")
         elif m.role == "tool":
@@ -117,7 +119,7 @@ def call_schema(tools) -> dict[str, Any]:
 
 def call_grammar(call_schema_compact: dict[str, Any], *, free_text: bool, parallel: bool) -> str:
     """The Lark grammar of an answer made of calls (after free text when `free_text`)."""
-    more = f' ("\\n" {json.dumps(TRIGGER)} call)*' if parallel else ""
+    more = f" ({json.dumps(TRIGGER)} call)*" if parallel else ""
     first = "lead call" if free_text else f"{json.dumps(TRIGGER)} call"
     lines = [
         "%llguidance {}",
