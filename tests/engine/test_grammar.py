@@ -10,7 +10,7 @@ from trestle.engine import tools
 from trestle.engine.grammar import GrammarError, Grammars, MaskBatch
 from trestle.engine.sampler import Sampler, SamplingParams
 from trestle.engine.template import render_chat
-from trestle.protocol.openai_requests import ChatCompletionRequest
+from trestle.protocol.openai.requests import ChatCompletionRequest
 
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
           "additionalProperties": False}

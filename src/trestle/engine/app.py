@@ -23,12 +23,12 @@ from starlette.routing import Route
 
 from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
+from trestle.engine.openai import chat_response, completion_response
 from trestle.engine.prompts import prepare_chat, prepare_completion
-from trestle.engine.serving import chat_response, completion_response
 from trestle.errors import BadRequest, NotFound, Unavailable
 from trestle.protocol.errors import exception_handlers
-from trestle.protocol.openai_requests import ChatCompletionRequest, CompletionRequest
-from trestle.protocol.openai_responses import ModelCard, ModelList
+from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
+from trestle.protocol.openai.responses import ModelCard, ModelList
 from trestle.protocol.validation import parse_body
 
 log = logging.getLogger("trestle.engine")

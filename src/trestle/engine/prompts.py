@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 from trestle.engine import tools as tool_calls
 from trestle.engine.grammar import Grammar, GrammarError, Grammars, StructureTag, compact_schema
+from trestle.engine.model import EngineModel
 from trestle.engine.sampler import SamplingParams
 from trestle.engine.sequence import GenerationSpec
 from trestle.errors import BadRequest, TrestleError
-from trestle.protocol.openai_requests import (
+from trestle.protocol.openai.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     ResponseFormatGrammar,
@@ -93,7 +94,7 @@ def _sampling(req: SamplingRequest, n_vocab: int, logprobs: bool, top_logprobs: 
     )
 
 
-def _fit(model, req: SamplingRequest, prompt: list[int], param: str) -> tuple[list[int], int]:
+def _fit(model: EngineModel, req: SamplingRequest, prompt: list[int], param: str) -> tuple[list[int], int]:
     if req.truncate_prompt_tokens is not None and len(prompt) > req.truncate_prompt_tokens:
         prompt = prompt[-req.truncate_prompt_tokens :]
     if not prompt:
@@ -123,7 +124,7 @@ def _user_hash(req: SamplingRequest) -> str | None:
 
 
 # -- structured outputs ------------------------------------------------------------------------
-def response_grammar(rf, model) -> Grammar | None:
+def response_grammar(rf, model: EngineModel) -> Grammar | None:
     """The grammar for `response_format` (None for text); 400 naming it when it cannot compile."""
     if rf is None or isinstance(rf, ResponseFormatText):
         return None
@@ -160,7 +161,7 @@ def _structure_tags(rf: ResponseFormatStructuralTag) -> list[StructureTag]:
     return tags
 
 
-def _tool_grammar(req: ChatCompletionRequest, model) -> Grammar | None:
+def _tool_grammar(req: ChatCompletionRequest, model: EngineModel) -> Grammar | None:
     """The grammar of the tool calls `tool_choice` allows (None: no calls)."""
     choice = req.tool_choice or "auto"
     if not req.tools or choice == "none":
@@ -191,7 +192,10 @@ def _tool_grammar(req: ChatCompletionRequest, model) -> Grammar | None:
         raise BadRequest(f"tools: the tool-call grammar cannot be built: {exc}", param="tools") from None
 
 
-def _spec(req, model, prompt, max_tokens, sampling, grammar: Grammar | None = None) -> GenerationSpec:
+def _spec(
+    req: SamplingRequest, prompt: list[int], max_tokens: int, sampling: SamplingParams,
+    grammar: Grammar | None = None,
+) -> GenerationSpec:
     return GenerationSpec(
         grammar=grammar,
         prompt=prompt,
@@ -205,7 +209,7 @@ def _spec(req, model, prompt, max_tokens, sampling, grammar: Grammar | None = No
     )
 
 
-def prepare_chat(req: ChatCompletionRequest, model) -> Prepared:
+def prepare_chat(req: ChatCompletionRequest, model: EngineModel) -> Prepared:
     from trestle.engine.template import render_chat
 
     grammar = response_grammar(req.response_format, model)
@@ -250,14 +254,14 @@ def prepare_chat(req: ChatCompletionRequest, model) -> Prepared:
     last = req.messages[-1]
     echo = last.text() if req.echo and last.role == "assistant" else ""
     return Prepared(
-        _spec(req, model, prompt, max_tokens, sampling, grammar or calls),
+        _spec(req, prompt, max_tokens, sampling, grammar or calls),
         echo,
         _user_hash(req),
         tool_calls=calls is not None,
     )
 
 
-def prepare_completion(req: CompletionRequest, model) -> Prepared:
+def prepare_completion(req: CompletionRequest, model: EngineModel) -> Prepared:
     if isinstance(req.prompt, str):
         prompt = model.tokenize(req.prompt, add_special=req.add_special_tokens, parse_special=True)
         prompt_text = req.prompt
@@ -271,7 +275,7 @@ def prepare_completion(req: CompletionRequest, model) -> Prepared:
     want = req.logprobs is not None
     sampling = _sampling(req, model.info.n_vocab, want, req.logprobs or 0)
     return Prepared(
-        _spec(req, model, prompt, max_tokens, sampling, grammar),
+        _spec(req, prompt, max_tokens, sampling, grammar),
         prompt_text if req.echo else "",
         _user_hash(req),
     )

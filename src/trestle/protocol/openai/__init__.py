@@ -1,0 +1,1 @@
+"""The OpenAI wire format: `requests` (request bodies) and `responses` (responses and chunks)."""
