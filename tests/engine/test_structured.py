@@ -11,6 +11,12 @@ import jsonschema
 import openai
 import pytest
 
+
+@pytest.fixture(scope="module")
+def client(worker):
+    """A patient client: constrained answers are long, and the machine may be loaded."""
+    return openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0, timeout=900)
+
 Q = [{"role": "user", "content": "Describe a person called Ada who lives in Paris."}]
 
 PERSON = {

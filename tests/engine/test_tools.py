@@ -8,6 +8,12 @@ import jsonschema
 import openai
 import pytest
 
+
+@pytest.fixture(scope="module")
+def client(worker):
+    """A patient client: constrained answers are long, and the machine may be loaded."""
+    return openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0, timeout=900)
+
 WEATHER = {
     "type": "object",
     "properties": {
@@ -138,8 +144,12 @@ def test_auto_answers_in_text_when_the_model_does_not_call(client, slug):
     assert r.choices[0].finish_reason != "tool_calls"
 
 
-def test_auto_detects_a_call_and_constrains_it_streamed_and_not(client, slug):
-    kw = dict(messages=HISTORY, temperature=0)  # tool_choice defaults to auto with tools
+def test_auto_detects_a_call_and_constrains_it_streamed_and_not(client, slug, vocab):
+    # Left alone, the model imitates the history's "<tool_response>"; a bias on the "call" token
+    # turns its "<tool_" into "<tool_call>", and from there the grammar allows only a valid call.
+    call = vocab.tokenize("<tool_call>", add_special=False, parse_special=False)[3]
+    assert vocab.piece(call, special=False) == b"call"
+    kw = dict(messages=HISTORY, temperature=0, logit_bias={str(call): 10})  # tool_choice: auto
     whole = chat(client, slug, **kw)
     check_calls(whole.choices[0].message)
     assert whole.choices[0].finish_reason == "tool_calls"

@@ -7,8 +7,8 @@ Each step:
    sequences while the step has room (`n_batch` tokens) - prefill and decode share the step;
 3. `llama_decode`, then each sequence that produced logits samples its next token; the step's
    outputs go to asyncio in one `loop.call_soon_threadsafe` per event loop. Sequences with a
-   grammar (structured outputs, tool calls) get their token masks filled together, in a helper
-   thread while `llama_decode` runs (both drop the GIL); sequences without one skip all of it;
+   grammar (structured outputs, tool calls) get their token masks filled together just before
+   `llama_decode` (llguidance's batch fill); sequences without one skip all of it;
 4. finished sequences leave and free their slot.
 
 Prefix cache: a free slot keeps the KV cache of the sequence that last used it. A new request
