@@ -10,6 +10,11 @@ import pydantic
 import pytest
 
 
+# Each test makes one or two generations of up to ~100 tokens with a ~300-token prompt: seconds
+# on an idle machine, minutes on a loaded one.
+pytestmark = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def client(worker):
     """A patient client: constrained answers are long, and the machine may be loaded."""
@@ -50,12 +55,19 @@ def test_openai_pydantic_function_tool_with_parse(client, slug):
     assert r.choices[0].finish_reason == "tool_calls"
 
 
-def test_langchain_with_structured_output(worker, slug):
+@pytest.fixture(scope="module")
+def llm(worker, slug):
     # no max_tokens: ChatOpenAI sends it as `max_completion_tokens`, which seed 004 does not have
-    llm = langchain_openai.ChatOpenAI(model=slug, base_url=f"{worker.url}/v1", api_key="unused",
-                                      temperature=0, max_retries=0, timeout=900)
+    return langchain_openai.ChatOpenAI(model=slug, base_url=f"{worker.url}/v1", api_key="unused",
+                                       temperature=0, max_retries=0, timeout=900)
+
+
+def test_langchain_with_structured_output_json_schema(llm):
     city = llm.with_structured_output(City, method="json_schema").invoke("Tell me about Paris.")
     assert isinstance(city, City)
-    tool_city = llm.with_structured_output(GetWeather, method="function_calling").invoke(
+
+
+def test_langchain_with_structured_output_function_calling(llm):
+    weather = llm.with_structured_output(GetWeather, method="function_calling").invoke(
         "What is the weather in Rome?")
-    assert isinstance(tool_city, GetWeather)
+    assert isinstance(weather, GetWeather)

@@ -12,6 +12,11 @@ import openai
 import pytest
 
 
+# Each test makes one or two generations of up to ~100 tokens with a ~300-token prompt: seconds
+# on an idle machine, minutes on a loaded one.
+pytestmark = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def client(worker):
     """A patient client: constrained answers are long, and the machine may be loaded."""
