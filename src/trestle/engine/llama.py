@@ -7,7 +7,7 @@ The scheduler speaks to llama.cpp through `LlamaModel` alone:
     rows = model.decode([(seq_id, tokens, start_pos, want_logits), ...])  # {seq_id: logits row}
     model.remove_sequence(seq_id)
 
-Facts this relies on (see ENGINE-NOTES.md; `use_extra_bufts` is off, see `load`): `n_ctx` is split between sequences, so it is sized
+Facts this relies on: `n_ctx` is split between sequences, so it is sized
 as per-sequence context x slots; `kv_unified` stays False and flash attention at its default, so
 a sequence's greedy output in a batch equals its output alone; `llama_get_logits_ith` takes the
 position in the batch.
