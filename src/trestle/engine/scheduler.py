@@ -228,7 +228,6 @@ class Scheduler:
                 self._active.clear()
                 self._waiting.clear()
 
-
     def _step(self, active: list[Sequence]) -> None:
         budget = self.model.n_batch
         work = []
