@@ -144,6 +144,11 @@ class LlamaModel:
         """The bytes of one token; control tokens are empty unless `special`."""
         return (self._special_pieces if special else self._pieces)[token]
 
+    @property
+    def vocab_handle(self):
+        """llama.cpp's vocabulary pointer, for libraries that read it (llguidance's tokenizer)."""
+        return self._vocab
+
     def is_control(self, token: int) -> bool:
         return token in self.control_ids
 

@@ -12,9 +12,9 @@ every problem into `trestle.errors.BadRequest` with `param` naming the field.
 
 A few checks need more than one field (`top_logprobs` needs `logprobs`, `stream_options` needs
 `stream`, `min_tokens <= max_tokens`); they raise `BadRequest` directly from a model validator so
-that `param` names the field at fault. Fields that are valid but that the engine does not serve
-(`tools`, non-text `response_format`, ...) are *not* refused here: the engine refuses them with a
-400 that names the field (see docs/model-api-fields.md).
+that `param` names the field at fault. Whether a schema or grammar in `response_format` or
+`tools` can be enforced is the engine's question (it compiles them): a 400 from there names the
+field too (see docs/model-api-fields.md).
 """
 
 from __future__ import annotations
@@ -545,6 +545,9 @@ class CompletionRequest(SamplingRequest):
     suffix: str | None = Field(default=None, title="Suffix", description="Not supported.")
     add_special_tokens: bool = Field(
         default=True, title="Add Special Tokens", description="Add BOS (as the model wants) to the prompt."
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None, title="Response Format", description="Constrain the output (as on chat)."
     )
 
     @field_validator("prompt", mode="before")
