@@ -5,6 +5,7 @@
      +-- Unauthorized           401  no or bad credentials
      +-- NotFound               404  no such model, deployment, route or method
      +-- Conflict               409  the request clashes with current state
+ +-- PayloadTooLarge        413  the request is over a size limit; the message names the limit
      +-- TooManyRequests        429  a queue is full; retry later
      +-- NotImplementedYet      501  a recognised feature that trestle does not serve yet
      +-- Unavailable            503  the target exists but cannot serve now (loading, failed, draining)
@@ -47,6 +48,11 @@ class NotFound(TrestleError):
 class Conflict(TrestleError):
     status_code = 409
     type = "conflict_error"
+
+
+class PayloadTooLarge(TrestleError):
+    status_code = 413
+    type = "request_too_large"
 
 
 class TooManyRequests(TrestleError):
