@@ -74,3 +74,75 @@ def run(runner: asyncio.Runner):
 
 def worker_http(worker: EmbeddingsWorker) -> httpx.Client:
     return httpx.Client(base_url=worker.url, timeout=300)
+
+
+def _pgvector_installed(bin_dir: Path) -> bool:
+    pg_config = bin_dir / "pg_config"
+    if not pg_config.exists():
+        return False
+    share = subprocess.run([str(pg_config), "--sharedir"], capture_output=True, text=True).stdout
+    return (Path(share.strip()) / "extension" / "vector.control").is_file()
+
+
+@pytest.fixture(scope="session")
+def postgres_vector():
+    """A throwaway PostgreSQL cluster with pgvector (skipped, saying why, where either is missing)."""
+    import shutil
+    import tempfile
+
+    from store.conftest import PostgresCluster, _postgres_bin
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (no pg_ctl); the SQLite runs still ran")
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (pip install -e '.[test]')")
+    if not _pgvector_installed(bin_dir):
+        pytest.skip("pgvector is not installed (scripts/install-pgvector); the SQLite runs still ran")
+    root = Path(tempfile.mkdtemp(prefix="trestle-pgv-"))
+    cluster = PostgresCluster(bin_dir, root)
+    try:
+        cluster.start()
+        yield cluster
+        cluster.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    from trestle.store import sqlite_url
+
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "home" / "trestle.db")
+    return request.getfixturevalue("postgres_vector").new_database()
+
+
+def open_datastore(runner: asyncio.Runner, url: str, worker: EmbeddingsWorker):
+    from trestle.endpoints.datastore import Datastore
+    from trestle.endpoints.embedder import WorkerEmbedder
+    from trestle.store import Store
+
+    async def go():
+        store = await Store.open(url)
+        client = httpx.AsyncClient(base_url=worker.url, timeout=300)
+        datastore = Datastore(store.datasets, WorkerEmbedder(client))
+        await datastore.prepare()
+        return store, client, datastore
+
+    return runner.run(go())
+
+
+@pytest.fixture
+def datastore(runner, store_url, embeddings_worker):
+    store, client, ds = open_datastore(runner, store_url, embeddings_worker)
+    yield ds
+    runner.run(client.aclose())
+    runner.run(store.close())
+
+
+def data_files(*names: str, **metadata):
+    """tests/data documents as UploadedFile, all of them when no names are given."""
+    from trestle.endpoints.ingest import UploadedFile
+
+    paths = [DATA / n for n in names] if names else sorted(DATA.iterdir())
+    return [UploadedFile(p.name, p.read_bytes(), dict(metadata)) for p in paths]

@@ -56,6 +56,17 @@ class NewDocument:
     metadata: dict[str, Any]
     chunks: list[NewChunk]
     vectors: np.ndarray = field(repr=False)  # (len(chunks), dimensions) float32
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an upload or a delete did: the dataset's new `version` and the chunks it added or
+    removed (`vectors` only for additions), so that an in-memory index can follow."""
+
+    version: int
+    chunk_ids: np.ndarray
+    vectors: np.ndarray | None = field(default=None, repr=False)
 
 
 def _now() -> datetime:
@@ -170,10 +181,13 @@ class DatasetStore:
 
     async def add_documents(
         self, dataset_id: str, documents: list[NewDocument], *, index: IndexWriter | None = None
-    ) -> list[Document]:
-        """Store the documents of one upload, all or nothing; returns them with chunk counts."""
+    ) -> tuple[list[Document], Change]:
+        """Store the documents of one upload, all or nothing; returns them (with chunk counts)
+        and the change made."""
         now = _now()
         added: list[Document] = []
+        all_ids: list[int] = []
+        all_vectors: list[np.ndarray] = []
         async with self._sessions.begin() as session:
             dataset = await session.get(DatasetRow, dataset_id, with_for_update=True)
             if dataset is None:
@@ -186,7 +200,7 @@ class DatasetStore:
                         f"dimension {dataset.dimensions}"
                     )
                 row = DocumentRow(
-                    id=str(uuid.uuid4()), dataset_id=dataset_id, name=doc.name[:MAX_NAME],
+                    id=doc.id, dataset_id=dataset_id, name=doc.name[:MAX_NAME],
                     meta=doc.metadata, created_at=now,
                 )
                 session.add(row)
@@ -207,9 +221,14 @@ class DatasetStore:
                     ids = list(result.scalars())
                     if index is not None:
                         await index(session, dataset_id, ids, vectors)
+                    all_ids.extend(ids)
+                    all_vectors.append(vectors)
                 added.append(_document(row, len(ids)))
             dataset.version += 1
-        return added
+            version = dataset.version
+        vectors = (np.concatenate(all_vectors) if all_vectors
+                   else np.zeros((0, dataset.dimensions), np.float32))
+        return added, Change(version, np.asarray(all_ids, dtype=np.int64), vectors)
 
     async def list_documents(self, dataset_id: str) -> list[Document]:
         counts = (
@@ -237,17 +256,21 @@ class DatasetStore:
             )
             return _document(row, int(n))
 
-    async def delete_document(self, dataset_id: str, document_id: str) -> Document:
+    async def delete_document(self, dataset_id: str, document_id: str) -> tuple[Document, Change]:
         """Delete a document with its chunks (and their index entries); NotFound if absent."""
         async with self._sessions.begin() as session:
             dataset = await session.get(DatasetRow, dataset_id, with_for_update=True)
             row = await session.get(DocumentRow, document_id)
             if dataset is None or row is None or row.dataset_id != dataset_id:
                 raise NotFound(f"no document {document_id!r} in this dataset", param="document_id")
+            ids = list(await session.scalars(
+                select(ChunkRow.id).where(ChunkRow.document_id == document_id)
+            ))
             await session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
             await session.delete(row)
             dataset.version += 1
-        return _document(row)
+            version = dataset.version
+        return _document(row, len(ids)), Change(version, np.asarray(ids, dtype=np.int64))
 
     # chunks (rows)
 
@@ -322,21 +345,27 @@ class DatasetStore:
         return version, ids, matrix.astype(np.float32, copy=False)
 
     async def filter_rows(self, dataset_id: str, where: dict[str, Any]) -> np.ndarray:
-        """Ids of the dataset's chunks whose document `metadata` or own `data` has, for every key
-        of `where`, the value given (or one of the values, for a list)."""
+        """Ids of the dataset's chunks that `where` matches (see `filter_clauses`)."""
         query = (
             select(ChunkRow.id)
             .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
-            .where(ChunkRow.dataset_id == dataset_id)
+            .where(ChunkRow.dataset_id == dataset_id, *self.filter_clauses(where))
         )
+        async with self._sessions() as session:
+            return np.fromiter(await session.scalars(query), dtype=np.int64)
+
+    def filter_clauses(self, where: dict[str, Any]) -> list:
+        """SQL conditions on `chunks` joined with `documents`: for every key of `where`, the
+        document's `metadata` or the chunk's `data` has that value (or one of the values, for a
+        list). Keys are checked by the caller (no quotes)."""
+        clauses = []
         for key, wanted in where.items():
             values = wanted if isinstance(wanted, list) else [wanted]
-            query = query.where(
+            clauses.append(
                 or_(*(self._json_equals(DocumentRow.meta, key, v) for v in values),
                     *(self._json_equals(ChunkRow.data, key, v) for v in values))
             )
-        async with self._sessions() as session:
-            return np.fromiter(await session.scalars(query), dtype=np.int64)
+        return clauses
 
     def _json_equals(self, column, key: str, value: Any):
         if self.dialect == "postgresql":

@@ -4,9 +4,10 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-22
 
-On SQLite, `chunks_fts` is an FTS5 index over `chunks.text` (external content: it stores only
-the index), kept in step by triggers, so that a chunk and its index entry are written and
-removed in the same transaction. PostgreSQL's search tables (pgvector, full text) are created by
+On SQLite, `chunks_fts` is an FTS5 index over `chunks.text` (English stemming: the porter
+tokenizer over unicode61, like PostgreSQL's `english` configuration; external content: it
+stores only the index), kept in step by triggers, so that a chunk and its index entry are
+written and removed in the same transaction. PostgreSQL's search tables (pgvector, full text) are created by
 the PostgreSQL search implementation (`trestle.endpoints.search_postgres`), because they need an
 extension that not every server has.
 """
@@ -22,7 +23,8 @@ branch_labels = None
 depends_on = None
 
 FTS_SQLITE = [
-    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id')",
+    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id', "
+    "tokenize='porter unicode61 remove_diacritics 2')",
     """CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
          INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
        END""",
