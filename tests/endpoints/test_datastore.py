@@ -210,3 +210,32 @@ def test_limits_and_bad_options(run, datastore, monkeypatch):
         run(datastore.search("limits", "   "))
     assert caught.value.param == "query"
     assert run(datastore.search("limits", "empty dataset")) == []
+
+
+def test_sqlite_vector_index_follows_changes_from_another_process(run, runner, tmp_path,
+                                                                  embeddings_worker):
+    from endpoints.conftest import open_datastore
+    from trestle.store import sqlite_url
+
+    url = sqlite_url(tmp_path / "shared.db")
+    store_a, client_a, a = open_datastore(runner, url, embeddings_worker)
+    store_b, client_b, b = open_datastore(runner, url, embeddings_worker)
+    try:
+        run(a.create_dataset("shared"))
+        run(a.upload("shared", data_files("lighthouse.txt")))
+        question = "What was the name of the first steam locomotive?"
+        assert run(a.search("shared", question, alpha=1.0))[0].document.name == "lighthouse.txt"
+        # b adds a document: a's in-memory index (already loaded) must see it.
+        [railway] = run(b.upload("shared", data_files("railway.pdf")))
+        assert run(a.search("shared", question, alpha=1.0))[0].document.name == "railway.pdf"
+        # a adds one itself (its index follows without a reload), b deletes one.
+        run(a.upload("shared", data_files("comet.pdf")))
+        comet = "How often does the comet come back?"
+        assert run(a.search("shared", comet, alpha=1.0))[0].document.name == "comet.pdf"
+        run(b.delete_document("shared", railway.id))
+        names = {r.document.name for r in run(a.search("shared", question, top_k=10, alpha=1.0))}
+        assert names == {"lighthouse.txt", "comet.pdf"}
+    finally:
+        for client, store in ((client_a, store_a), (client_b, store_b)):
+            run(client.aclose())
+            run(store.close())
