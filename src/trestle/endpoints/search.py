@@ -17,8 +17,9 @@ change)` after an upload or delete commits, and `search(...)`. Implementations:
   PostgreSQL full text search (`ts_rank_cd`).
 
 How scores are fused (the same for both): the candidates are the `CANDIDATES` best chunks by
-vector similarity and the `CANDIDATES` best by keyword score (for `top_k` up to
-`CANDIDATES`/2); each candidate gets both of its scores:
+vector similarity and the `CANDIDATES` best by keyword score; each candidate gets both scores
+(a chunk outside the keyword list counts 0 for keywords: its keyword score is at most the
+100th best's, and computing it exactly would cost a keyword query per chunk):
 
     vector_score  = max(0, cosine(query_vector, chunk_vector))                  in [0, 1]
     keyword_score = keyword(chunk) / max(keyword(c) for c in candidates)        in [0, 1]

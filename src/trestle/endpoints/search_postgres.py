@@ -149,12 +149,6 @@ class PostgresSearch:
                     .limit(CANDIDATES)
                 )
                 keyword = {i: float(s) for i, s in await conn.execute(best)}
-                rest = [i for i in vector if i not in keyword]
-                if rest:
-                    more = select(ChunkRow.id, rank).where(
-                        ChunkRow.id.in_(rest), _TSV.op("@@")(tsquery)
-                    )
-                    keyword.update({i: float(s) for i, s in await conn.execute(more)})
                 extra = [i for i in keyword if i not in vector]
                 if extra:
                     cosine = select(_VECTORS.c.chunk_id, similarity).where(
