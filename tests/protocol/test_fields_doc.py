@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from trestle.protocol.openai_requests import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest, SamplingRequest
 
 DOC = Path(__file__).parents[2] / "docs" / "model-api-fields.md"
 

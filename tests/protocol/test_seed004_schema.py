@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from trestle.protocol.openai_requests import ChatCompletionRequest
+from trestle.protocol.openai.requests import ChatCompletionRequest
 
 SEED_PATH = Path(__file__).parents[1] / "data" / "seed004_chat_completion_request.schema.json"
 COMPARED = {

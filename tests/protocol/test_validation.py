@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from trestle.errors import BadRequest
 from trestle.protocol.errors import error_body
-from trestle.protocol.openai_requests import (
+from trestle.protocol.openai.requests import (
     AssistantMessage,
     ChatCompletionRequest,
     CompletionRequest,

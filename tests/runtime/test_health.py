@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from trestle.protocol.health import WorkerHealth, WorkerState
+
 from .conftest import EXAMPLES, assert_envelope, wait_for
 
 GATED_LOAD = """
@@ -72,3 +76,21 @@ def test_load_runs_once(workers, model_folder, tmp_path):
         answers = [c.post("/predict", json={}).json() for _ in range(3)]
     assert answers == ["x", "x", "x"]
     assert wait_for(lambda: worker.health().json() == {"status": "ready"}, "health")
+
+
+def test_engine_worker_answers_the_same_health_contract(workers, tmp_path):
+    """An engine whose weights are missing fails the way a model whose load raises does."""
+    folder = tmp_path / "engine"
+    folder.mkdir()
+    engine = {"kind": "llama_cpp", "weights": "missing.gguf", "slug": "acme/missing"}
+    (folder / "config.yaml").write_text(json.dumps({"model_name": "missing", "engine": engine}))
+    worker = workers.start(folder, wait="settled")
+    health = worker.health()
+    assert health.status_code == 503
+    parsed = WorkerHealth.model_validate(health.json())
+    assert parsed.status is WorkerState.FAILED and "no such file" in parsed.error
+    with worker.client() as c:
+        res = c.get("/v1/models")
+    message = assert_envelope(res, 503, type="service_unavailable_error")
+    assert message.startswith("the model acme/missing failed to load")
+    assert res.json()["error"]["code"] == "load_failed"  # the runtime's code, one contract

@@ -2,7 +2,7 @@
 
     build_app(config, model_dir) -> Starlette app      (config.engine.kind == "sentence_transformers")
 
-Routes: `GET /health` (the worker health contract in docs/internals.md), `GET /v1/models`,
+Routes: `GET /health` (the worker health contract, `trestle.protocol.health`), `GET /v1/models`,
 `POST /v1/embeddings`. The model loads in a background thread once the server runs (importing
 torch takes seconds); until it is ready every route but /health answers a 503 envelope.
 
@@ -26,8 +26,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from trestle.deploy.config import ModelConfig
-from trestle.errors import BadRequest, NotFound, TooManyRequests, Unavailable
-from trestle.protocol.embeddings import (
+from trestle.errors import BadRequest, NotFound, TooManyRequests
+from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
+from trestle.protocol.openai.embeddings import (
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -35,7 +36,7 @@ from trestle.protocol.embeddings import (
     encode_vector,
 )
 from trestle.protocol.errors import exception_handlers
-from trestle.protocol.openai_responses import ModelCard, ModelList
+from trestle.protocol.openai.responses import ModelCard, ModelList
 from trestle.protocol.validation import parse_body
 
 log = logging.getLogger("trestle.embeddings")
@@ -49,7 +50,7 @@ class EmbeddingsState:
             raise BadRequest("config.yaml has no engine section", param="engine")
         self.engine = config.engine
         self.model_dir = Path(model_dir)
-        self.status = "loading"
+        self.status = WorkerState.LOADING
         self.error: str | None = None
         self.model = None
         self.waiting = 0
@@ -64,10 +65,12 @@ class EmbeddingsState:
         )
 
     def require_ready(self) -> None:
-        if self.status == "loading":
-            raise Unavailable(f"the model {self.engine.slug} is loading; retry shortly", code="loading")
-        if self.status == "failed":
-            raise Unavailable(f"the model {self.engine.slug} failed to load: {self.error}", code="failed")
+        if self.status is not WorkerState.READY:
+            raise not_ready(self.status, self.error, model=f"the model {self.engine.slug}")
+
+    def health(self) -> WorkerHealth:
+        counters = {"waiting": self.waiting} if self.status is WorkerState.READY else {}
+        return WorkerHealth(status=self.status, error=self.error, **counters)
 
     def check_model(self, name: str) -> None:
         if name != self.engine.slug:
@@ -112,10 +115,10 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
     async def load_in_background() -> None:
         try:
             await asyncio.to_thread(state.load)
-            state.status = "ready"
+            state.status = WorkerState.READY
             log.info("embeddings ready: %s (%d dimensions)", state.engine.slug, state.model.dimensions)
         except Exception as exc:  # reported on /health, not raised: the server stays up
-            state.status, state.error = "failed", str(getattr(exc, "message", exc))
+            state.status, state.error = WorkerState.FAILED, str(getattr(exc, "message", exc))
             log.error("embeddings model failed to load: %s", state.error)
 
     @contextlib.asynccontextmanager
@@ -127,12 +130,8 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
             task.cancel()
 
     async def health(request: Request) -> Response:
-        if state.status == "ready":
-            return JSONResponse({"status": "ready", "waiting": state.waiting})
-        body = {"status": state.status}
-        if state.error:
-            body["error"] = state.error
-        return JSONResponse(body, status_code=503)
+        health = state.health()
+        return JSONResponse(health.body(), status_code=health.http_status)
 
     async def models(request: Request) -> Response:
         state.require_ready()

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 
 from trestle.errors import TooManyRequests, Unavailable, UpstreamError
-from trestle.protocol.embeddings import EmbeddingRequest, EmbeddingResponse, decode_vectors
+from trestle.protocol.openai.embeddings import EmbeddingRequest, EmbeddingResponse, decode_vectors
 
 MINILM_SLUG = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_DIMENSIONS = 384

@@ -2,8 +2,8 @@
 
     build_app(config, model_dir) -> Starlette app
 
-Routes: `GET /health` (the worker health contract in docs/internals.md, plus the scheduler's
-counters once ready), `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`.
+Routes: `GET /health` (the worker health contract, `trestle.protocol.health`, plus the
+scheduler's counters once ready), `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`.
 The model loads in a background thread once the server runs; until it is ready every route
 but /health answers a 503 envelope that says so.
 """
@@ -23,12 +23,13 @@ from starlette.routing import Route
 
 from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
+from trestle.engine.openai import chat_response, completion_response
 from trestle.engine.prompts import prepare_chat, prepare_completion
-from trestle.engine.serving import chat_response, completion_response
-from trestle.errors import BadRequest, NotFound, Unavailable
+from trestle.errors import BadRequest, NotFound
 from trestle.protocol.errors import exception_handlers
-from trestle.protocol.openai_requests import ChatCompletionRequest, CompletionRequest
-from trestle.protocol.openai_responses import ModelCard, ModelList
+from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
+from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
+from trestle.protocol.openai.responses import ModelCard, ModelList
 from trestle.protocol.validation import parse_body
 
 log = logging.getLogger("trestle.engine")
@@ -42,7 +43,7 @@ class EngineState:
             raise BadRequest("config.yaml has no engine section", param="engine")
         self.engine = config.engine
         self.model_dir = Path(model_dir)
-        self.status = "loading"
+        self.status = WorkerState.LOADING
         self.error: str | None = None
         self.model = None
         self.scheduler = None
@@ -61,10 +62,12 @@ class EngineState:
         self.scheduler.start()
 
     def require_ready(self) -> None:
-        if self.status == "loading":
-            raise Unavailable(f"the model {self.engine.slug} is loading; retry shortly", code="loading")
-        if self.status == "failed":
-            raise Unavailable(f"the model {self.engine.slug} failed to load: {self.error}", code="failed")
+        if self.status is not WorkerState.READY:
+            raise not_ready(self.status, self.error, model=f"the model {self.engine.slug}")
+
+    def health(self) -> WorkerHealth:
+        counters = self.scheduler.stats() if self.status is WorkerState.READY else {}
+        return WorkerHealth(status=self.status, error=self.error, **counters)
 
     def check_model(self, name: str) -> None:
         if name != self.engine.slug:
@@ -80,10 +83,10 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
     async def load_in_background() -> None:
         try:
             await asyncio.to_thread(state.load)
-            state.status = "ready"
+            state.status = WorkerState.READY
             log.info("engine ready: %s", state.engine.slug)
         except Exception as exc:  # reported on /health, not raised: the server stays up
-            state.status, state.error = "failed", str(getattr(exc, "message", exc))
+            state.status, state.error = WorkerState.FAILED, str(getattr(exc, "message", exc))
             log.error("engine failed to load: %s", state.error)
 
     @contextlib.asynccontextmanager
@@ -97,12 +100,8 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
                 state.model.close()
 
     async def health(request: Request) -> Response:
-        if state.status == "ready":
-            return JSONResponse({"status": "ready", **state.scheduler.stats()})
-        body = {"status": state.status}
-        if state.error:
-            body["error"] = state.error
-        return JSONResponse(body, status_code=503)
+        health = state.health()
+        return JSONResponse(health.body(), status_code=health.http_status)
 
     async def models(request: Request) -> Response:
         state.require_ready()

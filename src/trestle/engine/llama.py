@@ -7,7 +7,7 @@ The scheduler speaks to llama.cpp through `LlamaModel` alone:
     rows = model.decode([(seq_id, tokens, start_pos, want_logits), ...])  # {seq_id: logits row}
     model.remove_sequence(seq_id)
 
-Facts this relies on (see ENGINE-NOTES.md): `n_ctx` is split between sequences, so it is sized
+Facts this relies on: `n_ctx` is split between sequences, so it is sized
 as per-sequence context x slots; `kv_unified` stays False and flash attention at its default, so
 a sequence's greedy output in a batch equals its output alone; `llama_get_logits_ith` takes the
 position in the batch.
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
 
+from trestle.engine.model import ModelInfo
 from trestle.errors import TrestleError
 
 log = logging.getLogger(__name__)
@@ -43,20 +43,9 @@ def _quiet_llama_logs() -> None:
     llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    n_vocab: int
-    n_ctx_seq: int  # tokens per sequence
-    slots: int
-    chat_template: str | None
-    bos_token: str
-    eos_token: str
-    bos_id: int
-    add_bos: bool
-
-
 class LlamaModel:
-    """A loaded GGUF with one context of `slots` sequences. Not thread-safe: one engine thread."""
+    """A loaded GGUF with one context of `slots` sequences: the `EngineModel` (engine/model.py)
+    on llama.cpp. Not thread-safe: one engine thread."""
 
     def __init__(self, model, ctx, vocab, info: ModelInfo, n_batch: int):
         self._model = model
@@ -86,6 +75,10 @@ class LlamaModel:
             llama_cpp.llama_backend_init()
             _backend_ready = True
         mparams = llama_cpp.llama_model_default_params()
+        # No "extra" weight buffers (CPU repacking, AMX): on CPUs with AMX, llama.cpp's AMX
+        # matmul crashes this build in the first llama_decode (SIGSEGV in
+        # ggml_backend_amx_mul_mat, seen with SmolLM2 Q4_1 on a Sapphire Rapids host).
+        mparams.use_extra_bufts = False
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
             raise TrestleError(f"llama.cpp could not load the model file {path}")

@@ -14,10 +14,11 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
+from trestle.engine.model import EngineModel
 from trestle.engine.sampler import SamplingParams
 from trestle.engine.sequence import GenerationSpec
 from trestle.errors import BadRequest, TrestleError
-from trestle.protocol.openai_requests import (
+from trestle.protocol.openai.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     ResponseFormatText,
@@ -82,7 +83,7 @@ def _sampling(req: SamplingRequest, n_vocab: int, logprobs: bool, top_logprobs: 
     )
 
 
-def _fit(model, req: SamplingRequest, prompt: list[int], param: str) -> tuple[list[int], int]:
+def _fit(model: EngineModel, req: SamplingRequest, prompt: list[int], param: str) -> tuple[list[int], int]:
     if req.truncate_prompt_tokens is not None and len(prompt) > req.truncate_prompt_tokens:
         prompt = prompt[-req.truncate_prompt_tokens :]
     if not prompt:
@@ -111,7 +112,7 @@ def _user_hash(req: SamplingRequest) -> str | None:
     return hashlib.sha256(req.user.encode("utf-8")).hexdigest()[:12]
 
 
-def _spec(req, model, prompt, max_tokens, sampling) -> GenerationSpec:
+def _spec(req: SamplingRequest, prompt: list[int], max_tokens: int, sampling: SamplingParams) -> GenerationSpec:
     return GenerationSpec(
         prompt=prompt,
         max_tokens=max_tokens,
@@ -124,7 +125,7 @@ def _spec(req, model, prompt, max_tokens, sampling) -> GenerationSpec:
     )
 
 
-def prepare_chat(req: ChatCompletionRequest, model) -> Prepared:
+def prepare_chat(req: ChatCompletionRequest, model: EngineModel) -> Prepared:
     if req.response_format is not None and not isinstance(req.response_format, ResponseFormatText):
         raise _not_supported("response_format", f"response_format type {req.response_format.type!r}")
     if req.tools:
@@ -168,10 +169,10 @@ def prepare_chat(req: ChatCompletionRequest, model) -> Prepared:
     sampling = _sampling(req, model.info.n_vocab, req.logprobs, req.top_logprobs if req.logprobs else 0)
     last = req.messages[-1]
     echo = last.text() if req.echo and last.role == "assistant" else ""
-    return Prepared(_spec(req, model, prompt, max_tokens, sampling), echo, _user_hash(req))
+    return Prepared(_spec(req, prompt, max_tokens, sampling), echo, _user_hash(req))
 
 
-def prepare_completion(req: CompletionRequest, model) -> Prepared:
+def prepare_completion(req: CompletionRequest, model: EngineModel) -> Prepared:
     if isinstance(req.prompt, str):
         prompt = model.tokenize(req.prompt, add_special=req.add_special_tokens, parse_special=True)
         prompt_text = req.prompt
@@ -184,7 +185,7 @@ def prepare_completion(req: CompletionRequest, model) -> Prepared:
     want = req.logprobs is not None
     sampling = _sampling(req, model.info.n_vocab, want, req.logprobs or 0)
     return Prepared(
-        _spec(req, model, prompt, max_tokens, sampling),
+        _spec(req, prompt, max_tokens, sampling),
         prompt_text if req.echo else "",
         _user_hash(req),
     )

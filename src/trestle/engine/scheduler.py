@@ -25,6 +25,7 @@ import logging
 import threading
 from collections import deque
 
+from trestle.engine.model import EngineModel
 from trestle.engine.sequence import Sequence
 from trestle.errors import TooManyRequests
 
@@ -66,7 +67,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Scheduler:
-    def __init__(self, model, *, max_batch: int, max_queue: int):
+    def __init__(self, model: EngineModel, *, max_batch: int, max_queue: int):
         self.model = model
         self.max_batch = max_batch
         self.max_queue = max_queue

@@ -8,12 +8,14 @@ the row after the sequence's last token; `on_logits` samples, updates the text a
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 from trestle.engine.detokenizer import Detokenizer
+from trestle.engine.model import EngineModel
 from trestle.engine.sampler import Sampled, Sampler, SamplingParams
 from trestle.engine.stops import StopMatcher
 
@@ -63,7 +65,13 @@ class GenerationSpec:
 
 
 class Sequence:
-    def __init__(self, spec: GenerationSpec, model, loop, deliver: Callable[[Output], None]):
+    def __init__(
+        self,
+        spec: GenerationSpec,
+        model: EngineModel,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Callable[[Output], None],
+    ):
         self.spec = spec
         self.model = model
         self.loop = loop  # the asyncio loop of the waiting request

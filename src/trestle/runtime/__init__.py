@@ -2,8 +2,9 @@
 
 Read top-down:
     server      `python -m trestle.runtime`: arguments, logging, uvicorn
-    app         routes, health, readiness gate, error envelopes
-    host        loads the Model once, calls it (validation, concurrency slots, errors)
+    engines     which app serves a folder: the model runtime, or an engine by `engine.kind`
+    app         routes, health, readiness gate: request bodies in, responses out
+    host        `LoadedModel`: loads the Model once, calls it (concurrency slots, user errors)
     contract    what a Model class may define, checked at load
     loader      imports `model/model.py` from the folder, builds the instance
     streaming   generators streamed through a bounded buffer

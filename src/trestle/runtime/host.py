@@ -1,10 +1,10 @@
-"""The loaded model and the rules for calling it.
+"""The loaded model: one instance of the user's Model class, and the rules for calling it.
 
-`ModelHost` owns one instance of the user's Model class: it loads it once in the background
-(`state` goes loading -> ready | failed), then serves each request through `call_endpoint`:
+`LoadedModel` loads the class once in the background (`state` goes loading -> ready | failed, as
+`trestle.protocol.health` reports it), then runs each request's user code:
 
-    parse the JSON body -> validate it (pydantic-annotated input) -> [preprocess] -> method
-    -> [postprocess] -> response (JSON, the user's Response, or a stream)
+    [preprocess ->] method [-> postprocess]            `run`
+    a returned generator -> a buffered stream           `open_stream`
 
 `runtime.predict_concurrency` slots bound the user code: one request holds one slot for
 preprocess + predict + postprocess together; a stream frees its slot when its generator is
@@ -12,64 +12,44 @@ exhausted (`trestle.runtime.streaming`). Sync methods run in a thread pool with 
 context (so their log lines carry the request id); async ones run on the event loop.
 
 Exceptions from user code become a generic 500 (the trimmed traceback goes to the log), except
-`HTTPException`, which keeps its status and detail.
+`HTTPException`, which keeps its status and detail. Reading the request and writing the response
+is `trestle.runtime.app`'s part.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import enum
 import functools
 import inspect
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pydantic_core
 import yaml
-from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
 
-from trestle.deploy.config import CONFIG_FILE, ModelConfig
 from trestle import requestid
-from trestle.errors import BadRequest, NotFound, TrestleError, Unavailable
+from trestle.deploy.config import CONFIG_FILE, ModelConfig
+from trestle.errors import TrestleError
+from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
 from trestle.runtime.contract import Method, ModelSpec, describe_model
 from trestle.runtime.loader import DATA_DIR, ModelDefinitionError, code_roots, construct, import_model_class
 from trestle.runtime.secrets import Secrets
-from trestle.runtime.streaming import BufferedStream, StreamResponse
+from trestle.runtime.streaming import BufferedStream
 from trestle.runtime.tracebacks import user_traceback
 
 logger = logging.getLogger("trestle.runtime")
-
-SSE_MEDIA_TYPE = "text/event-stream"
-# A /predict stream's content type follows its first chunk.
-STREAM_MEDIA_TYPES = {
-    "text": "text/plain; charset=utf-8",
-    "bytes": "application/octet-stream",
-    "json": "application/x-ndjson",
-}
-CLIENT_CLOSED_REQUEST = 499  # nobody reads it: the client has gone (nginx's code for this)
-# Where each endpoint method is served (and so what a 404 names).
-ENDPOINT_PATHS = {"predict": "/predict", "chat_completions": "/v1/chat/completions", "completions": "/v1/completions"}
-
-
-class State(enum.Enum):
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
 
 
 class UserCodeError(TrestleError):
     """The model's code raised; the client gets no details, the log gets the traceback."""
 
 
-class _Slot:
+class Slot:
     """One held concurrency slot, released exactly once (by the request, or by its stream)."""
 
     def __init__(self, semaphore: asyncio.Semaphore) -> None:
@@ -87,50 +67,9 @@ class _Slot:
             self._semaphore.release()
 
 
-def _json_body(body: bytes) -> Any:
-    """The request body as JSON; an empty body counts as `{}`."""
-    if not body.strip():
-        return {}
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+class LoadedModel:
+    """One instance of the user's Model class: loads it, then calls it under the concurrency slots."""
 
-
-def _validate(method: Method, value: Any) -> Any:
-    assert method.input_model is not None
-    try:
-        return method.input_model.model_validate(value)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        parts = []
-        for err in errors:
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            parts.append(f"{where}: {err['msg']}")
-        first = ".".join(str(p) for p in errors[0]["loc"]) or None
-        raise BadRequest("invalid input: " + "; ".join(parts), param=first) from None
-
-
-def _json_response(value: Any, method: str) -> Response:
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    try:
-        body = pydantic_core.to_json(value, inf_nan_mode="null")
-    except pydantic_core.PydanticSerializationError:
-        raise TrestleError(
-            f"Model.{method} returned a {type(value).__name__}, which cannot be sent as JSON; return a dict, "
-            "list, str, number, pydantic model or a starlette Response"
-        ) from None
-    return Response(body, media_type="application/json")
-
-
-def _stream_media_type(method: str, first_kind: str | None) -> str:
-    if method != "predict":
-        return SSE_MEDIA_TYPE  # OpenAI-style endpoints stream server-sent events
-    return STREAM_MEDIA_TYPES[first_kind or "text"]
-
-
-class ModelHost:
     def __init__(
         self,
         config: ModelConfig,
@@ -143,7 +82,7 @@ class ModelHost:
         self.model_dir = Path(model_dir).resolve()
         self.secrets = secrets if secrets is not None else Secrets()
         self.environment = environment
-        self.state = State.LOADING
+        self.state = WorkerState.LOADING
         self.error: str | None = None
         self.model: object | None = None
         self.spec: ModelSpec | None = None
@@ -174,12 +113,12 @@ class ModelHost:
             logger.error("%s failed:\n%s", step, user_traceback(exc, self._roots))
             self._fail(f"{step} raised {type(exc).__name__}: {exc}")
         else:
-            self.state = State.READY
+            self.state = WorkerState.READY
             logger.info("model ready (loaded in %.1f s)", time.perf_counter() - started)
 
     def _fail(self, error: str) -> None:
         self.error = error
-        self.state = State.FAILED
+        self.state = WorkerState.FAILED
         logger.error("model failed to load: %s", error)
 
     def _init_arguments(self) -> dict[str, Any]:
@@ -192,10 +131,11 @@ class ModelHost:
         }
 
     def check_ready(self) -> None:
-        if self.state is State.LOADING:
-            raise Unavailable("the model is still loading; retry when GET /health reports ready", code="loading")
-        if self.state is State.FAILED:
-            raise Unavailable(f"the model failed to load: {self.error}", code="load_failed")
+        if self.state is not WorkerState.READY:
+            raise not_ready(self.state, self.error)
+
+    def health(self) -> WorkerHealth:
+        return WorkerHealth(status=self.state, error=self.error)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -231,43 +171,22 @@ class ModelHost:
         else:
             logger.error("Model.%s raised while streaming:\n%s", method, user_traceback(exc, self._roots))
 
-    async def call_endpoint(self, name: str, request: Request) -> Response:
-        """Serve POST for the endpoint method `name` (predict, chat_completions, completions)."""
+    def steps(self, name: str) -> tuple[Method, Method] | None:
+        """For endpoint `name`: (the method that takes the input, the endpoint method), or None
+        when the class does not define it. The first is preprocess for a predict that has one."""
         self.check_ready()
         assert self.spec is not None
         method = self.spec.endpoint(name)
         if method is None:
-            raise NotFound(
-                f"this model does not implement {name}: define `{name}` on the Model class "
-                f"to serve POST {ENDPOINT_PATHS[name]}"
-            )
+            return None
         first = self.spec.preprocess if name == "predict" and self.spec.preprocess else method
-        value: Any = None
-        if first.input_param is not None:
-            value = _json_body(await request.body())
-            if first.input_model is not None:
-                value = _validate(first, value)
+        return first, method
 
-        slot = _Slot(self._slots)
-        await slot.acquire()
-        # A client that left while waiting for a slot has nobody to answer: don't run the model.
-        # (Only once the body is read: is_disconnected() could swallow unread body messages.)
-        if first.input_param is not None and await request.is_disconnected():
-            slot.release()
-            logger.info("client left while waiting for a slot; %s not run", name)
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        try:
-            result = await self._run_pipeline(name, first, method, value, request)
-            if inspect.isgenerator(result) or inspect.isasyncgen(result):
-                return await self._stream(result, method.name, slot)  # the stream frees the slot
-            if isinstance(result, Response):
-                return result
-            return _json_response(result, method.name)
-        finally:
-            if not slot.streaming:
-                slot.release()
+    def slot(self) -> Slot:
+        """A concurrency slot for one request, not yet acquired."""
+        return Slot(self._slots)
 
-    async def _run_pipeline(self, name: str, first: Method, method: Method, value: Any, request: Request) -> Any:
+    async def run(self, name: str, first: Method, method: Method, value: Any, request: Request) -> Any:
         """[preprocess ->] method [-> postprocess], with user exceptions mapped to errors."""
         assert self.spec is not None
         step = first.name
@@ -290,7 +209,9 @@ class ModelHost:
             raise self._user_error(exc, step) from None
         return result
 
-    async def _stream(self, generator: Any, method: str, slot: _Slot) -> Response | StreamResponse:
+    async def open_stream(self, generator: Any, method: str, slot: Slot) -> tuple[BufferedStream, bytes | None]:
+        """Start streaming `generator`; the stream now frees `slot`. Returns it with its first chunk
+        (None: it produced nothing); a generator that fails before its first chunk raises here."""
         slot.streaming = True
         stream = BufferedStream(
             generator,
@@ -308,7 +229,4 @@ class ModelHost:
         except BaseException:
             await stream.aclose()
             raise
-        media_type = _stream_media_type(method, stream.first_kind)
-        if first is None:
-            return Response(b"", media_type=media_type)
-        return StreamResponse(stream, media_type=media_type, headers={"cache-control": "no-cache"})
+        return stream, first

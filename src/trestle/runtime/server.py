@@ -3,8 +3,8 @@
     python -m trestle.runtime --model-dir DIR (--socket PATH | --port N [--host H])
                               [--secrets-file PATH] [--deployment-id ID] [--environment NAME]
 
-Reads `DIR/config.yaml`; serves `trestle.engine.app.build_app(config, model_dir)` when it has
-an `engine:` section, else the model runtime (`trestle.runtime.app.build_app`). The secrets
+Reads `DIR/config.yaml`; serves the app `trestle.runtime.engines` picks for it (the engine of its
+`engine.kind`, else the model runtime of `trestle.runtime.app`). The secrets
 file (a JSON object `{name: value}`) is read and then deleted. Serves with uvicorn (uvloop,
 httptools), access log off: the runtime logs one line per request itself, with its
 `x-request-id`.
@@ -23,6 +23,7 @@ import uvicorn
 from trestle.deploy.config import ModelConfig
 from trestle.errors import TrestleError
 from trestle.requestid import configure_logging
+from trestle.runtime.engines import app_builder
 from trestle.runtime.logs import RequestIdMiddleware
 from trestle.runtime.parent import exit_with_parent
 from trestle.runtime.secrets import Secrets, SecretsFileError, read_secrets_file
@@ -49,19 +50,8 @@ def build_worker_app(
     config: ModelConfig, model_dir: Path, *, secrets: Secrets, environment: str | None
 ):
     """The engine app or the model runtime app, wrapped to carry request ids."""
-    if config.engine is not None and config.engine.kind == "sentence_transformers":
-        from trestle.embeddings.app import build_app as build_embeddings_app  # imports torch
-
-        app = build_embeddings_app(config, model_dir)
-    elif config.engine is not None:
-        from trestle.engine.app import build_app as build_engine_app  # only engine workers need llama.cpp
-
-        app = build_engine_app(config, model_dir)
-    else:
-        from trestle.runtime.app import build_app
-
-        env = {"name": environment} if environment else None
-        app = build_app(config, model_dir, secrets=secrets, environment=env)
+    env = {"name": environment} if environment else None
+    app = app_builder(config)(config, model_dir, secrets=secrets, environment=env)
     return RequestIdMiddleware(app)
 
 
@@ -79,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_BAD_ARGUMENTS
     try:
         config = ModelConfig.load(args.model_dir)
+        app = build_worker_app(config, args.model_dir, secrets=secrets, environment=args.environment)
     except TrestleError as exc:
         logger.error("cannot serve %s: %s", args.model_dir, exc.message)
         return EXIT_BAD_ARGUMENTS
@@ -86,7 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{k}={v}" for k, v in (("deployment", args.deployment_id), ("environment", args.environment)) if v
     )
     logger.info("serving %s%s with %d secret(s)", args.model_dir, f" ({label})" if label else "", len(secrets))
-    app = build_worker_app(config, args.model_dir, secrets=secrets, environment=args.environment)
     uv_config = uvicorn.Config(
         app,
         uds=args.socket,

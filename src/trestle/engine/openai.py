@@ -1,0 +1,209 @@
+"""The OpenAI rendering of a generation: Chat Completions and Completions, whole or as SSE.
+
+One object per route, built per request, in the manner of LitServe's `specs/openai.py`:
+
+    rendering = ChatRendering(model, req, prepared)
+    rendering.whole(results) -> ChatCompletion          # non-streaming body
+    rendering.chunks(outputs) -> SSE frames             # `data: {chunk}` ..., `data: [DONE]`
+
+`engine/generation.py` runs the request and calls one or the other; another protocol's
+rendering (e.g. Anthropic Messages) sits beside this module with the same two methods.
+`chat_response` / `completion_response` are the route handlers' entry points. The response
+types are `trestle.protocol.openai.responses`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from trestle.engine.generation import answer
+from trestle.engine.model import EngineModel
+from trestle.engine.prompts import Prepared
+from trestle.engine.scheduler import Scheduler
+from trestle.engine.sequence import Output, TokenOut
+from trestle.errors import TrestleError
+from trestle.protocol.openai import responses as r
+from trestle.protocol.errors import error_body
+from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
+
+log = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(payload) -> bytes:
+    """One server-sent event carrying `payload` (a pydantic model or plain JSON data)."""
+    if hasattr(payload, "model_dump_json"):
+        return b"data: " + payload.model_dump_json().encode() + b"\n\n"
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _usage(last: Output) -> r.Usage:
+    return r.Usage(
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        total_tokens=last.prompt_tokens + last.completion_tokens,
+    )
+
+
+def _token_text(model: EngineModel, t: int) -> str:
+    return model.piece(t, special=True).decode("utf-8", "replace")
+
+
+class _OpenAIRendering:
+    """What chat and completions share: the request, logprobs and usage options, SSE framing."""
+
+    def __init__(self, model: EngineModel, req: ChatCompletionRequest | CompletionRequest, prepared: Prepared):
+        self.model = model
+        self.req = req
+        self.prepared = prepared
+        self.stream = bool(req.stream)
+        self.want_logprobs = prepared.spec.sampling.logprobs
+        self.include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    def text(self, results: list[Output]) -> str:
+        return self.prepared.echo + "".join(o.text for o in results)
+
+    async def chunks(self, outputs: AsyncIterator[Output]) -> AsyncIterator[bytes]:
+        """The frames of `frames(outputs)`, an error frame if generation fails midway, `[DONE]`."""
+        try:
+            async for frame in self.frames(outputs):
+                yield frame
+        except TrestleError as exc:
+            log.warning("stream ended with an error: %s", exc.message)
+            yield sse(error_body(exc))
+        yield DONE
+
+    def frames(self, outputs: AsyncIterator[Output]) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+
+# -- chat ------------------------------------------------------------------------------------
+class ChatRendering(_OpenAIRendering):
+    req: ChatCompletionRequest
+
+    def logprobs(self, tokens: list[TokenOut]) -> r.ChoiceLogprobs:
+        content = []
+        for t in tokens:
+            top = [
+                r.TopLogprob(
+                    token=_token_text(self.model, tid), logprob=lp,
+                    bytes=list(self.model.piece(tid, special=True)),
+                )
+                for tid, lp in (t.top or [])
+            ]
+            content.append(
+                r.ChatCompletionTokenLogprob(
+                    token=t.text.decode("utf-8", "replace"),
+                    logprob=t.logprob,
+                    bytes=list(t.text),
+                    top_logprobs=top,
+                )
+            )
+        return r.ChoiceLogprobs(content=content)
+
+    def whole(self, results: list[Output]) -> r.ChatCompletion:
+        last = results[-1]
+        tokens = [t for o in results for t in o.tokens]
+        return r.ChatCompletion(
+            model=self.req.model,
+            choices=[
+                r.ChatCompletionChoice(
+                    message=r.ChatMessage(content=self.text(results)),
+                    finish_reason=last.finish_reason,
+                    logprobs=self.logprobs(tokens) if self.want_logprobs else None,
+                )
+            ],
+            usage=_usage(last),
+        )
+
+    async def frames(self, outputs: AsyncIterator[Output]) -> AsyncIterator[bytes]:
+        cid, created, model = r.chat_completion_id(), r.now(), self.req.model
+
+        def chunk(delta: r.ChatDelta, finish=None, logprobs=None) -> bytes:
+            return sse(
+                r.ChatCompletionChunk(
+                    id=cid, created=created, model=model,
+                    choices=[r.ChatCompletionChunkChoice(delta=delta, finish_reason=finish, logprobs=logprobs)],
+                )
+            )
+
+        yield chunk(r.ChatDelta(role="assistant", content=""))
+        if self.prepared.echo:
+            yield chunk(r.ChatDelta(content=self.prepared.echo))
+        async for out in outputs:
+            lp = self.logprobs(out.tokens) if self.want_logprobs and out.tokens else None
+            if out.text or lp is not None or out.finish_reason:
+                yield chunk(r.ChatDelta(content=out.text or None), out.finish_reason, lp)
+            if out.finish_reason and self.include_usage:
+                yield sse(r.ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=_usage(out)))
+
+
+# -- text completions ------------------------------------------------------------------------
+class CompletionRendering(_OpenAIRendering):
+    req: CompletionRequest
+
+    def logprobs(self, tokens: list[TokenOut], text_before: int) -> r.CompletionLogprobs:
+        """Logprobs of `tokens`, whose text starts `text_before` characters into the output."""
+        lp = r.CompletionLogprobs()
+        pos = len(self.prepared.echo) + text_before
+        for t in tokens:
+            s = t.text.decode("utf-8", "replace")
+            lp.tokens.append(s)
+            lp.token_logprobs.append(t.logprob)
+            lp.top_logprobs.append(
+                {_token_text(self.model, tid): v for tid, v in t.top} if t.top else None
+            )
+            lp.text_offset.append(pos)
+            pos += len(s)
+        return lp
+
+    def whole(self, results: list[Output]) -> r.Completion:
+        last = results[-1]
+        tokens = [t for o in results for t in o.tokens]
+        logprobs = self.logprobs(tokens, 0) if self.want_logprobs else None
+        return r.Completion(
+            model=self.req.model,
+            choices=[r.CompletionChoice(text=self.text(results), finish_reason=last.finish_reason, logprobs=logprobs)],
+            usage=_usage(last),
+        )
+
+    async def frames(self, outputs: AsyncIterator[Output]) -> AsyncIterator[bytes]:
+        cid, created, model = r.completion_id(), r.now(), self.req.model
+        sent = 0
+
+        def chunk(text: str, finish=None, logprobs=None) -> bytes:
+            return sse(
+                r.Completion(
+                    id=cid, created=created, model=model,
+                    choices=[r.CompletionChoice(text=text, finish_reason=finish, logprobs=logprobs)],
+                )
+            )
+
+        if self.prepared.echo:
+            yield chunk(self.prepared.echo)
+        async for out in outputs:
+            lp = self.logprobs(out.tokens, sent) if self.want_logprobs and out.tokens else None
+            if out.text or lp is not None or out.finish_reason:
+                yield chunk(out.text, out.finish_reason, lp)
+            sent += len(out.text)
+            if out.finish_reason and self.include_usage:
+                yield sse(r.Completion(id=cid, created=created, model=model, choices=[], usage=_usage(out)))
+
+
+# -- the routes' entry points ----------------------------------------------------------------
+async def chat_response(
+    request: Request, scheduler: Scheduler, model: EngineModel, req: ChatCompletionRequest, prepared: Prepared
+) -> Response:
+    return await answer(request, scheduler, model, prepared, ChatRendering(model, req, prepared))
+
+
+async def completion_response(
+    request: Request, scheduler: Scheduler, model: EngineModel, req: CompletionRequest, prepared: Prepared
+) -> Response:
+    return await answer(request, scheduler, model, prepared, CompletionRendering(model, req, prepared))
