@@ -239,3 +239,17 @@ def test_sqlite_vector_index_follows_changes_from_another_process(run, runner, t
         for client, store in ((client_a, store_a), (client_b, store_b)):
             run(client.aclose())
             run(store.close())
+
+
+def test_delete_dataset_removes_everything(run, datastore):
+    run(datastore.create_dataset("gone"))
+    run(datastore.upload("gone", data_files("garden.md", "staff.csv")))
+    assert run(datastore.search("gone", "raised beds", top_k=1))
+    deleted = run(datastore.delete_dataset("gone"))
+    assert deleted.name == "gone"
+    with pytest.raises(NotFound):
+        run(datastore.search("gone", "raised beds"))
+    assert run(datastore.datasets.count_rows(deleted.id)) == 0
+    # the name is free again, and the new dataset starts empty
+    run(datastore.create_dataset("gone"))
+    assert run(datastore.search("gone", "raised beds")) == []
