@@ -6,6 +6,9 @@ Both paths hit the same example model (`examples/hello`) in a worker process of 
 in the same run, so the figures are ratios against an anchor measured alongside:
   - added p50 / p99 latency at concurrency 1   (target: added p50 <= 0.3 ms)
   - throughput at concurrency 16, gateway / direct (target: >= 0.5x)
+  - CPU time per request at concurrency 1 of the gateway process and of the worker (no target):
+    unlike latency it hardly moves when other work shares the machine, so it compares versions
+    of the gateway on a loaded machine
 """
 
 from __future__ import annotations
@@ -56,12 +59,21 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def measure(name: str, session: aiohttp.ClientSession, url: str, n: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(name: str, session: aiohttp.ClientSession, url: str, n: int,
+                  pids: dict[str, int]) -> dict:
     await run_load(session, url, 200, 4)  # warm-up: connections, caches
+    before = {k: cpu_seconds(p) for k, p in pids.items()}
     lat1, _ = await run_load(session, url, n, 1)
+    cpu = {k: (cpu_seconds(p) - before[k]) / n for k, p in pids.items()}
     _, rps16 = await run_load(session, url, n, 16)
     return {"name": name, "p50": pct(lat1, 0.5), "p99": pct(lat1, 0.99),
-            "mean": statistics.fmean(lat1), "rps16": rps16}
+            "mean": statistics.fmean(lat1), "rps16": rps16, "cpu": cpu}
 
 
 async def main_async(args) -> None:
@@ -73,6 +85,9 @@ async def main_async(args) -> None:
          "--socket", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         push = server.push(EXAMPLES / "hello")
+        worker_pid = int(subprocess.run(
+            ["pgrep", "-P", str(server.proc.pid), "-f", "trestle.runtime"],
+            capture_output=True, text=True).stdout.split()[0])
         url = f"{server.url}/model/{push['model']['id']}/production/predict"
         transport = httpx.HTTPTransport(uds=str(sock))
         for _ in range(300):
@@ -84,9 +99,11 @@ async def main_async(args) -> None:
             time.sleep(0.1)
         results = []
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock), limit=0)) as s:
-            results.append(await measure("direct", s, "http://worker/predict", args.requests))
+            results.append(await measure("direct", s, "http://worker/predict", args.requests,
+                                         {"worker": direct.pid}))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-            results.append(await measure("gateway", s, url, args.requests))
+            results.append(await measure("gateway", s, url, args.requests,
+                                         {"gateway": server.proc.pid, "worker": worker_pid}))
     finally:
         direct.terminate()
         server.stop()
@@ -103,6 +120,9 @@ async def main_async(args) -> None:
     print(f"added p99 at concurrency 1: {added99:.3f} ms   (no target; reported)")
     print(f"throughput at concurrency 16, gateway/direct: {ratio:.2f}x   (target >= 0.50x) "
           f"{'MET' if ratio >= 0.5 else 'MISSED'}")
+    print(f"CPU per request at concurrency 1: gateway {g['cpu']['gateway'] * 1e3:.3f} ms, "
+          f"its worker {g['cpu']['worker'] * 1e3:.3f} ms, direct worker {d['cpu']['worker'] * 1e3:.3f} ms"
+          "   (no target; compares gateway versions on a loaded machine)")
 
 
 def main() -> None:

@@ -98,7 +98,7 @@ def push(client: Client, folder: Path, promote: bool, environment: str | None, w
         click.echo(result.model.id)
     else:
         emit(output, data, lambda: print_push(result, dep))
-    if dep.status == "failed":
+    if dep.status == wire.Status.FAILED:
         sys.exit(1)
 
 
@@ -109,7 +109,7 @@ def wait_for(client: Client, deployment_id: str) -> wire.DeploymentOut:
                 client.request("GET", f"/api/v1/deployments/{deployment_id}").json()
             )
             status.update(f"deployment {dep.id}: {dep.status}")
-            if dep.status in ("active", "failed", "inactive"):
+            if dep.status.settled:
                 return dep
             time.sleep(0.5)
 
@@ -287,7 +287,7 @@ def models_list(client: Client, output: str) -> None:
 
     def text() -> None:
         table = Table("model", "name", "environments")
-        for m in wire.ModelList.model_validate(data).models:
+        for m in wire.ModelOutList.model_validate(data).models:
             table.add_row(m.id, m.name, ", ".join(f"{k}={v}" for k, v in m.environments.items()))
         Console().print(table)
 

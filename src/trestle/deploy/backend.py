@@ -1,18 +1,27 @@
-"""The one interface between the gateway and whatever runs replicas.
+"""The one interface between the deployment manager and whatever runs replicas.
 
-The gateway never knows which backend runs a deployment: it asks for a `Replica` and sends the
-request through the replica's `session` (an aiohttp session bound to that replica's transport).
-`trestle.deploy.local` runs replicas as local worker processes on Unix sockets; a Ray Serve
-backend plugs in behind the same methods.
+The manager never knows which backend runs a deployment: it hands the backend a `DeploymentSpec`,
+and the routing table asks it for a `Replica` to `send` a request to (`trestle.deploy.transport`).
+
+- `trestle.deploy.local`: replicas as local worker processes on Unix sockets (the default);
+  it builds a virtualenv for `requirements` and writes the workers' output to the deployment log.
+- `trestle.deploy.inprocess`: the worker app called in the gateway's own process (fast tests).
+
+A Ray Serve backend plugs in behind the same methods: nothing here assumes a local interpreter,
+process or file beyond the pushed folder.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
+from trestle.deploy.transport import Replica
+from trestle.errors import UpstreamError
 
 
 @dataclass(frozen=True)
@@ -21,29 +30,29 @@ class DeploymentSpec:
 
     deployment_id: str
     model_id: str
-    source_dir: Path
-    log_file: Path
-    python: str  # interpreter that runs the worker (the deployment's own venv when it has requirements)
+    home: Path  # the deployment's folder on the gateway: `src/` is the pushed model folder
+    requirements: tuple[str, ...] = ()  # pip requirements from config.yaml
     replicas: int = 1
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     environment: str | None = None
 
-
-@dataclass
-class Replica:
-    """A running copy of a deployment, reachable at `base_url` through `session`."""
-
-    deployment_id: str
-    index: int
-    session: aiohttp.ClientSession
-    base_url: str
+    @property
+    def source_dir(self) -> Path:
+        return self.home / "src"
 
 
 class ReadinessError(Exception):
-    """A replica that could not start: the message says why (load error, exit code, log tail)."""
+    """A deployment that could not start: the message says why (build or load error, exit code)."""
 
 
 class ReplicaBackend(Protocol):
+    async def prepare(self, spec: DeploymentSpec) -> None:
+        """Make what the replicas need beyond the pushed folder (its `requirements`).
+
+        Called before `start` when the spec has requirements; may take minutes. Raises
+        `ReadinessError` with the reason when it cannot.
+        """
+
     async def start(self, spec: DeploymentSpec) -> None:
         """Launch the replicas of `spec` and return once they are ready to serve.
 
@@ -60,9 +69,49 @@ class ReplicaBackend(Protocol):
         """Stop everything."""
 
 
-def worker_log_tail(path: Path, lines: int = 20) -> str:
+def deployment_log(home: Path) -> Path:
+    """The deployment's log on the gateway: trestle's own lines about it, and whatever its
+    backend writes there (the local backend: the workers' output)."""
+    return home / "worker.log"
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+READY_TIMEOUT_S = 900.0
+POLL_INTERVAL_S = 0.1
+
+
+async def wait_ready(replica: Replica, gone: Callable[[], str | None],
+                     listening: Callable[[], bool] = lambda: True,
+                     timeout: float = READY_TIMEOUT_S) -> None:
+    """Poll the replica's `/health` (once `listening()`) until it says `ready`.
+
+    Raises `ReadinessError` when it says `failed`, when `gone()` returns why the replica is no
+    more, or after `timeout` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        reason = gone()
+        if reason is not None:
+            raise ReadinessError(reason)
+        body = None
+        if listening():
+            try:
+                upstream = await replica.send("GET", "/health", [], b"")
+                body = json.loads(await upstream.read())
+            except (UpstreamError, ValueError):
+                pass  # not answering yet
+        if isinstance(body, dict):
+            if upstream.status == 200 and body.get("status") == "ready":
+                return
+            if body.get("status") == "failed":
+                raise ReadinessError(body.get("error") or "the model failed to load")
+        await asyncio.sleep(POLL_INTERVAL_S)
+    raise ReadinessError(f"the worker was not ready after {timeout:.0f}s")

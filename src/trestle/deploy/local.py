@@ -1,8 +1,11 @@
 """Replicas as local worker processes on Unix sockets (the default backend).
 
-Each replica is `python -m trestle.runtime --model-dir ... --socket ...`, its output appended to
-the deployment's log file. The backend polls the worker's `/health` until it is ready or failed,
-restarts a replica that dies after it was ready, and keeps one pooled aiohttp session per replica.
+Each replica is `python -m trestle.runtime --model-dir ... --socket ...` run by the gateway's
+interpreter, or by the deployment's own virtualenv when its config.yaml lists `requirements`
+(`prepare` builds it under the deployment's folder). The workers' output is appended to the
+deployment log. The backend polls the worker's `/health` until it is ready or failed, restarts a
+replica that dies after it was ready, and reaches each replica through an `HTTPTransport` on its
+socket.
 """
 
 from __future__ import annotations
@@ -13,18 +16,17 @@ import json
 import logging
 import os
 import signal
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
-from trestle.deploy.backend import DeploymentSpec, ReadinessError, Replica, worker_log_tail
+from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
+from trestle.deploy.transport import HTTPTransport, Replica
+from trestle.deploy.venv import BuildError, build_venv
 
 log = logging.getLogger("trestle.deploy")
 
-READY_TIMEOUT_S = 900.0
-POLL_INTERVAL_S = 0.1
 STOP_GRACE_S = 10.0
 RESTART_BACKOFF_S = 1.0
 
@@ -55,6 +57,12 @@ class LocalProcessBackend:
         self._deployments: dict[str, _Deployment] = {}
 
     # -- ReplicaBackend ------------------------------------------------------------------------
+    async def prepare(self, spec: DeploymentSpec) -> None:
+        try:
+            await build_venv(spec.home / "venv", list(spec.requirements), deployment_log(spec.home))
+        except BuildError as exc:
+            raise ReadinessError(exc.message) from None
+
     async def start(self, spec: DeploymentSpec) -> None:
         await self.stop(spec.deployment_id)
         dep = _Deployment(spec)
@@ -92,11 +100,17 @@ class LocalProcessBackend:
         await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
 
     # -- processes -----------------------------------------------------------------------------
+    @staticmethod
+    def _python(spec: DeploymentSpec) -> str:
+        if spec.requirements:
+            return str(spec.home / "venv" / "bin" / "python")
+        return sys.executable
+
     async def _launch(self, p: _Process) -> None:
         spec = p.spec
         p.socket.unlink(missing_ok=True)
         args = [
-            spec.python, "-m", "trestle.runtime",
+            self._python(spec), "-m", "trestle.runtime",
             "--model-dir", str(spec.source_dir),
             "--socket", str(p.socket),
             "--deployment-id", spec.deployment_id,
@@ -105,57 +119,35 @@ class LocalProcessBackend:
             args += ["--environment", spec.environment]
         if spec.secrets:
             args += ["--secrets-file", str(self._write_secrets(p))]
-        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(spec.log_file, "ab") as out:
+        log_file = deployment_log(spec.home)
+        with open(log_file, "ab") as out:
             p.proc = await asyncio.create_subprocess_exec(
                 *args, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "TRESTLE_PARENT_PID": str(os.getpid())},
             )
         log.info("deployment %s replica %d: started pid %d", spec.deployment_id, p.index, p.proc.pid)
-        connector = aiohttp.UnixConnector(path=str(p.socket), limit=0, keepalive_timeout=60)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+        name = f"deployment {spec.deployment_id}"
+        replica = Replica(spec.deployment_id, p.index, HTTPTransport.unix(str(p.socket), name))
+
+        def gone() -> str | None:
+            if p.proc.returncode is None:
+                return None
+            return (f"worker exited with code {p.proc.returncode} before it was ready; "
+                    f"last log lines:\n{log_tail(log_file)}")
+
         try:
-            await self._wait_ready(p, session)
+            await wait_ready(replica, gone, listening=p.socket.exists)
         except BaseException:
-            await session.close()
+            await replica.close()
+            await self._stop_process(p)
             raise
-        p.replica = Replica(spec.deployment_id, p.index, session, "http://worker")
+        p.replica = replica
 
     def _write_secrets(self, p: _Process) -> Path:
         fd, path = tempfile.mkstemp(prefix=f"{p.spec.deployment_id}-secrets-", dir=self.run_dir)
         with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
             json.dump(p.spec.secrets, f)
         return Path(path)
-
-    async def _wait_ready(self, p: _Process, session: aiohttp.ClientSession) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + READY_TIMEOUT_S
-        while loop.time() < deadline:
-            if p.proc.returncode is not None:
-                raise ReadinessError(
-                    f"worker exited with code {p.proc.returncode} before it was ready; "
-                    f"last log lines:\n{worker_log_tail(p.spec.log_file)}"
-                )
-            if p.socket.exists():
-                try:
-                    async with session.get("http://worker/health") as resp:
-                        body = await resp.json(content_type=None)
-                    status = body.get("status")
-                    if resp.status == 200 and status == "ready":
-                        return
-                    if status == "failed":
-                        await self._stop_process(p)
-                        raise ReadinessError(body.get("error") or "the model failed to load")
-                except (aiohttp.ClientError, ValueError, OSError):
-                    pass
-            await asyncio.sleep(POLL_INTERVAL_S)
-        await self._stop_process(p)
-        raise ReadinessError(f"worker was not ready after {READY_TIMEOUT_S:.0f}s")
 
     async def _watch(self, p: _Process) -> None:
         """Restart a replica that dies while it should be serving."""
@@ -168,7 +160,7 @@ class LocalProcessBackend:
                 p.spec.deployment_id, p.index, code,
             )
             if p.replica is not None:
-                await p.replica.session.close()
+                await p.replica.close()
                 p.replica = None
             await asyncio.sleep(RESTART_BACKOFF_S)
             try:
@@ -183,7 +175,7 @@ class LocalProcessBackend:
         if p.watcher is not None and p.watcher is not asyncio.current_task():
             p.watcher.cancel()
         if p.replica is not None:
-            await p.replica.session.close()
+            await p.replica.close()
             p.replica = None
         proc = p.proc
         if proc is not None and proc.returncode is None:

@@ -1,7 +1,8 @@
-"""Models, deployments and environments: pushing, bringing up, promoting, and routing to replicas.
+"""Models, deployments and environments: pushing, bringing up and promoting.
 
-The store is the record (what was pushed, what each environment should point at); this manager
-keeps the live routing table in memory so that the request path never waits on the database.
+The store is the record (what was pushed, what each environment should point at); the manager
+stages pushes, brings deployments up through the replica backend, and keeps the routing table
+(`trestle.deploy.routing`, which the request path reads without I/O) in step with the record.
 An environment's live pointer moves only when its new deployment is active, so the old one keeps
 serving until then; if the new one fails, the environment's record goes back to the old one.
 """
@@ -13,26 +14,23 @@ import logging
 import re
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trestle.deploy.backend import DeploymentSpec, ReadinessError, Replica, ReplicaBackend
+from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig
 from trestle.deploy.package import unpack
-from trestle.deploy.venv import BuildError, build_venv
-from trestle.errors import BadRequest, Conflict, NotFound, Unavailable
+from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
+from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.settings import Settings
-from trestle.store import Deployment, Model, Store
+from trestle.store import Deployment, Model, Status, Store
 from trestle.store.store import check_environment_name
 
 log = logging.getLogger("trestle.deploy")
 
-PRODUCTION = "production"
-DEVELOPMENT = "development"
-RESUMABLE = {"building", "deploying", "active"}
+RESUMABLE = {Status.BUILDING, Status.DEPLOYING, Status.ACTIVE}
 
 
 @dataclass(frozen=True)
@@ -47,22 +45,18 @@ class DeploymentManager:
         self.store = store
         self.backend = backend
         self.settings = settings
-        self._deployments: dict[str, Deployment] = {}
-        self._live: dict[tuple[str, str], str] = {}  # (model_id, env) -> deployment serving it now
-        self._intended: dict[tuple[str, str], str] = {}  # what the store says it should be
-        self._slugs: dict[str, str] = {}  # Model API slug -> model_id
+        self.routing = RoutingTable(backend)
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the record and bring back every deployment that was up (or on its way up)."""
         for dep in await self.store.list_deployments():
-            self._deployments[dep.id] = dep
-            self._note_slug(dep)
+            self.routing.record(dep)
         for model in await self.store.list_models():
             for env in await self.store.list_environments(model.id):
-                self._intended[(model.id, env.name)] = env.deployment_id
-        for dep in list(self._deployments.values()):
+                self.routing.point((model.id, env.name), env.deployment_id)
+        for dep in list(self.routing.deployments.values()):
             if dep.status in RESUMABLE:
                 self._spawn(self._bring_up(dep))
 
@@ -117,8 +111,7 @@ class DeploymentManager:
         home.mkdir()
         staging.rename(home / "src")
         dep = await self.store.create_deployment(model.id, raw_config, source_dir=str(home / "src"))
-        self._deployments[dep.id] = dep
-        self._note_slug(dep)
+        self.routing.record(dep)
         self._log(dep, f"pushed as deployment {dep.id} of model {model.name} ({model.id})")
         if config.ignored_keys:
             self._log(dep, f"config.yaml keys trestle does not use: {', '.join(config.ignored_keys)}")
@@ -144,145 +137,92 @@ class DeploymentManager:
         return model
 
     async def promote(self, model_id: str, environment: str, deployment_id: str) -> None:
-        dep = self._deployments.get(deployment_id)
+        dep = self.routing.deployments.get(deployment_id)
         if dep is None or dep.model_id != model_id:
             raise NotFound(f"model {model_id} has no deployment {deployment_id}", param="deployment_id")
-        if dep.status not in ("active", "deploying", "building"):
+        if dep.status not in RESUMABLE:
             raise BadRequest(f"deployment {deployment_id} is {dep.status}; only a live deployment "
                              "can be promoted", param="deployment_id")
-        await self._set_intended(model_id, environment, deployment_id)
-        if dep.status == "active":
-            self._live[(model_id, environment)] = deployment_id
+        await self._set_intended(model_id, environment, deployment_id,
+                                 live=dep.status == Status.ACTIVE)
         self._log(dep, f"environment {environment} now points at this deployment")
 
-    async def _set_intended(self, model_id: str, env: str, deployment_id: str) -> None:
+    async def _set_intended(self, model_id: str, env: str, deployment_id: str, *,
+                            live: bool = False) -> None:
         await self.store.set_environment(model_id, env, deployment_id)
-        self._intended[(model_id, env)] = deployment_id
+        self.routing.point((model_id, env), deployment_id, live=live)
 
     # -- bringing a deployment up --------------------------------------------------------------
     async def _bring_up(self, dep: Deployment) -> None:
         config = ModelConfig.from_dict(dep.config)
-        home = Path(dep.source_dir).parent
-        log_file = home / "worker.log"
         try:
-            python = sys.executable
             if config.requirements:
-                dep = await self._set_status(dep, "building")
+                dep = await self._set_status(dep, Status.BUILDING)
                 self._log(dep, f"building a virtualenv with {len(config.requirements)} requirement(s)")
-                python = await build_venv(home / "venv", config.requirements, log_file)
-            dep = await self._set_status(dep, "deploying")
+                await self.backend.prepare(self._spec(dep, config, {}))
+            dep = await self._set_status(dep, Status.DEPLOYING)
             all_secrets = await self.store.get_secrets()
             wanted = set(config.secrets)
             missing = sorted(wanted - all_secrets.keys())
             if missing:
                 self._log(dep, f"secrets not set (use `trestle secrets set NAME`): {', '.join(missing)}")
-            spec = DeploymentSpec(
-                deployment_id=dep.id, model_id=dep.model_id, source_dir=Path(dep.source_dir),
-                log_file=log_file, python=python, replicas=config.scaling.min_replicas or 1,
-                secrets={k: v for k, v in all_secrets.items() if k in wanted},
-                environment=self._environment_of(dep),
-            )
+            spec = self._spec(dep, config, {k: v for k, v in all_secrets.items() if k in wanted})
             await self.backend.start(spec)
-        except (ReadinessError, BuildError, BadRequest) as exc:
+        except (ReadinessError, BadRequest) as exc:
             self._log(dep, f"deployment failed: {exc}")
-            await self._set_status(dep, "failed", error=str(exc))
+            await self._set_status(dep, Status.FAILED, error=str(exc))
             await self._revert_intended(dep)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: record it rather than losing the deployment
             log.exception("deployment %s: unexpected error while bringing it up", dep.id)
-            await self._set_status(dep, "failed", error=f"internal error: {exc}")
+            await self._set_status(dep, Status.FAILED, error=f"internal error: {exc}")
             await self._revert_intended(dep)
             return
-        dep = await self._set_status(dep, "active")
-        for key, target in self._intended.items():
-            if target == dep.id:
-                self._live[key] = dep.id
+        dep = await self._set_status(dep, Status.ACTIVE)
+        self.routing.go_live(dep.id)
         self._log(dep, "deployment is active")
 
+    def _spec(self, dep: Deployment, config: ModelConfig, secrets: dict[str, str]) -> DeploymentSpec:
+        return DeploymentSpec(
+            deployment_id=dep.id, model_id=dep.model_id, home=Path(dep.source_dir).parent,
+            requirements=tuple(config.requirements), replicas=config.scaling.min_replicas or 1,
+            secrets=secrets, environment=self._environment_of(dep),
+        )
+
     def _environment_of(self, dep: Deployment) -> str | None:
-        envs = [env for (m, env), d in self._intended.items() if d == dep.id]
+        envs = self.routing.environments_of(dep.id)
         if PRODUCTION in envs:
             return PRODUCTION
         return envs[0] if envs else None
 
     async def _revert_intended(self, dep: Deployment) -> None:
-        for key, target in list(self._intended.items()):
+        for key, target in list(self.routing.intended.items()):
             if target != dep.id:
                 continue
-            previous = self._live.get(key)
+            previous = self.routing.live.get(key)
             if previous and previous != dep.id:
                 await self._set_intended(key[0], key[1], previous)
 
-    async def _set_status(self, dep: Deployment, status: str, error: str | None = None) -> Deployment:
+    async def _set_status(self, dep: Deployment, status: Status, error: str | None = None) -> Deployment:
         dep = await self.store.set_deployment_status(dep.id, status, error=error)
-        self._deployments[dep.id] = dep
+        self.routing.record(dep)
         return dep
-
-    # -- routing (hot path: no I/O) ------------------------------------------------------------
-    def route(self, model_id: str, *, environment: str | None = None,
-              deployment_id: str | None = None) -> Replica:
-        if deployment_id is not None:
-            dep = self._deployments.get(deployment_id)
-            if dep is None or dep.model_id != model_id:
-                raise NotFound(f"model {model_id} has no deployment {deployment_id}")
-            return self._replica(dep)
-        key = (model_id, environment or PRODUCTION)
-        live = self._live.get(key)
-        if live is not None:
-            return self._replica(self._deployments[live])
-        intended = self._intended.get(key)
-        if intended is None:
-            if not any(m == model_id for m, _ in self._intended) and not any(
-                d.model_id == model_id for d in self._deployments.values()
-            ):
-                raise NotFound(f"no model with id {model_id}")
-            raise NotFound(f"model {model_id} has no environment {key[1]!r}")
-        return self._replica(self._deployments[intended])
-
-    def route_slug(self, slug: str) -> Replica:
-        model_id = self._slugs.get(slug)
-        if model_id is None:
-            known = ", ".join(sorted(self._slugs)) or "none"
-            raise NotFound(f"The model `{slug}` does not exist. Model APIs served here: {known}",
-                           param="model", code="model_not_found")
-        return self.route(model_id)
-
-    def slugs(self) -> list[str]:
-        return sorted(slug for slug, model_id in self._slugs.items()
-                      if (model_id, PRODUCTION) in self._live)
-
-    def _replica(self, dep: Deployment) -> Replica:
-        if dep.status == "active":
-            replica = self.backend.replica(dep.id)
-            if replica is not None:
-                return replica
-            raise Unavailable(f"deployment {dep.id} has no running replica right now; retry shortly")
-        if dep.status in ("building", "deploying"):
-            raise Unavailable(f"deployment {dep.id} is still {dep.status}; retry when it is active")
-        if dep.status == "failed":
-            raise Unavailable(f"deployment {dep.id} failed: {dep.error}")
-        raise Unavailable(f"deployment {dep.id} is {dep.status}")
-
-    def _note_slug(self, dep: Deployment) -> None:
-        engine = (dep.config or {}).get("engine")
-        if engine and engine.get("slug"):
-            self._slugs[engine["slug"]] = dep.model_id
 
     # -- helpers -------------------------------------------------------------------------------
     def deployment(self, deployment_id: str) -> Deployment:
-        dep = self._deployments.get(deployment_id)
+        dep = self.routing.deployments.get(deployment_id)
         if dep is None:
             raise NotFound(f"no deployment with id {deployment_id}")
         return dep
 
     def log_file(self, deployment_id: str) -> Path:
-        return Path(self.deployment(deployment_id).source_dir).parent / "worker.log"
+        return deployment_log(Path(self.deployment(deployment_id).source_dir).parent)
 
     def _log(self, dep: Deployment, message: str) -> None:
         log.info("deployment %s: %s", dep.id, message)
-        path = Path(dep.source_dir).parent / "worker.log"
+        path = deployment_log(Path(dep.source_dir).parent)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         with open(path, "a") as f:
             f.write(f"{stamp} [trestle] {message}\n")

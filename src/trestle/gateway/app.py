@@ -1,31 +1,33 @@
 """The gateway: one ASGI app for the whole edge (`trestle serve` runs it under uvicorn).
 
-Startup opens the store, creates the first API key when auth is on and none exists (written to
-`TRESTLE_HOME/admin_key`, never logged), starts the replica backend, brings back the deployments
-that were up, and deploys the built-in Model APIs.
+    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware] -> Dispatch
+        /model/...   ModelRoutes (the data plane)          -> routing -> transport -> worker
+        otherwise    the edge router: /v1 Model APIs, /api/v1 management, /health, /metrics
+
+`GatewayApp` answers the ASGI lifespan itself: at startup it opens the `Gateway` (store, manager
+and routing table, settings, metrics) and builds the request stack around it, passing it to
+each part explicitly; at shutdown it closes it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
+from starlette.authentication import AuthenticationBackend
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trestle.deploy.local import LocalProcessBackend
-from trestle.deploy.manager import DeploymentManager
-from trestle.gateway import management, routes
-from trestle.gateway.middleware import Dispatch, ModelHost, RequestContext
+from trestle.deploy.backend import ReplicaBackend
+from trestle.errors import NotFound
+from trestle.gateway import auth, management, routes
+from trestle.gateway.context import Gateway
+from trestle.gateway.middleware import Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
-from trestle.protocol.errors import exception_handlers
 from trestle.settings import Settings
-from trestle.store import Store
 
 log = logging.getLogger("trestle.gateway")
 
@@ -34,69 +36,73 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+class Edge:
+    """Every route but the data plane, on a Starlette router; errors go up to the boundary."""
+
+    def __init__(self, gateway: Gateway):
+        async def metrics(request: Request) -> Response:
+            return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+        self.router = Router(
+            routes=[
+                Route("/health", health, methods=["GET"]),
+                Route("/metrics", metrics, methods=["GET"]),
+                *management.routes(gateway),
+                *routes.routes(gateway.routing),
+            ],
+            default=self.not_found,
+        )
+
+    @staticmethod
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotFound(f"no route {scope['path']}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self.router  # so a route raises its 405 (HTTPException) instead of answering
+        await self.router(scope, receive, send)
 
 
-async def ensure_admin_key(store: Store, settings: Settings) -> None:
-    if await store.count_api_keys() > 0:
-        return
-    _, plaintext = await store.create_api_key("admin")
-    path = settings.admin_key_file
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(plaintext + "\n")
-    log.info("created the first API key; it is in %s (readable by you only)", path)
+def build_app(gateway: Gateway) -> ASGIApp:
+    """The request stack around an open gateway."""
+    app: ASGIApp = Dispatch(ModelRoutes(gateway.routing), Edge(gateway))
+    if gateway.settings.auth:
+        backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store)
+        app = AuthenticationMiddleware(app, backend, on_error=auth.on_error)
+    return ModelSubdomain(RequestContext(app, gateway.metrics))
 
 
-async def deploy_builtin_models(manager: DeploymentManager, store: Store, settings: Settings) -> None:
-    """Deploy the built-in Model APIs once; later starts bring them back like any deployment."""
-    import yaml
+class GatewayApp:
+    """The ASGI app `trestle serve` runs: opens the gateway at startup, closes it at shutdown."""
 
-    from trestle.engine.builtin import builtin_config
+    def __init__(self, settings: Settings, backend: ReplicaBackend | None = None):
+        self.settings = settings
+        self.backend = backend
+        self.gateway: Gateway | None = None
+        self.app: ASGIApp | None = None
 
-    config = builtin_config()
-    name = config["model_name"]
-    if await store.get_model_by_name(name) is not None:
-        return
-    folder = settings.home / "builtin" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    log.info("deploying the built-in model %s", name)
-    await manager.push_folder(folder)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        else:
+            await self.app(scope, receive, send)
 
-
-def build_app(settings: Settings) -> ASGIApp:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        settings.home.mkdir(parents=True, exist_ok=True)
-        store = await Store.open(settings.db_url)
-        manager = DeploymentManager(store, LocalProcessBackend(), settings)
-        app.state.store, app.state.manager = store, manager
-        try:
-            if settings.auth:
-                await ensure_admin_key(store, settings)
-            await manager.start()
-            if settings.builtin_models:
-                await deploy_builtin_models(manager, store, settings)
-            yield
-        finally:
-            await manager.close()
-            await store.close()
-
-    edge = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            *management.routes,
-            *routes.routes,
-        ],
-        exception_handlers=exception_handlers("gateway"),
-        lifespan=lifespan,
-    )
-    state = edge.state
-    data_plane = ModelRoutes(lambda: state.manager)
-    return RequestContext(ModelHost(Dispatch(data_plane, edge)), auth=settings.auth, state=state)
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.gateway = await Gateway.open(self.settings, self.backend)
+                except Exception as exc:
+                    log.exception("the gateway could not start")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                self.app = build_app(self.gateway)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.gateway is not None:
+                    await self.gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 def run(settings: Settings) -> None:
@@ -106,6 +112,7 @@ def run(settings: Settings) -> None:
 
     configure_logging()
     uvicorn.run(
-        build_app(settings), host=settings.host, port=settings.port, loop="uvloop",
-        http="httptools", access_log=False, log_config=None, timeout_graceful_shutdown=30,
+        GatewayApp(settings), host=settings.host, port=settings.port, loop="uvloop",
+        http="httptools", lifespan="on", access_log=False, log_config=None,
+        timeout_graceful_shutdown=30,
     )

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.package import MAX_UPLOAD_BYTES
 from trestle.errors import BadRequest, NotFound
 from trestle.protocol import management as wire
 from trestle.protocol.validation import parse_body
+from trestle.gateway.context import Gateway
 from trestle.store import Deployment, Environment, Model, Store
 
 PREFIX = "/api/v1"
-
-
-def _manager(request: Request) -> DeploymentManager:
-    return request.app.state.manager
-
-
-def _store(request: Request) -> Store:
-    return request.app.state.store
 
 
 def _json(model: BaseModel, status_code: int = 200) -> JSONResponse:
@@ -60,7 +54,7 @@ def urls(base: str, model_id: str, deployment_id: str) -> dict[str, str]:
     }
 
 
-async def push(request: Request) -> JSONResponse:
+async def push(gw: Gateway, request: Request) -> JSONResponse:
     declared = int(request.headers.get("content-length") or 0)
     if declared > MAX_UPLOAD_BYTES:
         raise BadRequest(f"upload is {declared} bytes; the limit is {MAX_UPLOAD_BYTES}")
@@ -68,13 +62,13 @@ async def push(request: Request) -> JSONResponse:
     if not data:
         raise BadRequest("the body must be a gzip tar of the model folder (see `trestle push`)")
     q = request.query_params
-    result = await _manager(request).push(
+    result = await gw.manager.push(
         data,
         name=q.get("name") or None,
         promote=q.get("promote", "0").lower() in ("1", "true", "yes"),
         environment=q.get("environment") or None,
     )
-    store = _store(request)
+    store = gw.store
     base = str(request.base_url).rstrip("/")
     out = wire.PushResponse(
         model=await _model_out(store, result.model),
@@ -85,14 +79,14 @@ async def push(request: Request) -> JSONResponse:
     return _json(out, 201)
 
 
-async def list_models(request: Request) -> JSONResponse:
-    store = _store(request)
+async def list_models(gw: Gateway, request: Request) -> JSONResponse:
+    store = gw.store
     models = [await _model_out(store, m) for m in await store.list_models()]
-    return _json(wire.ModelList(models=models))
+    return _json(wire.ModelOutList(models=models))
 
 
-async def list_deployments(request: Request) -> JSONResponse:
-    store = _store(request)
+async def list_deployments(gw: Gateway, request: Request) -> JSONResponse:
+    store = gw.store
     model_id = request.query_params.get("model_id") or None
     deps = await store.list_deployments(model_id)
     envs = {m: await store.list_environments(m) for m in {d.model_id for d in deps}}
@@ -100,24 +94,24 @@ async def list_deployments(request: Request) -> JSONResponse:
     return _json(wire.DeploymentList(deployments=out))
 
 
-async def get_deployment(request: Request) -> JSONResponse:
-    store = _store(request)
+async def get_deployment(gw: Gateway, request: Request) -> JSONResponse:
+    store = gw.store
     dep = await store.get_deployment(request.path_params["deployment_id"])
     if dep is None:
         raise NotFound(f"no deployment with id {request.path_params['deployment_id']}")
     return _json(await _deployment_out(store, dep))
 
 
-async def deployment_logs(request: Request) -> PlainTextResponse:
-    path = _manager(request).log_file(request.path_params["deployment_id"])
+async def deployment_logs(gw: Gateway, request: Request) -> PlainTextResponse:
+    path = gw.manager.log_file(request.path_params["deployment_id"])
     text = path.read_text(errors="replace") if path.exists() else ""
     return PlainTextResponse(text)
 
 
-async def promote(request: Request) -> JSONResponse:
+async def promote(gw: Gateway, request: Request) -> JSONResponse:
     body = await _body(request, wire.PromoteRequest)
     model_id, env = request.path_params["model_id"], request.path_params["env"]
-    await _manager(request).promote(model_id, env, body.deployment_id)
+    await gw.manager.promote(model_id, env, body.deployment_id)
     return _json(wire.EnvironmentOut(model_id=model_id, name=env, deployment_id=body.deployment_id))
 
 
@@ -126,42 +120,43 @@ def _key_out(key) -> wire.KeyOut:
                        revoked_at=key.revoked_at)
 
 
-async def create_key(request: Request) -> JSONResponse:
+async def create_key(gw: Gateway, request: Request) -> JSONResponse:
     body = await _body(request, wire.KeyCreate)
-    key, plaintext = await _store(request).create_api_key(body.name)
+    key, plaintext = await gw.store.create_api_key(body.name)
     return _json(wire.KeyCreated(**_key_out(key).model_dump(), key=plaintext), 201)
 
 
-async def list_keys(request: Request) -> JSONResponse:
-    keys = await _store(request).list_api_keys()
+async def list_keys(gw: Gateway, request: Request) -> JSONResponse:
+    keys = await gw.store.list_api_keys()
     return _json(wire.KeyList(keys=[_key_out(k) for k in keys]))
 
 
-async def revoke_key(request: Request) -> JSONResponse:
-    key = await _store(request).revoke_api_key(request.path_params["key_id"])
+async def revoke_key(gw: Gateway, request: Request) -> JSONResponse:
+    key = await gw.store.revoke_api_key(request.path_params["key_id"])
     return _json(_key_out(key))
 
 
-async def set_secret(request: Request) -> JSONResponse:
+async def set_secret(gw: Gateway, request: Request) -> JSONResponse:
     body = await _body(request, wire.SecretSet)
-    await _store(request).set_secret(request.path_params["name"], body.value)
-    return _json(wire.SecretList(secrets=await _store(request).list_secret_names()))
+    await gw.store.set_secret(request.path_params["name"], body.value)
+    return _json(wire.SecretList(secrets=await gw.store.list_secret_names()))
 
 
-async def list_secrets(request: Request) -> JSONResponse:
-    return _json(wire.SecretList(secrets=await _store(request).list_secret_names()))
+async def list_secrets(gw: Gateway, request: Request) -> JSONResponse:
+    return _json(wire.SecretList(secrets=await gw.store.list_secret_names()))
 
 
-routes = [
-    Route(f"{PREFIX}/push", push, methods=["POST"]),
-    Route(f"{PREFIX}/models", list_models, methods=["GET"]),
-    Route(f"{PREFIX}/deployments", list_deployments, methods=["GET"]),
-    Route(f"{PREFIX}/deployments/{{deployment_id}}", get_deployment, methods=["GET"]),
-    Route(f"{PREFIX}/deployments/{{deployment_id}}/logs", deployment_logs, methods=["GET"]),
-    Route(f"{PREFIX}/models/{{model_id}}/environments/{{env}}", promote, methods=["POST"]),
-    Route(f"{PREFIX}/keys", create_key, methods=["POST"]),
-    Route(f"{PREFIX}/keys", list_keys, methods=["GET"]),
-    Route(f"{PREFIX}/keys/{{key_id}}", revoke_key, methods=["DELETE"]),
-    Route(f"{PREFIX}/secrets/{{name}}", set_secret, methods=["PUT"]),
-    Route(f"{PREFIX}/secrets", list_secrets, methods=["GET"]),
-]
+def routes(gw: Gateway) -> list[Route]:
+    return [
+        Route(f"{PREFIX}/push", partial(push, gw), methods=["POST"]),
+        Route(f"{PREFIX}/models", partial(list_models, gw), methods=["GET"]),
+        Route(f"{PREFIX}/deployments", partial(list_deployments, gw), methods=["GET"]),
+        Route(f"{PREFIX}/deployments/{{deployment_id}}", partial(get_deployment, gw), methods=["GET"]),
+        Route(f"{PREFIX}/deployments/{{deployment_id}}/logs", partial(deployment_logs, gw), methods=["GET"]),
+        Route(f"{PREFIX}/models/{{model_id}}/environments/{{env}}", partial(promote, gw), methods=["POST"]),
+        Route(f"{PREFIX}/keys", partial(create_key, gw), methods=["POST"]),
+        Route(f"{PREFIX}/keys", partial(list_keys, gw), methods=["GET"]),
+        Route(f"{PREFIX}/keys/{{key_id}}", partial(revoke_key, gw), methods=["DELETE"]),
+        Route(f"{PREFIX}/secrets/{{name}}", partial(set_secret, gw), methods=["PUT"]),
+        Route(f"{PREFIX}/secrets", partial(list_secrets, gw), methods=["GET"]),
+    ]

@@ -1,9 +1,12 @@
-"""Pure ASGI middleware on the request path, outermost first:
+"""Pure ASGI middleware on the gateway's request path, outermost first:
 
-- `RequestContext`: request id (honoured or generated, echoed, in every log line), API-key auth,
-  one access-log line and the Prometheus metrics per request, and the last-resort 500 envelope.
-- `ModelHost`: `Host: model-{id}.<anything>` serves the `/model/{id}/...` paths without the prefix.
-- `Dispatch`: `/model/...` to the data plane, everything else (and lifespan) to the Starlette app.
+- `ModelSubdomain`: `Host: model-{id}.<anything>` serves the `/model/{id}/...` paths without the
+  prefix. It runs first, so everything after it (metrics included) sees the model path.
+- `RequestContext`: request id (honoured or generated, echoed, in every log line), one access-log
+  line and the Prometheus metrics per request, and the error boundary: the one place where an
+  exception raised anywhere below becomes the error envelope.
+- (Starlette's `AuthenticationMiddleware` with `trestle.gateway.auth.ApiKeyBackend`, when auth is on.)
+- `Dispatch`: `/model/...` to the data plane, everything else to the edge router.
 """
 
 from __future__ import annotations
@@ -12,26 +15,21 @@ import logging
 import re
 import time
 
-from prometheus_client import Counter, Histogram
-from starlette.datastructures import Headers, State
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trestle.errors import TrestleError
 from trestle import requestid
-from trestle.gateway.auth import authenticate
-from trestle.protocol.errors import error_response
+from trestle.errors import TrestleError
+from trestle.gateway.context import Metrics
+from trestle.protocol.errors import error_response, http_exception_response
 
 log = logging.getLogger("trestle.access")
 
-REQUESTS = Counter("trestle_requests_total", "Requests handled by the gateway", ["kind", "status"])
-LATENCY = Histogram(
-    "trestle_request_duration_seconds", "Time to the response headers, by kind of route", ["kind"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-)
-
-PUBLIC_PATHS = frozenset({"/health", "/metrics"})
 _HOST = re.compile(r"^model-([A-Za-z0-9]+)\.")
 _RESERVED = ("/model/", "/v1/", "/api/", "/health", "/metrics")
+KINDS = ("model", "model_api", "management", "other")
 
 
 def route_kind(path: str) -> str:
@@ -44,7 +42,7 @@ def route_kind(path: str) -> str:
     return "other"
 
 
-class ModelHost:
+class ModelSubdomain:
     def __init__(self, app: ASGIApp):
         self.app = app
 
@@ -70,18 +68,27 @@ class Dispatch:
             await self.app(scope, receive, send)
 
 
+def error_answer(scope: Scope, exc: Exception) -> ASGIApp:
+    """The response for an exception: the envelope, with the status of its class."""
+    if isinstance(exc, TrestleError):
+        return error_response(exc)
+    if isinstance(exc, HTTPException):  # the router's 405
+        return http_exception_response(Request(scope), exc)
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(TrestleError("internal error in the gateway; see its log"))
+
+
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, auth: bool, state: State):
+    def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
-        self.auth = auth
-        self.state = state  # the app state: `store` is set on it at startup
+        self._latency = {kind: metrics.latency.labels(kind) for kind in KINDS}
+        self._requests = metrics.requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        rid = requestid.from_header(headers.get(requestid.HEADER))
+        rid = requestid.from_header(Headers(scope=scope).get(requestid.HEADER))
         token = requestid.current.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         path = scope["path"]
@@ -89,7 +96,6 @@ class RequestContext:
         start = time.perf_counter()
         status = 500
         rid_header = (requestid.HEADER.encode(), rid.encode())
-
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -97,7 +103,7 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                LATENCY.labels(kind).observe(time.perf_counter() - start)
+                self._latency[kind].observe(time.perf_counter() - start)
                 hdrs = list(message.get("headers", []))
                 if not any(k == rid_header[0] for k, _ in hdrs):
                     hdrs.append(rid_header)
@@ -105,21 +111,13 @@ class RequestContext:
             await send(message)
 
         try:
-            if self.auth and path not in PUBLIC_PATHS:
-                try:
-                    await authenticate(self.state.store, headers.get("authorization"))
-                except TrestleError as exc:
-                    await error_response(exc)(scope, receive, send_with_id)
-                    return
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            if started:  # answered already (Starlette's handler): the server logs it
+        except Exception as exc:
+            if started:  # the answer is under way: nothing to do but let the server close it
                 raise
-            log.exception("unhandled error")
-            await error_response(TrestleError("internal error; see the gateway log"))(
-                scope, receive, send_with_id)
+            await error_answer(scope, exc)(scope, receive, send_with_id)
         finally:
-            REQUESTS.labels(kind, str(status)).inc()
+            self._requests.labels(kind, str(status)).inc()
             log.info("%s %s %d %.1fms", scope["method"], path, status,
                      (time.perf_counter() - start) * 1000)
             requestid.current.reset(token)

@@ -5,7 +5,7 @@
 
 It is a plain ASGI app with one compiled pattern instead of a router and request objects: on
 this path every tenth of a millisecond is added to every call of every model
-(see bench/gateway.py). Errors are the same envelope as everywhere else.
+(see bench/gateway.py). Errors are raised to the gateway's error boundary, like everywhere else.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import re
 
 from starlette.types import Receive, Scope, Send
 
-from trestle.deploy.manager import DeploymentManager
-from trestle.errors import NotFound, TrestleError
-from trestle.gateway.proxy import UpstreamResponse
-from trestle.protocol.errors import error_response
+from trestle.deploy.routing import RoutingTable
+from trestle.errors import NotFound
+from trestle.gateway.proxy import Relay
 
 _PATH = re.compile(
     r"^/model/(?P<model>[^/]+)/"
@@ -50,26 +49,21 @@ async def read_body(receive: Receive) -> bytes:
 
 
 class ModelRoutes:
-    def __init__(self, manager: "callable[[], DeploymentManager]"):
-        self.manager = manager
+    def __init__(self, routing: RoutingTable):
+        self.routing = routing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            match = _PATH.match(scope["path"])
-            if match is None:
-                raise NotFound(f"no route {scope['path']}: use /model/{{model_id}}/production/predict "
-                               "or see the URL map in the README")
-            g = match.groupdict()
-            path = worker_path(g["rest"])
-            manager = self.manager()
-            if g["dep"] is not None:
-                replica = manager.route(g["model"], deployment_id=g["dep"])
-            else:
-                replica = manager.route(g["model"], environment=g["env"] or g["short"])
-        except TrestleError as exc:
-            await error_response(exc)(scope, receive, send)
-            return
+        match = _PATH.match(scope["path"])
+        if match is None:
+            raise NotFound(f"no route {scope['path']}: use /model/{{model_id}}/production/predict "
+                           "or see the URL map in the README")
+        g = match.groupdict()
+        path = worker_path(g["rest"])
+        if g["dep"] is not None:
+            replica = self.routing.route(g["model"], deployment_id=g["dep"])
+        else:
+            replica = self.routing.route(g["model"], environment=g["env"] or g["short"])
         body = await read_body(receive)
         query = scope.get("query_string", b"").decode("latin-1")
-        await UpstreamResponse(replica, scope["method"], path, query, scope["headers"], body,
-                               scope["state"]["request_id"])(scope, receive, send)
+        await Relay(replica, scope["method"], path, query, scope["headers"], body,
+                    scope["state"]["request_id"])(scope, receive, send)

@@ -8,21 +8,19 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from trestle.deploy.manager import DeploymentManager
+from trestle.deploy.routing import RoutingTable
 from trestle.errors import BadRequest, NotImplementedYet
-from trestle.gateway.proxy import UpstreamResponse
+from trestle.gateway.proxy import Relay
+from trestle.protocol.openai.responses import ModelCard, ModelList
 
 
-def _manager(request: Request) -> DeploymentManager:
-    return request.app.state.manager
-
-
-async def model_api(request: Request) -> UpstreamResponse:
+async def model_api(routing: RoutingTable, request: Request) -> Relay:
     """`/v1/chat/completions` and `/v1/completions`: route by the body's `model` to an engine."""
     body = await request.body()
     try:
@@ -40,19 +38,17 @@ async def model_api(request: Request) -> UpstreamResponse:
         )
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: a Model API slug (see GET /v1/models)", param="model")
-    replica = _manager(request).route_slug(model)
-    return UpstreamResponse(
+    replica = routing.route(slug=model)
+    return Relay(
         replica, "POST", request.url.path, request.url.query, request.scope["headers"], body,
         request.state.request_id,
     )
 
 
-async def list_models(request: Request) -> JSONResponse:
-    manager = _manager(request)
-    return JSONResponse({
-        "object": "list",
-        "data": [{"id": slug, "object": "model", "owned_by": "trestle"} for slug in manager.slugs()],
-    })
+async def list_models(routing: RoutingTable, request: Request) -> JSONResponse:
+    cards = [ModelCard(id=slug, created=int(dep.created_at.timestamp()))
+             for slug, dep in routing.served_slugs()]
+    return JSONResponse(ModelList(data=cards).model_dump())
 
 
 def not_yet(feature: str):
@@ -64,10 +60,17 @@ def not_yet(feature: str):
 
 ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
-routes = [
-    Route("/v1/chat/completions", model_api, methods=["POST"]),
-    Route("/v1/completions", model_api, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
+
+def routes(routing: RoutingTable) -> list[Route]:
+    return [
+        Route("/v1/chat/completions", partial(model_api, routing), methods=["POST"]),
+        Route("/v1/completions", partial(model_api, routing), methods=["POST"]),
+        Route("/v1/models", partial(list_models, routing), methods=["GET"]),
+        *NOT_YET,
+    ]
+
+
+NOT_YET = [
     Route("/v1/direct/{rest:path}", not_yet("the direct OpenAI bridge (/v1/direct)"), methods=ANY),
     Route("/v1/embeddings", not_yet("/v1/embeddings"), methods=ANY),
     Route("/api/endpoints/{rest:path}", not_yet("prompt endpoints"), methods=ANY),

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class Status(StrEnum):
+    """Where a deployment is: the store records it, the manager moves it, the CLI shows it.
+
+    building -> deploying -> active, or failed (with the reason). `building` only when its
+    config.yaml lists requirements. Nothing retires a deployment yet: an old one stays active.
+    """
+
+    BUILDING = "building"
+    DEPLOYING = "deploying"
+    ACTIVE = "active"
+    FAILED = "failed"
+
+    @property
+    def settled(self) -> bool:
+        """Will not change on its own (the CLI stops waiting)."""
+        return self in (Status.ACTIVE, Status.FAILED)
 
 
 class ModelOut(BaseModel):
@@ -18,7 +37,7 @@ class ModelOut(BaseModel):
 class DeploymentOut(BaseModel):
     id: str
     model_id: str
-    status: str
+    status: Status
     error: str | None = None
     created_at: datetime
     updated_at: datetime
@@ -33,7 +52,7 @@ class PushResponse(BaseModel):
     urls: dict[str, str]
 
 
-class ModelList(BaseModel):
+class ModelOutList(BaseModel):
     models: list[ModelOut]
 
 

@@ -6,7 +6,7 @@ See docs/store.md.
 """
 
 from trestle.store.engine import sqlite_url
-from trestle.store.records import DEPLOYMENT_STATUSES, ApiKey, Deployment, Environment, Model
+from trestle.store.records import DEPLOYMENT_STATUSES, ApiKey, Deployment, Environment, Model, Status
 from trestle.store.store import Store
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Deployment",
     "Environment",
     "Model",
+    "Status",
     "Store",
     "sqlite_url",
 ]

@@ -10,16 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-DEPLOYMENT_STATUSES = frozenset({"building", "deploying", "active", "failed", "inactive"})
+from trestle.protocol.management import Status
+
+DEPLOYMENT_STATUSES = frozenset(s.value for s in Status)
 
 
-def check_status(status: str) -> str:
-    """`status` if it is a deployment status, else ValueError naming the valid ones."""
+def check_status(status: str) -> Status:
+    """`status` as a `Status`, else ValueError naming the valid ones."""
     if status not in DEPLOYMENT_STATUSES:
         raise ValueError(
             f"unknown deployment status {status!r}; expected one of {sorted(DEPLOYMENT_STATUSES)}"
         )
-    return status
+    return Status(status)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Model:
 class Deployment:
     id: str
     model_id: str
-    status: str
+    status: Status
     config: dict[str, Any] = field(hash=False)
     source_dir: str
     error: str | None

@@ -28,7 +28,7 @@ from trestle.store import keys, migrate
 from trestle.store.datasets import DatasetStore
 from trestle.store.engine import make_engine, parse_url
 from trestle.store.ids import new_id
-from trestle.store.records import ApiKey, Deployment, Environment, Model, check_status
+from trestle.store.records import ApiKey, Deployment, Environment, Model, Status, check_status
 from trestle.store.tables import ApiKeyRow, DeploymentRow, EnvironmentRow, ModelRow, SecretRow
 
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -76,7 +76,7 @@ def _deployment(row: DeploymentRow) -> Deployment:
     return Deployment(
         id=row.id,
         model_id=row.model_id,
-        status=row.status,
+        status=Status(row.status),
         config=row.config,
         source_dir=row.source_dir,
         error=row.error,
@@ -161,9 +161,9 @@ class Store:
     # deployments
 
     async def create_deployment(
-        self, model_id: str, config: dict, source_dir: str, status: str = "building"
+        self, model_id: str, config: dict, source_dir: str, status: str = Status.BUILDING
     ) -> Deployment:
-        check_status(status)
+        status = check_status(status).value
         if not isinstance(config, dict):
             raise BadRequest("config must be a JSON object", param="config")
         try:
@@ -199,14 +199,14 @@ class Store:
         if model_id is not None:
             query = query.where(DeploymentRow.model_id == model_id)
         if statuses is not None:
-            query = query.where(DeploymentRow.status.in_([check_status(s) for s in statuses]))
+            query = query.where(DeploymentRow.status.in_([check_status(s).value for s in statuses]))
         async with self._sessions() as session:
             return [_deployment(r) for r in await session.scalars(query)]
 
     async def set_deployment_status(
         self, deployment_id: str, status: str, error: str | None = None
     ) -> Deployment:
-        check_status(status)
+        status = check_status(status).value
         async with self._sessions.begin() as session:
             row = await session.get(DeploymentRow, deployment_id, with_for_update=True)
             if row is None:

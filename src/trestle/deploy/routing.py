@@ -1,0 +1,108 @@
+"""The routing table: which replica serves a request (the hot path: in memory, no I/O).
+
+    routing.route(model_id)                                  production
+    routing.route(model_id, environment="staging")           an environment
+    routing.route(model_id, deployment_id="d123")            one deployment
+    routing.route(slug="smollm2-135m")                       a Model API, by its slug
+
+Every caller that sends a request to a model — the `/model/...` data plane, the `/v1` Model APIs,
+the OpenAI bridge, prompt endpoints — asks here, then `send`s through the replica it gets
+(`trestle.deploy.transport`). The deployment manager keeps this table up to date: it records
+deployments as their status changes, what each environment should point at (`intended`), and
+what it points at now (`live`: moved only once the new deployment is active, so the old one
+keeps serving until then). Errors say exactly why nothing can serve: no such model, no such
+environment, still deploying, failed.
+"""
+
+from __future__ import annotations
+
+from trestle.deploy.backend import ReplicaBackend
+from trestle.deploy.transport import Replica
+from trestle.errors import BadRequest, NotFound, Unavailable
+from trestle.protocol.management import Status
+from trestle.store import Deployment
+
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+
+Key = tuple[str, str]  # (model_id, environment)
+
+
+class RoutingTable:
+    def __init__(self, backend: ReplicaBackend):
+        self.backend = backend
+        self.deployments: dict[str, Deployment] = {}
+        self.live: dict[Key, str] = {}  # (model_id, env) -> deployment serving it now
+        self.intended: dict[Key, str] = {}  # what the store says it should be
+        self._slugs: dict[str, str] = {}  # Model API slug -> model_id
+
+    # -- the hot path --------------------------------------------------------------------------
+    def route(self, model_id: str | None = None, *, environment: str | None = None,
+              deployment_id: str | None = None, slug: str | None = None) -> Replica:
+        """A replica for the request, or the error (NotFound, Unavailable) that says why none."""
+        if slug is not None:
+            model_id = self._slugs.get(slug)
+            if model_id is None:
+                known = ", ".join(sorted(self._slugs)) or "none"
+                raise NotFound(f"The model `{slug}` does not exist. Model APIs served here: {known}",
+                               param="model", code="model_not_found")
+        if model_id is None:
+            raise BadRequest("route() needs a model id or a slug")
+        if deployment_id is not None:
+            dep = self.deployments.get(deployment_id)
+            if dep is None or dep.model_id != model_id:
+                raise NotFound(f"model {model_id} has no deployment {deployment_id}")
+            return self._replica(dep)
+        key = (model_id, environment or PRODUCTION)
+        target = self.live.get(key) or self.intended.get(key)
+        if target is None:
+            if not any(m == model_id for m, _ in self.intended) and not any(
+                d.model_id == model_id for d in self.deployments.values()
+            ):
+                raise NotFound(f"no model with id {model_id}")
+            raise NotFound(f"model {model_id} has no environment {key[1]!r}")
+        return self._replica(self.deployments[target])
+
+    def _replica(self, dep: Deployment) -> Replica:
+        if dep.status == Status.ACTIVE:
+            replica = self.backend.replica(dep.id)
+            if replica is not None:
+                return replica
+            raise Unavailable(f"deployment {dep.id} has no running replica right now; retry shortly")
+        if dep.status in (Status.BUILDING, Status.DEPLOYING):
+            raise Unavailable(f"deployment {dep.id} is still {dep.status}; retry when it is active")
+        if dep.status == Status.FAILED:
+            raise Unavailable(f"deployment {dep.id} failed: {dep.error}")
+        raise Unavailable(f"deployment {dep.id} is {dep.status}")
+
+    def served_slugs(self) -> list[tuple[str, Deployment]]:
+        """The Model APIs whose production deployment is live, with that deployment, by slug."""
+        out = []
+        for slug, model_id in sorted(self._slugs.items()):
+            live = self.live.get((model_id, PRODUCTION))
+            if live is not None:
+                out.append((slug, self.deployments[live]))
+        return out
+
+    # -- kept up to date by the manager --------------------------------------------------------
+    def record(self, dep: Deployment) -> None:
+        """A deployment, new or with a new status."""
+        self.deployments[dep.id] = dep
+        engine = (dep.config or {}).get("engine")
+        if engine and engine.get("slug"):
+            self._slugs[engine["slug"]] = dep.model_id
+
+    def point(self, key: Key, deployment_id: str, *, live: bool = False) -> None:
+        """Record that environment `key` should point at the deployment (and does now: `live`)."""
+        self.intended[key] = deployment_id
+        if live:
+            self.live[key] = deployment_id
+
+    def go_live(self, deployment_id: str) -> None:
+        """The deployment is active: every environment meant to point at it now does."""
+        for key, target in self.intended.items():
+            if target == deployment_id:
+                self.live[key] = deployment_id
+
+    def environments_of(self, deployment_id: str) -> list[str]:
+        return [env for (_, env), d in self.intended.items() if d == deployment_id]

@@ -1,0 +1,111 @@
+"""`Gateway`: everything the request path needs, built once at startup and passed explicitly.
+
+    gateway = await Gateway.open(settings)     # store migrated and open, deployments coming back
+    gateway.routing.route(model_id)            # the routing table (trestle.deploy.routing)
+    await gateway.close()
+
+Opening creates the first API key when auth is on and none exists (written to
+`TRESTLE_HOME/admin_key`, never logged), starts the replica backend, brings back the deployments
+that were up, and deploys the built-in Model APIs. Every part of the gateway app receives this
+object in its constructor; nothing is looked up on a request or an app's `state`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
+
+from trestle.deploy.backend import ReplicaBackend
+from trestle.deploy.manager import DeploymentManager
+from trestle.deploy.routing import RoutingTable
+from trestle.settings import Settings
+from trestle.store import Store
+
+log = logging.getLogger("trestle.gateway")
+
+
+@dataclass
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of its own (served at `/metrics`)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=self.registry)
+        self.requests = Counter(
+            "trestle_requests_total", "Requests handled by the gateway", ["kind", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "trestle_request_duration_seconds", "Time to the response headers, by kind of route",
+            ["kind"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: Store
+    manager: DeploymentManager
+    metrics: Metrics
+
+    @property
+    def routing(self) -> RoutingTable:
+        return self.manager.routing
+
+    @classmethod
+    async def open(cls, settings: Settings, backend: ReplicaBackend | None = None) -> "Gateway":
+        if backend is None:
+            from trestle.deploy.local import LocalProcessBackend
+
+            backend = LocalProcessBackend()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = await Store.open(settings.db_url)
+        gateway = cls(settings, store, DeploymentManager(store, backend, settings), Metrics())
+        try:
+            if settings.auth:
+                await gateway._ensure_admin_key()
+            await gateway.manager.start()
+            if settings.builtin_models:
+                await gateway._deploy_builtin_models()
+        except BaseException:
+            await gateway.close()
+            raise
+        return gateway
+
+    async def close(self) -> None:
+        try:
+            await self.manager.close()
+        finally:
+            await self.store.close()
+
+    async def _ensure_admin_key(self) -> None:
+        if await self.store.count_api_keys() > 0:
+            return
+        _, plaintext = await self.store.create_api_key("admin")
+        path = self.settings.admin_key_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(plaintext + "\n")
+        log.info("created the first API key; it is in %s (readable by you only)", path)
+
+    async def _deploy_builtin_models(self) -> None:
+        """Deploy the built-in Model APIs once; later starts bring them back like any deployment."""
+        import yaml
+
+        from trestle.engine.builtin import builtin_config
+
+        config = builtin_config()
+        name = config["model_name"]
+        if await self.store.get_model_by_name(name) is not None:
+            return
+        folder = self.settings.home / "builtin" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        log.info("deploying the built-in model %s", name)
+        await self.manager.push_folder(folder)

@@ -1,0 +1,73 @@
+"""The local process backend through the same seam: real worker processes on Unix sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from support import EXAMPLES
+from trestle.deploy.local import LocalProcessBackend
+from trestle.deploy.transport import HTTPTransport, Replica
+from trestle.errors import Unavailable, UpstreamError
+
+from .conftest import ACTIVE, FAILED, open_manager, predict, push, settled
+
+CRASHY = Path(__file__).resolve().parent.parent / "gateway" / "models" / "crashy"
+
+
+def test_a_replica_process_that_dies_is_an_upstream_error_then_comes_back(tmp_path):
+    async def scenario():
+        async with open_manager(tmp_path / "home", LocalProcessBackend(tmp_path / "run")) as manager:
+            result = await push(manager, CRASHY)
+            assert (await settled(manager, result.deployment.id)).status == ACTIVE
+            model = result.model.id
+            status, first = await predict(manager.routing.route(model), {})
+            assert status == 200
+            with pytest.raises(UpstreamError, match=f"deployment {result.deployment.id} did not answer"):
+                await predict(manager.routing.route(model), {"crash": True})
+
+            async def answer():
+                try:
+                    return await predict(manager.routing.route(model), {})
+                except (Unavailable, UpstreamError):
+                    return None
+
+            loop_result = None
+            deadline = asyncio.get_running_loop().time() + 180
+            while loop_result is None and asyncio.get_running_loop().time() < deadline:
+                loop_result = await answer()
+                if loop_result is None:
+                    await asyncio.sleep(0.1)
+            assert loop_result is not None, "the replica never came back"
+            status, second = loop_result
+            assert status == 200 and second["pid"] != first["pid"]
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_fails_to_load_fails_the_deployment_with_its_reason(tmp_path):
+    async def scenario():
+        async with open_manager(tmp_path / "home", LocalProcessBackend(tmp_path / "run")) as manager:
+            result = await push(manager, EXAMPLES / "load_fails")
+            failed = await settled(manager, result.deployment.id)
+            assert failed.status == FAILED
+            assert "weights file model.bin is missing" in failed.error
+            log = manager.log_file(result.deployment.id).read_text()
+            assert "deployment failed" in log and "Traceback" in log  # the worker's own output
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_replica_is_an_upstream_error(tmp_path):
+    async def scenario():
+        replica = Replica("dgone", 0, HTTPTransport.unix(str(tmp_path / "none.sock"), "deployment dgone"))
+        try:
+            with pytest.raises(UpstreamError, match="deployment dgone did not answer") as info:
+                await replica.send("GET", "/health", [], b"")
+            assert info.value.status_code == 502
+        finally:
+            await replica.close()
+
+    asyncio.run(scenario())
