@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 from endpoints.conftest import DATA
-from trestle.endpoints.ingest import chunks_of
 from trestle.endpoints.chunking import ChunkingOptions
+from trestle.endpoints.ingest import chunks_of
 from trestle.endpoints.parsing import parse_file
 from trestle.errors import BadRequest
 
