@@ -42,11 +42,11 @@ async def open_streams(url: str, n: int) -> list[int]:
 
 
 def test_sixty_simultaneous_requests_fill_the_slots_and_the_queue(engine):
-    health = engine.health()
+    health = engine.stats()
     capacity = health["max_batch"] + health["max_queue"]  # 4 + 16
     assert capacity == 20 and health["active_sequences"] == 0
     statuses = asyncio.run(open_streams(engine.url, CLIENTS))
     assert statuses.count(200) == capacity, statuses
     assert statuses.count(429) == CLIENTS - capacity
-    wait_for(lambda: engine.health()["active_sequences"] == 0 and engine.health()["waiting_requests"] == 0,
+    wait_for(lambda: engine.stats()["active_sequences"] == 0 and engine.stats()["waiting_requests"] == 0,
              "the closed streams to be freed")

@@ -123,6 +123,10 @@ class HTTPTransport:
         return cls(connector, "http://worker", name, read_timeout)
 
     async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
+        if self._session.closed:
+            # The replica was routed to just before its backend saw it exit and closed this
+            # transport: nothing is sent, so this is "no running replica" (retry) as well.
+            raise Unavailable(f"{self.name} has stopped: no running replica right now; retry shortly")
         try:
             resp = await self._session.request(
                 # `encoded`: the path goes as the client sent it (the gateway re-encoded it)
