@@ -72,3 +72,16 @@ def test_an_unreachable_replica_is_unavailable(tmp_path):
             await replica.close()
 
     asyncio.run(scenario())
+
+
+def test_a_replica_closed_after_it_was_routed_to_is_unavailable(tmp_path):
+    """The backend closes a dead replica's transport; a request routed to it a moment before is a
+    503 that says to retry, not an internal error."""
+    async def scenario():
+        replica = Replica("dgone", 0, HTTPTransport.unix(str(tmp_path / "none.sock"), "deployment dgone"))
+        await replica.close()
+        with pytest.raises(Unavailable, match="deployment dgone has stopped") as info:
+            await replica.send("POST", "/predict", [], b"{}")
+        assert info.value.status_code == 503
+
+    asyncio.run(scenario())
