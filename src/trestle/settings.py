@@ -5,6 +5,7 @@ Everything lives under one data directory, `TRESTLE_HOME` (default `~/.trestle`)
     TRESTLE_HOME/
       trestle.db            the SQLite store (unless TRESTLE_DATABASE_URL points elsewhere)
       admin_key             the first API key, created when auth is on and no key exists (0600)
+      secrets.key           the key that encrypts the secrets in the store (0600)
       deployments/{id}/     each pushed folder (src/), its virtualenv (venv/) and log (worker.log)
 """
 
@@ -43,6 +44,10 @@ class Settings:
     @property
     def admin_key_file(self) -> Path:
         return self.home / "admin_key"
+
+    @property
+    def secrets_key_file(self) -> Path:
+        return self.home / "secrets.key"
 
     @property
     def deployments_dir(self) -> Path:

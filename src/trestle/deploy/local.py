@@ -15,12 +15,14 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trestle.deploy import sandbox
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.venv import BuildError, build_venv
@@ -29,6 +31,38 @@ log = logging.getLogger("trestle.deploy")
 
 STOP_GRACE_S = 10.0
 RESTART_BACKOFF_S = 1.0
+
+
+RUN_PREFIX = "trestle-"
+PID_FILE = "gateway.pid"
+
+
+def remove_stale_run_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove the run folders (`/tmp/trestle-*`) of gateways that are no longer running (killed
+    before they could clean up); a folder without a gateway's pid in it is left alone."""
+    removed = []
+    for path in Path(parent or tempfile.gettempdir()).glob(f"{RUN_PREFIX}*"):
+        try:
+            pid = int((path / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d run folder(s) left by gateways that are gone", len(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -51,10 +85,16 @@ class _Deployment:
 
 class LocalProcessBackend:
     def __init__(self, run_dir: Path | None = None):
-        # Unix socket paths are limited to ~107 bytes, so they live in a short temp dir.
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="trestle-"))
+        remove_stale_run_dirs()
+        # Unix socket paths are limited to ~107 bytes, so they live in a short temp dir, one
+        # folder per replica in it, and the gateway's pid (to tell a dead run's from a live one's).
+        self._own_run_dir = run_dir is None
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix=RUN_PREFIX))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         self._deployments: dict[str, _Deployment] = {}
+        box = sandbox.detect()
+        (log.info if box.enabled else log.warning)("%s", box.describe())
 
     # -- ReplicaBackend ------------------------------------------------------------------------
     async def prepare(self, spec: DeploymentSpec) -> None:
@@ -68,7 +108,7 @@ class LocalProcessBackend:
         dep = _Deployment(spec)
         self._deployments[spec.deployment_id] = dep
         dep.processes = [
-            _Process(spec, i, self.run_dir / f"{spec.deployment_id}-{i}.sock")
+            _Process(spec, i, self.run_dir / f"{spec.deployment_id}-{i}" / "w.sock")
             for i in range(max(spec.replicas, 1))
         ]
         try:
@@ -98,6 +138,10 @@ class LocalProcessBackend:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
+        if self._own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        else:
+            (self.run_dir / PID_FILE).unlink(missing_ok=True)
 
     # -- processes -----------------------------------------------------------------------------
     @staticmethod
@@ -109,6 +153,15 @@ class LocalProcessBackend:
     async def _launch(self, p: _Process) -> None:
         spec = p.spec
         p.socket.unlink(missing_ok=True)
+        shutil.rmtree(p.socket.parent, ignore_errors=True)
+        # The replica's own folder for its socket (and secrets file): the only one of the run
+        # folder the worker can reach; its home, beside the pushed folder.
+        p.socket.parent.mkdir(mode=0o700, exist_ok=True)
+        sandbox.give(p.socket.parent, spec.deployment_id)
+        sandbox.share(spec.source_dir)
+        home = spec.home / "home"
+        home.mkdir(exist_ok=True)
+        sandbox.give(home, spec.deployment_id)
         args = [
             self._python(spec), "-m", "trestle.runtime",
             "--model-dir", str(spec.source_dir),
@@ -119,11 +172,16 @@ class LocalProcessBackend:
             args += ["--environment", spec.environment]
         if spec.secrets:
             args += ["--secrets-file", str(self._write_secrets(p))]
+        box = sandbox.detect()
+        args = sandbox.command(box, args, deployment_id=spec.deployment_id, folder=spec.home,
+                               home=home, writable=p.socket.parent)
+        # Inside the sandbox the worker's parent is the sandbox's first process (pid 1).
+        parent = "1" if box.enabled else str(os.getpid())
         log_file = deployment_log(spec.home)
         with open(log_file, "ab") as out:
             p.proc = await asyncio.create_subprocess_exec(
                 *args, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "TRESTLE_PARENT_PID": str(os.getpid())},
+                env=sandbox.worker_env(home, parent),
             )
         log.info("deployment %s replica %d: started pid %d", spec.deployment_id, p.index, p.proc.pid)
         name = f"deployment {spec.deployment_id}"
@@ -144,9 +202,10 @@ class LocalProcessBackend:
         p.replica = replica
 
     def _write_secrets(self, p: _Process) -> Path:
-        fd, path = tempfile.mkstemp(prefix=f"{p.spec.deployment_id}-secrets-", dir=self.run_dir)
+        fd, path = tempfile.mkstemp(prefix="secrets-", dir=p.socket.parent)
         with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
             json.dump(p.spec.secrets, f)
+        sandbox.give(Path(path), p.spec.deployment_id)
         return Path(path)
 
     async def _watch(self, p: _Process) -> None:
@@ -179,10 +238,14 @@ class LocalProcessBackend:
             p.replica = None
         proc = p.proc
         if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+            try:
+                os.kill(sandbox.signal_target(proc.pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
         p.socket.unlink(missing_ok=True)
+        shutil.rmtree(p.socket.parent, ignore_errors=True)

@@ -65,7 +65,7 @@ class Gateway:
 
             backend = LocalProcessBackend()
         settings.home.mkdir(parents=True, exist_ok=True)
-        store = await Store.open(settings.db_url)
+        store = await Store.open(settings.db_url, secrets_key_file=settings.secrets_key_file)
         gateway = cls(settings, store, DeploymentManager(store, backend, settings), Metrics())
         try:
             if settings.auth:
