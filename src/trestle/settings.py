@@ -20,6 +20,16 @@ from trestle.store.engine import sqlite_url
 DEFAULT_PORT = 8700
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+
+
 def default_home() -> Path:
     return Path(os.environ.get("TRESTLE_HOME") or Path.home() / ".trestle").expanduser()
 
@@ -32,6 +42,11 @@ class Settings:
     auth: bool = True
     builtin_models: bool = True
     database_url: str | None = None
+    # Each deployment's worker.log is rotated past this size, keeping this many old files
+    # (worker.log.1, ...). Env: TRESTLE_WORKER_LOG_MAX_BYTES, TRESTLE_WORKER_LOG_BACKUPS.
+    worker_log_max_bytes: int = field(
+        default_factory=lambda: _env_int("TRESTLE_WORKER_LOG_MAX_BYTES", 64 * 1024 * 1024))
+    worker_log_backups: int = field(default_factory=lambda: _env_int("TRESTLE_WORKER_LOG_BACKUPS", 3))
 
     @property
     def db_url(self) -> str:

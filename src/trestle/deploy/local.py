@@ -19,10 +19,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trestle.deploy import sandbox
+from trestle.deploy import logfile, sandbox
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.venv import BuildError, build_venv
@@ -74,6 +75,7 @@ class _Process:
     replica: Replica | None = None
     stopping: bool = False
     watcher: asyncio.Task | None = None
+    pump: asyncio.Task | None = None  # the worker's output into the deployment log
 
 
 @dataclass
@@ -84,7 +86,12 @@ class _Deployment:
 
 
 class LocalProcessBackend:
-    def __init__(self, run_dir: Path | None = None):
+    def __init__(self, run_dir: Path | None = None, *,
+                 log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
+                 log_backups: int = logfile.DEFAULT_BACKUPS):
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self._logs: dict[Path, logfile.RotatingLog] = {}
         remove_stale_run_dirs()
         # Unix socket paths are limited to ~107 bytes, so they live in a short temp dir, one
         # folder per replica in it, and the gateway's pid (to tell a dead run's from a live one's).
@@ -125,6 +132,9 @@ class LocalProcessBackend:
         if dep is None:
             return
         await asyncio.gather(*(self._stop_process(p) for p in dep.processes))
+        out = self._logs.pop(deployment_log(dep.spec.home), None)
+        if out is not None:
+            out.close()
 
     def replica(self, deployment_id: str) -> Replica | None:
         dep = self._deployments.get(deployment_id)
@@ -138,6 +148,8 @@ class LocalProcessBackend:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
+        for out in self._logs.values():
+            out.close()
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         else:
@@ -178,17 +190,23 @@ class LocalProcessBackend:
         # Inside the sandbox the worker's parent is the sandbox's first process (pid 1).
         parent = "1" if box.enabled else str(os.getpid())
         log_file = deployment_log(spec.home)
-        with open(log_file, "ab") as out:
-            p.proc = await asyncio.create_subprocess_exec(
-                *args, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-                env=sandbox.worker_env(home, parent),
-            )
+        p.proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL, env=sandbox.worker_env(home, parent),
+        )
+        p.pump = asyncio.create_task(self._pump(p.proc.stdout, log_file))
         log.info("deployment %s replica %d: started pid %d", spec.deployment_id, p.index, p.proc.pid)
         name = f"deployment {spec.deployment_id}"
         replica = Replica(spec.deployment_id, p.index, HTTPTransport.unix(str(p.socket), name))
 
+        exited_at: list[float] = []
+
         def gone() -> str | None:
             if p.proc.returncode is None:
+                return None
+            # Its last words may still be on the way to the log (a second at most).
+            exited_at[:] = exited_at or [time.monotonic()]
+            if not p.pump.done() and time.monotonic() - exited_at[0] < 1.0:
                 return None
             return (f"worker exited with code {p.proc.returncode} before it was ready; "
                     f"last log lines:\n{log_tail(log_file)}")
@@ -200,6 +218,14 @@ class LocalProcessBackend:
             await self._stop_process(p)
             raise
         p.replica = replica
+
+    async def _pump(self, stream: asyncio.StreamReader, path: Path) -> None:
+        """Copy a worker's output into its deployment's log, rotating it by size."""
+        out = self._logs.get(path)
+        if out is None:
+            out = self._logs[path] = logfile.RotatingLog(path, self.log_max_bytes, self.log_backups)
+        while chunk := await stream.read(logfile.BLOCK):
+            out.write(chunk)
 
     def _write_secrets(self, p: _Process) -> Path:
         fd, path = tempfile.mkstemp(prefix="secrets-", dir=p.socket.parent)
@@ -247,5 +273,10 @@ class LocalProcessBackend:
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if p.pump is not None and p.pump is not asyncio.current_task():
+            try:  # its last lines into the log
+                await asyncio.wait_for(asyncio.shield(p.pump), 2.0)
+            except (asyncio.TimeoutError, Exception):
+                p.pump.cancel()
         p.socket.unlink(missing_ok=True)
         shutil.rmtree(p.socket.parent, ignore_errors=True)
