@@ -1,5 +1,8 @@
 """Test support: a real `trestle serve` subprocess, and the real CLI as a subprocess.
 
+`Worker`/`start_worker` run one worker process (`python -m trestle.runtime`) for the runtime and
+engine tests; `wait_for` polls a condition up to a generous deadline.
+
 `server` is the product as a user gets it from the README's first command: auth on, the built-in
 SmolLM2 Model API deployed. Tests authenticate with the key `trestle serve` writes to
 TRESTLE_HOME/admin_key, and push folders with the real `trestle push`.
@@ -13,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +133,116 @@ def start_server(home: Path, *args: str, wait_for_slug: bool = False) -> Server:
             server.stop()
             raise RuntimeError(f"built-in model never became active:\n{server.log_text()}")
     return server
+
+
+DEADLINE_S = 120
+
+
+def wait_for(predicate: Callable[[], object], what: str, deadline_s: float = DEADLINE_S) -> object:
+    """Poll `predicate` until it returns something truthy; fail the test at the deadline.
+
+    The deadline is a guard against a hang, never a timing assertion: keep it generous."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Worker:
+    """A worker subprocess (`python -m trestle.runtime`) on a TCP port or a Unix socket."""
+
+    proc: subprocess.Popen
+    log_path: Path
+    port: int | None = None
+    socket_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}" if self.port else "http://worker"
+
+    def client(self, **kwargs) -> httpx.Client:
+        transport = httpx.HTTPTransport(uds=str(self.socket_path)) if self.socket_path else None
+        return httpx.Client(base_url=self.url, transport=transport, timeout=120, **kwargs)
+
+    def openai(self, **kwargs):
+        """The official openai client pointed at this worker (TCP workers only)."""
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0,
+                             timeout=120, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self) -> httpx.Response | None:
+        """GET /health, or None while nothing listens yet."""
+        try:
+            with self.client() as c:
+                return c.get("/health")
+        except httpx.TransportError:
+            return None
+
+    def stats(self) -> dict:
+        """The body of /health (an engine worker adds the scheduler's counters once ready)."""
+        res = self.health()
+        assert res is not None, f"the worker does not answer:\n{self.log()[-5000:]}"
+        return res.json()
+
+    def wait_listening(self) -> httpx.Response:
+        def answered():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()[-5000:]}")
+            return self.health()
+
+        return wait_for(answered, "the worker to listen")
+
+    def wait_settled(self) -> httpx.Response:
+        """Wait until /health says ready or failed; returns that response."""
+        return wait_for(
+            lambda: (r := self.health()) is not None and r.json()["status"] != "loading" and r,
+            "the model to finish loading",
+        )
+
+    def wait_ready(self) -> None:
+        body = self.wait_settled().json()
+        assert body["status"] == "ready", f"{body}\n{self.log()[-5000:]}"
+
+    def wait(self, until: str) -> None:
+        """`until` is "ready", "settled" (ready or failed), "listening" or "none"."""
+        if until in ("listening", "settled", "ready"):
+            self.wait_listening()
+        if until == "settled":
+            self.wait_settled()
+        if until == "ready":
+            self.wait_ready()
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=15)
+
+
+def start_worker(model_dir: Path | str, log_path: Path, *args: str, socket_path: Path | None = None,
+                 env: dict | None = None, cwd: Path | None = None, wait: str = "ready") -> Worker:
+    """Start `python -m trestle.runtime --model-dir DIR` on a free TCP port (or `socket_path`),
+    then `worker.wait(wait)`; a worker that fails that wait is stopped."""
+    if socket_path is not None:
+        port, where = None, ["--socket", str(socket_path)]
+    else:
+        port = free_port()
+        where = ["--port", str(port)]
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trestle.runtime", "--model-dir", str(model_dir), *where, *args],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd,
+        )
+    worker = Worker(proc, log_path, port, socket_path)
+    try:
+        worker.wait(wait)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 
 import click
 import pytest
@@ -47,13 +48,32 @@ def _lookup(path):
     return cmd
 
 
-def test_json_output_parses(server, pushed):
-    pushed("hello")
-    for args in (("deployments", "list"), ("models", "list"), ("keys", "list"), ("secrets", "list")):
-        data = server.cli_json(*args)
-        assert isinstance(data, dict) and data, args
-    deps = server.cli_json("deployments", "list")["deployments"]
-    assert any(d["status"] == "active" for d in deps)
+def test_json_output_carries_the_listed_records(server, pushed):
+    m = pushed("hello")["model"]["id"]
+    server.cli("secrets", "set", "cli_json_probe", input="probe-value\n")
+
+    models = server.cli_json("models", "list")["models"]
+    hello = next(x for x in models if x["id"] == m)
+    assert hello["name"] == "hello"
+    production = hello["environments"]["production"]
+    datetime.fromisoformat(hello["created_at"])
+
+    deps = server.cli_json("deployments", "list", "--model", m)["deployments"]
+    assert deps and {d["model_id"] for d in deps} == {m}
+    dep = next(d for d in deps if d["id"] == production)
+    assert dep["status"] == "active" and dep["error"] is None
+    assert "production" in dep["environments"]
+    assert datetime.fromisoformat(dep["updated_at"]) >= datetime.fromisoformat(dep["created_at"])
+
+    keys = server.cli_json("keys", "list")["keys"]
+    admin = next(k for k in keys if k["prefix"] == server.api_key.split("_")[1])
+    assert admin["name"] == "admin" and admin["revoked_at"] is None
+    assert all("key" not in k for k in keys)  # the plaintext is shown once, at creation
+    assert server.api_key.rsplit("_", 1)[-1] not in json.dumps(keys)
+
+    secrets = server.cli_json("secrets", "list")
+    assert "cli_json_probe" in secrets["secrets"]
+    assert "probe-value" not in json.dumps(secrets)
 
 
 def test_predict_prints_the_answer(server, pushed):

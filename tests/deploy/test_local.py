@@ -60,13 +60,14 @@ def test_a_worker_that_fails_to_load_fails_the_deployment_with_its_reason(tmp_pa
     asyncio.run(scenario())
 
 
-def test_an_unreachable_replica_is_an_upstream_error(tmp_path):
+def test_an_unreachable_replica_is_unavailable(tmp_path):
+    """Nothing was sent: a 503 that says to retry, as while a dead replica is being restarted."""
     async def scenario():
         replica = Replica("dgone", 0, HTTPTransport.unix(str(tmp_path / "none.sock"), "deployment dgone"))
         try:
-            with pytest.raises(UpstreamError, match="deployment dgone did not answer") as info:
+            with pytest.raises(Unavailable, match="deployment dgone refused the connection") as info:
                 await replica.send("GET", "/health", [], b"")
-            assert info.value.status_code == 502
+            assert info.value.status_code == 503
         finally:
             await replica.close()
 

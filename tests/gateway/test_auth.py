@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import httpx
 
+from support import ROOT
+
+ECHO_HEADERS = ROOT / "tests" / "gateway" / "models" / "echo_headers"
 NO_KEY = "missing API key"
 
 
@@ -54,11 +58,17 @@ def test_keys_are_stored_hashed_and_never_logged(server):
     assert server.api_key.rsplit("_", 1)[-1] not in server.log_text()
 
 
-def test_the_key_is_not_passed_on_to_model_code(server, pushed):
-    """The worker gets the request without the caller's credentials."""
-    m = pushed("openai_methods")["model"]["id"]
-    with server.client() as http:
-        resp = http.post(f"/model/{m}/production/sync/v1/completions", json={"prompt": "x"})
-    assert resp.status_code == 200
+def test_the_key_is_not_passed_on_to_model_code(server):
+    """The worker gets the request without the caller's credentials, but with its other headers."""
+    m = server.push(ECHO_HEADERS)["model"]["id"]
+    key = server.api_key
+    for scheme in ("Api-Key", "Bearer"):
+        resp = httpx.post(f"{server.url}/model/{m}/production/predict", json={},
+                          headers={"Authorization": f"{scheme} {key}", "X-Probe": scheme})
+        assert resp.status_code == 200, resp.text
+        seen = resp.json()["headers"]
+        assert seen["x-probe"] == scheme  # the model does see the caller's headers...
+        assert "authorization" not in seen  # ...but not the credentials
+        assert key.rsplit("_", 1)[-1] not in json.dumps(seen)
     worker_logs = "".join(p.read_text() for p in server.home.glob("deployments/*/worker.log"))
-    assert server.api_key not in worker_logs
+    assert key.rsplit("_", 1)[-1] not in worker_logs

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import yaml
 
-from support import EXAMPLES
+from support import EXAMPLES, wait_for
 
 
 def test_async_load_and_async_predict(server, pushed):
@@ -42,15 +41,11 @@ def test_request_aware_model_sees_the_client_leave(server, tmp_path):
     m = server.push(folder)["model"]["id"]
     with server.client() as http:
         with http.stream("POST", f"/model/{m}/production/predict",
-                         json={"stream": True, "steps": 400}) as resp:
+                         json={"stream": True, "steps": 2000}) as resp:
             assert next(resp.iter_lines()) == "tick 0"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and "stream closed" not in (
-        events.read_text() if events.exists() else ""
-    ):
-        time.sleep(0.05)
+    wait_for(lambda: events.exists() and "stream closed" in events.read_text(), "the stream to close")
     lines = events.read_text().splitlines()
     assert lines[0] == "started"
     closed = [line for line in lines if line.startswith("stream closed after")]
     assert closed, lines
-    assert int(closed[0].split()[3]) < 400  # it stopped early: the client had gone
+    assert int(closed[0].split()[3]) < 2000  # it stopped early: the client had gone

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
 
 import httpx
 
-from support import EXAMPLES, ROOT, start_server
+from support import EXAMPLES, ROOT, start_server, wait_for
 
 
 def test_deployments_come_back_after_a_restart_and_no_auth_needs_no_key(tmp_path):
@@ -25,12 +24,15 @@ def test_deployments_come_back_after_a_restart_and_no_auth_needs_no_key(tmp_path
     try:
         deps = srv.cli_json("deployments", "list")["deployments"]
         assert [d["id"] for d in deps] == [push["deployment"]["id"]]
-        for _ in range(300):
+
+        def served():
             resp = httpx.post(f"{srv.url}/model/{m}/production/predict", json={"name": "b"})
-            if resp.status_code != 503:
-                break
-            assert "still deploying" in resp.json()["error"]["message"]
-            time.sleep(0.1)
+            if resp.status_code == 503:  # brought back in the background
+                assert "still deploying" in resp.json()["error"]["message"], resp.text
+                return None
+            return resp
+
+        resp = wait_for(served, "the deployment to be back")
         assert resp.status_code == 200 and resp.json() == {"message": "Hello, b!"}
     finally:
         srv.stop()
@@ -57,15 +59,17 @@ def test_a_worker_that_dies_mid_request_gives_a_502_and_is_restarted(server):
         crashed = http.post(url, json={"crash": True})
         assert crashed.status_code == 502
         assert crashed.json()["error"]["type"] == "upstream_error"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def restarted():
             resp = http.post(url, json={})
-            if resp.status_code == 200:
-                break
-            # 503: no running replica while it restarts; 502: the moment between the worker's
-            # death and its sandbox's (the replica is still listed, its socket refuses).
-            assert resp.status_code in (502, 503)
-            time.sleep(0.1)
+            # until the new worker is ready there is no running replica: a 503 that says retry,
+            # whether or not the gateway has noticed the exit yet
+            if resp.status_code == 503:
+                assert "no running replica" in resp.json()["error"]["message"], resp.text
+                return None
+            return resp
+
+        resp = wait_for(restarted, "the worker to be restarted")
     assert resp.status_code == 200 and resp.json()["process"] != before
     log = server.cli("deployments", "logs", push["deployment"]["id"]).stdout
     assert log.count("serving ") >= 2  # the worker started twice
@@ -82,10 +86,7 @@ def test_workers_stop_when_the_gateway_is_killed(tmp_path):
         assert workers
         srv.proc.kill()  # SIGKILL: the gateway gets no chance to stop its workers
         srv.proc.wait()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
-            time.sleep(0.1)
-        assert not any(_alive(pid) for pid in workers), "the worker outlived its gateway"
+        wait_for(lambda: not any(_alive(pid) for pid in workers), "the worker to stop with its gateway")
     finally:
         srv.stop()
 

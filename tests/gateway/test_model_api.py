@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import openai
 import pytest
 import yaml
 
-from support import EXAMPLES, SLUG
+from support import EXAMPLES, SLUG, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +105,9 @@ def test_a_client_leaving_a_non_streaming_completion_frees_the_engine(server, cl
                 "messages": [{"role": "user", "content": "Count to a million."}]}
         with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting
             http.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(120, read=1.5))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            health = http.get(health_url).json()
-            if health["cancelled_sequences"] > before and health["active_sequences"] == 0:
-                break
-            time.sleep(0.1)
+        health = wait_for(
+            lambda: (h := http.get(health_url).json())["cancelled_sequences"] > before
+            and h["active_sequences"] == 0 and h,
+            "the engine to cancel the sequence")
     assert health["cancelled_sequences"] == before + 1, health
     assert health["active_sequences"] == 0

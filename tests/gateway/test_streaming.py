@@ -3,22 +3,16 @@ worker too. The model waits on a gate file, so the tests steer it without timing
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from support import ROOT
+from support import ROOT, wait_for
 
 GATED = ROOT / "tests" / "gateway" / "models" / "gated"
 
 
-def _wait_for_text(path: Path, seconds: float = 30) -> str:
+def _wait_for_text(path: Path) -> str:
     """The file's text once it has some (it may exist, empty, for a moment before)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if path.exists() and (text := path.read_text()):
-            return text
-        time.sleep(0.05)
-    return ""
+    return wait_for(lambda: path.exists() and path.read_text(), f"{path.name} to be written")
 
 
 def test_chunks_are_relayed_before_the_model_finishes(server, tmp_path):

@@ -1,90 +1,21 @@
 """The worker as a real subprocess: `python -m trestle.runtime --model-dir DIR --port N|--socket P`.
 
-`workers` starts workers for one test module and stops them at its end; `model_folder` writes a
-tiny model folder inline (config.yaml + model/model.py) for contract cases that are not worth an
-example. Waits are deadline guards (a hung worker fails the test), never timing assertions.
+`workers` starts workers (tests/support.py's `Worker`) for one test module and stops them at its
+end; `model_folder` writes a tiny model folder inline (config.yaml + model/model.py) for contract
+cases that are not worth an example. Waits are deadline guards (a hung worker fails the test), never timing assertions.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from support import free_port, stop_process
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-DEADLINE_S = 60
-
-
-def wait_for(predicate: Callable[[], object], what: str, deadline_s: float = DEADLINE_S) -> object:
-    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Worker:
-    proc: subprocess.Popen
-    log_path: Path
-    port: int | None = None
-    socket_path: Path | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}" if self.port else "http://worker"
-
-    def client(self, **kwargs) -> httpx.Client:
-        transport = httpx.HTTPTransport(uds=str(self.socket_path)) if self.socket_path else None
-        return httpx.Client(base_url=self.url, transport=transport, timeout=30, **kwargs)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def health(self) -> httpx.Response | None:
-        try:
-            with self.client() as c:
-                return c.get("/health")
-        except httpx.TransportError:
-            return None
-
-    def wait_listening(self) -> httpx.Response:
-        def answered():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()}")
-            return self.health()
-
-        return wait_for(answered, "the worker to listen")
-
-    def wait_settled(self) -> httpx.Response:
-        """Wait until /health says ready or failed; returns that response."""
-        return wait_for(
-            lambda: (r := self.health()) is not None and r.json()["status"] != "loading" and r,
-            "the model to finish loading",
-        )
-
-    def wait_ready(self) -> None:
-        res = self.wait_settled()
-        assert res.json() == {"status": "ready"}, f"{res.json()}\n{self.log()}"
-
-    def stop(self) -> None:
-        stop_process(self.proc, grace=15)
+from support import Worker, start_worker
 
 
 class Workers:
@@ -96,25 +27,11 @@ class Workers:
               wait: str = "ready") -> Worker:
         """Start a worker; `wait` is "ready", "settled" (ready or failed), "listening" or "none"."""
         n = len(self.started)
-        log_path = self.tmp / f"worker-{n}.log"
-        if unix_socket:
-            where, port, sock = ["--socket", str(self.tmp / f"w{n}.sock")], None, self.tmp / f"w{n}.sock"
-        else:
-            port = free_port()
-            where, sock = ["--port", str(port)], None
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "trestle.runtime", "--model-dir", str(model_dir), *where, *args],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=self.tmp,
-            )
-        worker = Worker(proc, log_path, port, sock)
+        worker = start_worker(model_dir, self.tmp / f"worker-{n}.log", *args, env=env, cwd=self.tmp,
+                              socket_path=self.tmp / f"w{n}.sock" if unix_socket else None,
+                              wait="none")
         self.started.append(worker)
-        if wait in ("listening", "settled", "ready"):
-            worker.wait_listening()
-        if wait == "settled":
-            worker.wait_settled()
-        if wait == "ready":
-            worker.wait_ready()
+        worker.wait(wait)
         return worker
 
     def stop_all(self) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from .conftest import EXAMPLES
+from support import EXAMPLES
 
 
 def test_predict_concurrency_bounds_the_whole_pipeline(workers):

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from .conftest import EXAMPLES, assert_envelope
+from support import EXAMPLES
+
+from .conftest import assert_envelope
 
 
 def test_init_gets_everything_with_kwargs(workers, model_folder):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .conftest import EXAMPLES, ROOT
+from support import EXAMPLES, ROOT
 
 DOC = ROOT / "docs" / "model-contract.md"
 SNIPPET = re.compile(r"<!-- example: (\S+) -->\n```(\w+)\n(.*?)```", re.S)

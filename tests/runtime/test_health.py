@@ -6,7 +6,9 @@ import json
 
 from trestle.protocol.health import WorkerHealth, WorkerState
 
-from .conftest import EXAMPLES, assert_envelope, wait_for
+from support import EXAMPLES, wait_for
+
+from .conftest import assert_envelope
 
 GATED_LOAD = """
     import os, time

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import EXAMPLES
+from support import EXAMPLES
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import re
 
 import pytest
 
-from .conftest import EXAMPLES, assert_envelope
+from support import EXAMPLES
+
+from .conftest import assert_envelope
 
 
 @pytest.fixture(scope="module")

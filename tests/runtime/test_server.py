@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from .conftest import EXAMPLES, wait_for
+from support import EXAMPLES, wait_for
 
 
 def test_serves_on_a_unix_socket(workers):

@@ -8,7 +8,9 @@ import json
 import httpx
 import pytest
 
-from .conftest import EXAMPLES, assert_envelope, wait_for
+from support import EXAMPLES, wait_for
+
+from .conftest import assert_envelope
 
 
 def test_sync_generator_streams_text(workers):

@@ -13,7 +13,8 @@ A `Replica` is a running copy of a deployment; how it is reached is its `Transpo
   in-process backend, for fast tests).
 
 Every failure to reach a replica or to read its answer becomes an `UpstreamError` (502) here, in
-one place: callers never see an aiohttp or socket error. Closing the exchange early (the client
+one place, except a refused connection, which is `Unavailable` (503, retry: nothing was sent, the
+replica is not running): callers never see an aiohttp or socket error. Closing the exchange early (the client
 left) closes the connection, so the worker sees `http.disconnect` too.
 """
 
@@ -28,7 +29,7 @@ from typing import Protocol
 import aiohttp
 from starlette.types import ASGIApp, Message
 
-from trestle.errors import UpstreamError
+from trestle.errors import Unavailable, UpstreamError
 
 log = logging.getLogger("trestle.deploy")
 
@@ -119,6 +120,12 @@ class HTTPTransport:
                 method, self.base_url + path, data=body, allow_redirects=False,
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             )
+        except aiohttp.ClientConnectorError as exc:
+            # Nothing was sent: the replica is not listening (it died and its backend has not
+            # noticed yet). That is "no running replica" (retry), not a bad answer from one.
+            log.warning("%s: cannot connect: %r", self.name, exc)
+            raise Unavailable(f"{self.name} refused the connection: no running replica right "
+                              "now; retry shortly") from None
         except TRANSPORT_ERRORS as exc:
             raise upstream_error(self.name, exc) from None
         return Upstream(resp.status, list(resp.raw_headers), self._chunks(resp), resp.close)

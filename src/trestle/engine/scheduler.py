@@ -81,6 +81,7 @@ class Scheduler:
         self.steps = 0
         self.cancelled = 0  # sequences dropped because their client went away
         self.reused_tokens = 0  # prompt tokens not recomputed thanks to the prefix cache
+        self.shared_tokens = 0  # the part of those copied from a sequence that was running
 
     # -- called from asyncio ---------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +128,7 @@ class Scheduler:
                 "max_queue": self.max_queue,
                 "cancelled_sequences": self.cancelled,
                 "reused_prompt_tokens": self.reused_tokens,
+                "shared_prompt_tokens": self.shared_tokens,
             }
 
     # -- the engine thread -----------------------------------------------------------------
@@ -186,6 +188,7 @@ class Scheduler:
                 seq.start_from(n)
                 seq.share = None
                 self.reused_tokens += n
+                self.shared_tokens += n
 
     def _admit(self) -> list[Sequence]:
         with self._cond:
