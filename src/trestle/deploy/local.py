@@ -2,8 +2,10 @@
 
 Each replica is `python -m trestle.runtime --model-dir ... --socket ...` run by the gateway's
 interpreter, or by the deployment's own virtualenv when its config.yaml lists `requirements`
-(`prepare` builds it under the deployment's folder). The workers' output is appended to the
-deployment log. The backend polls the worker's `/health` until it is ready or failed, restarts a
+(`prepare` builds it under the deployment's folder), inside a bubblewrap sandbox with a scrubbed
+environment (`trestle.deploy.sandbox`). The workers' output is pumped into the deployment log,
+rotated by size (`trestle.deploy.logfile`). Sockets live in a run folder, `/tmp/trestle-*`, one
+folder per replica; it is removed on close, and a dead gateway's (its pid is inside) on start. The backend polls the worker's `/health` until it is ready or failed, restarts a
 replica that dies after it was ready, and reaches each replica through an `HTTPTransport` on its
 socket.
 """
@@ -164,8 +166,7 @@ class LocalProcessBackend:
 
     async def _launch(self, p: _Process) -> None:
         spec = p.spec
-        p.socket.unlink(missing_ok=True)
-        shutil.rmtree(p.socket.parent, ignore_errors=True)
+        shutil.rmtree(p.socket.parent, ignore_errors=True)  # a previous life's socket and secrets
         # The replica's own folder for its socket (and secrets file): the only one of the run
         # folder the worker can reach; its home, beside the pushed folder.
         p.socket.parent.mkdir(mode=0o700, exist_ok=True)

@@ -70,6 +70,8 @@ def detect() -> Sandbox:
     bwrap = shutil.which(BWRAP) or ("/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None)
     if bwrap is None:
         return Sandbox(None, "bubblewrap (bwrap) is not installed")
+    if drops_privileges() and shutil.which("setpriv") is None:
+        return Sandbox(None, "setpriv (util-linux), needed to run workers as their own user, is not installed")
     probe = [bwrap, "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
              "--dev", "/dev", "true"]
     try:
