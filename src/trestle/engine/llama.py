@@ -22,6 +22,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from trestle.engine.fingerprint import system_fingerprint
 from trestle.engine.model import ModelInfo
 from trestle.errors import TrestleError
 
@@ -115,6 +116,7 @@ class LlamaModel:
             eos_token=text_of(llama_cpp.llama_vocab_eos(vocab)),
             bos_id=int(llama_cpp.llama_vocab_bos(vocab)),
             add_bos=bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
+            fingerprint=system_fingerprint(Path(path), build=f"llama-cpp-python {llama_cpp.__version__}"),
         )
         log.info(
             "loaded %s: vocab %d, %d tokens per sequence x %d slots, %d threads",

@@ -30,6 +30,7 @@ class ModelInfo:
     eos_token: str
     bos_id: int
     add_bos: bool
+    fingerprint: str = ""  # `system_fingerprint`: engine build + weights (engine/fingerprint.py)
 
 
 class EngineModel(Protocol):

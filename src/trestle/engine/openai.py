@@ -65,6 +65,7 @@ class _OpenAIRendering:
         self.stream = bool(req.stream)
         self.want_logprobs = prepared.spec.sampling.logprobs
         self.include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        self.fingerprint = model.info.fingerprint or None  # on every response and chunk
 
     def text(self, results: list[Output]) -> str:
         return self.prepared.echo + "".join(o.text for o in results)
@@ -112,6 +113,7 @@ class ChatRendering(_OpenAIRendering):
         tokens = [t for o in results for t in o.tokens]
         return r.ChatCompletion(
             model=self.req.model,
+            system_fingerprint=self.fingerprint,
             choices=[
                 r.ChatCompletionChoice(
                     message=r.ChatMessage(content=self.text(results)),
@@ -128,7 +130,7 @@ class ChatRendering(_OpenAIRendering):
         def chunk(delta: r.ChatDelta, finish=None, logprobs=None) -> bytes:
             return sse(
                 r.ChatCompletionChunk(
-                    id=cid, created=created, model=model,
+                    id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
                     choices=[r.ChatCompletionChunkChoice(delta=delta, finish_reason=finish, logprobs=logprobs)],
                 )
             )
@@ -141,7 +143,10 @@ class ChatRendering(_OpenAIRendering):
             if out.text or lp is not None or out.finish_reason:
                 yield chunk(r.ChatDelta(content=out.text or None), out.finish_reason, lp)
             if out.finish_reason and self.include_usage:
-                yield sse(r.ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=_usage(out)))
+                yield sse(r.ChatCompletionChunk(
+                    id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
+                    choices=[], usage=_usage(out),
+                ))
 
 
 # -- text completions ------------------------------------------------------------------------
@@ -169,6 +174,7 @@ class CompletionRendering(_OpenAIRendering):
         logprobs = self.logprobs(tokens, 0) if self.want_logprobs else None
         return r.Completion(
             model=self.req.model,
+            system_fingerprint=self.fingerprint,
             choices=[r.CompletionChoice(text=self.text(results), finish_reason=last.finish_reason, logprobs=logprobs)],
             usage=_usage(last),
         )
@@ -180,7 +186,7 @@ class CompletionRendering(_OpenAIRendering):
         def chunk(text: str, finish=None, logprobs=None) -> bytes:
             return sse(
                 r.Completion(
-                    id=cid, created=created, model=model,
+                    id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
                     choices=[r.CompletionChoice(text=text, finish_reason=finish, logprobs=logprobs)],
                 )
             )
@@ -193,7 +199,10 @@ class CompletionRendering(_OpenAIRendering):
                 yield chunk(out.text, out.finish_reason, lp)
             sent += len(out.text)
             if out.finish_reason and self.include_usage:
-                yield sse(r.Completion(id=cid, created=created, model=model, choices=[], usage=_usage(out)))
+                yield sse(r.Completion(
+                    id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
+                    choices=[], usage=_usage(out),
+                ))
 
 
 # -- the routes' entry points ----------------------------------------------------------------

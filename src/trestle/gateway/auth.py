@@ -2,7 +2,7 @@
 
 `ApiKeyBackend` is a Starlette authentication backend: `authenticate(conn)` returns the key's
 credentials and user, or raises `AuthenticationError` (answered 401 by the gateway's
-`AuthenticationMiddleware`). `/health` and `/metrics` need no key.
+`AuthenticationMiddleware`). `/health`, `/metrics` and `/openapi.json` need no key.
 
 The store caches keys that verified; this module remembers keys that did not, so that a client
 retrying a wrong key cannot make the gateway run the (deliberately slow) hash again and again.
@@ -26,7 +26,7 @@ from trestle.protocol.errors import error_response
 from trestle.store import ApiKey, Store
 
 SCHEMES = ("api-key", "bearer")
-PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 _REJECTED_MAX = 10_000
 
 

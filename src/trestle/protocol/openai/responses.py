@@ -67,6 +67,7 @@ class ChatCompletion(BaseModel):
     created: int = Field(default_factory=now)
     model: str
     choices: list[ChatCompletionChoice]
+    system_fingerprint: str | None = None  # engine build + weights (trestle.engine.fingerprint)
     usage: Usage | None = None
 
 
@@ -88,6 +89,7 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChatCompletionChunkChoice]
+    system_fingerprint: str | None = None  # engine build + weights (trestle.engine.fingerprint)
     usage: Usage | None = None
 
 
@@ -114,6 +116,7 @@ class Completion(BaseModel):
     created: int = Field(default_factory=now)
     model: str
     choices: list[CompletionChoice]
+    system_fingerprint: str | None = None  # engine build + weights (trestle.engine.fingerprint)
     usage: Usage | None = None
 
 
