@@ -37,6 +37,15 @@ def from_header(value: str | bytes | None) -> str:
     return uuid.uuid4().hex
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` for a log line: control characters (CR, LF, ...) as `\\xNN`, so that a request
+    path cannot end the line and forge the next one."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 class RequestIdFilter(logging.Filter):
     """Adds `record.request_id`: the current request's id, or `-`."""
 

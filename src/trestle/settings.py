@@ -5,6 +5,7 @@ Everything lives under one data directory, `TRESTLE_HOME` (default `~/.trestle`)
     TRESTLE_HOME/
       trestle.db            the SQLite store (unless TRESTLE_DATABASE_URL points elsewhere)
       admin_key             the first API key, created when auth is on and no key exists (0600)
+      secrets.key           the key that encrypts the secrets in the store (0600)
       deployments/{id}/     each pushed folder (src/), its virtualenv (venv/) and log (worker.log)
 
 Request bodies are bounded while they stream in (413 past the limit), by route:
@@ -99,6 +100,16 @@ def _env_bytes(name: str, default: int) -> int:
     return size
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+
+
 def default_home() -> Path:
     return Path(os.environ.get("TRESTLE_HOME") or Path.home() / ".trestle").expanduser()
 
@@ -111,6 +122,11 @@ class Settings:
     auth: bool = True
     builtin_models: bool = True
     database_url: str | None = None
+    # Each deployment's worker.log is rotated past this size, keeping this many old files
+    # (worker.log.1, ...). Env: TRESTLE_WORKER_LOG_MAX_BYTES, TRESTLE_WORKER_LOG_BACKUPS.
+    worker_log_max_bytes: int = field(
+        default_factory=lambda: _env_bytes("TRESTLE_WORKER_LOG_MAX_BYTES", 64 * MiB))
+    worker_log_backups: int = field(default_factory=lambda: _env_int("TRESTLE_WORKER_LOG_BACKUPS", 3))
     max_body_bytes: int = field(default_factory=lambda: _env_bytes("TRESTLE_MAX_BODY_BYTES", 8 * MiB))
     max_predict_body_bytes: int = field(
         default_factory=lambda: _env_bytes("TRESTLE_MAX_PREDICT_BODY_BYTES", 64 * MiB))
@@ -136,6 +152,10 @@ class Settings:
     @property
     def admin_key_file(self) -> Path:
         return self.home / "admin_key"
+
+    @property
+    def secrets_key_file(self) -> Path:
+        return self.home / "secrets.key"
 
     @property
     def deployments_dir(self) -> Path:

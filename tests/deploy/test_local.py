@@ -42,7 +42,7 @@ def test_a_replica_process_that_dies_is_an_upstream_error_then_comes_back(tmp_pa
                     await asyncio.sleep(0.1)
             assert loop_result is not None, "the replica never came back"
             status, second = loop_result
-            assert status == 200 and second["pid"] != first["pid"]
+            assert status == 200 and second["process"] != first["process"]
 
     asyncio.run(scenario())
 

@@ -55,7 +55,7 @@ def test_a_worker_that_dies_mid_request_gives_a_502_and_is_restarted(server):
     push = server.push(ROOT / "tests" / "gateway" / "models" / "crashy")
     url = f"/model/{push['model']['id']}/production/predict"
     with server.client() as http:
-        before = http.post(url, json={}).json()["pid"]
+        before = http.post(url, json={}).json()["process"]
         crashed = http.post(url, json={"crash": True})
         assert crashed.status_code == 502
         assert crashed.json()["error"]["type"] == "upstream_error"
@@ -70,7 +70,7 @@ def test_a_worker_that_dies_mid_request_gives_a_502_and_is_restarted(server):
             return resp
 
         resp = wait_for(restarted, "the worker to be restarted")
-    assert resp.status_code == 200 and resp.json()["pid"] != before
+    assert resp.status_code == 200 and resp.json()["process"] != before
     log = server.cli("deployments", "logs", push["deployment"]["id"]).stdout
     assert log.count("serving ") >= 2  # the worker started twice
 
@@ -80,13 +80,31 @@ def test_workers_stop_when_the_gateway_is_killed(tmp_path):
     try:
         push = srv.push(ROOT / "tests" / "gateway" / "models" / "crashy")
         with httpx.Client() as http:
-            pid = http.post(f"{srv.url}/model/{push['model']['id']}/production/predict",
-                            json={}).json()["pid"]
+            assert http.post(f"{srv.url}/model/{push['model']['id']}/production/predict",
+                             json={}).status_code == 200
+        workers = _worker_pids(push["deployment"]["id"])  # the worker (and its sandbox)
+        assert workers
         srv.proc.kill()  # SIGKILL: the gateway gets no chance to stop its workers
         srv.proc.wait()
-        wait_for(lambda: not _alive(pid), "the worker to stop with its gateway")
+        wait_for(lambda: not any(_alive(pid) for pid in workers), "the worker to stop with its gateway")
     finally:
         srv.stop()
+
+
+def _worker_pids(deployment_id: str) -> list[int]:
+    """Host pids of the processes running this deployment's worker (seen from outside any sandbox)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"trestle.runtime" in args and deployment_id.encode() in args:
+            pids.append(int(entry))
+    return pids
 
 
 def _alive(pid: int) -> bool:

@@ -18,7 +18,9 @@ MODELS = Path(__file__).parent / "models"
 def wedged(edge) -> str:
     push = edge.push(MODELS / "wedged")
     assert push["deployment"]["status"] == "active", push["deployment"]["error"]
-    return f"/model/{push['model']['id']}/production/predict"
+    url = f"/model/{push['model']['id']}/production/predict"
+    WEDGED_DEPLOYMENT[url] = push["deployment"]["id"]
+    return url
 
 
 def pid_alive(pid: int) -> bool:
@@ -29,9 +31,31 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def worker_pid(url: str) -> int:
+    """The host pid of the deployment's worker process (inside its sandbox it sees another)."""
+    deployment = None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        wanted = [b"--deployment-id", WEDGED_DEPLOYMENT[url].encode()]
+        if b"trestle.runtime" in args and not args[0].endswith(b"bwrap") and any(
+                args[i:i + 2] == wanted for i in range(len(args))):
+            deployment = int(entry)
+    assert deployment is not None, "no worker process found"
+    return deployment
+
+
+WEDGED_DEPLOYMENT: dict[str, str] = {}
+
+
 def test_a_stopped_worker_gives_504_and_is_restarted(edge, wedged):
     with edge.client() as http:
-        pid = http.post(wedged, json={}).json()["pid"]
+        before = http.post(wedged, json={}).json()["process"]
+        pid = worker_pid(wedged)
         os.kill(pid, signal.SIGSTOP)
         try:
             resp = http.post(wedged, json={})
@@ -46,7 +70,7 @@ def test_a_stopped_worker_gives_504_and_is_restarted(edge, wedged):
                 # wedged (its socket's backlog full: 502; or no answer: 504), then restarting (503)
                 assert resp.status_code in (502, 503, 504), resp.text
                 time.sleep(0.5)
-            assert resp.status_code == 200 and resp.json()["pid"] != pid
+            assert resp.status_code == 200 and resp.json()["process"] != before
         finally:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)

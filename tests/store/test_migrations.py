@@ -94,7 +94,7 @@ def test_fresh_file_gets_every_table_at_head(db_path, db_url):
     }
     assert tables["api_keys"] == {"id", "name", "prefix", "key_hash", "created_at", "revoked_at"}
     assert tables["environments"] == {"model_id", "name", "deployment_id", "updated_at"}
-    assert tables["secrets"] == {"name", "value", "updated_at"}
+    assert tables["secrets"] == {"name", "value", "encrypted", "updated_at"}
     assert tables["models"] == {"id", "name", "created_at"}
     assert {
         "ix_deployments_model_id", "ix_deployments_status", "ix_environments_deployment_id",

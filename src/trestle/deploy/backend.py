@@ -78,11 +78,9 @@ def deployment_log(home: Path) -> Path:
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+    from trestle.deploy.logfile import tail
+
+    return tail(path, lines, max_bytes=64 * 1024).decode(errors="replace").rstrip("\n")
 
 
 READY_TIMEOUT_S = 900.0

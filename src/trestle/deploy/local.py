@@ -2,11 +2,14 @@
 
 Each replica is `python -m trestle.runtime --model-dir ... --socket ...` run by the gateway's
 interpreter, or by the deployment's own virtualenv when its config.yaml lists `requirements`
-(`prepare` builds it under the deployment's folder). The workers' output is appended to the
-deployment log. The backend polls the worker's `/health` until it is ready or failed, restarts a
-replica that dies after it was ready or stops answering its health check for the deployment's
-`runtime.liveness_timeout` (e.g. a stopped or wedged process: it is killed, then restarted), and
-reaches each replica through an `HTTPTransport` on its socket.
+(`prepare` builds it under the deployment's folder), inside a bubblewrap sandbox with a scrubbed
+environment (`trestle.deploy.sandbox`). The workers' output is pumped into the deployment log,
+rotated by size (`trestle.deploy.logfile`). The backend polls the worker's `/health` until it is
+ready or failed, restarts a replica that dies after it was ready or stops answering its health
+check for the deployment's `runtime.liveness_timeout` (e.g. a stopped or wedged process: it is
+killed, then restarted), and reaches each replica through an `HTTPTransport` on its socket.
+Sockets live in a run folder, `/tmp/trestle-*`, one folder per replica; it is removed on close,
+and a dead gateway's (its pid is inside) on start.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trestle.deploy import logfile, sandbox
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.venv import BuildError, build_venv
@@ -34,6 +40,38 @@ RESTART_BACKOFF_S = 1.0
 LIVENESS_INTERVAL_S = 5.0
 
 
+RUN_PREFIX = "trestle-"
+PID_FILE = "gateway.pid"
+
+
+def remove_stale_run_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove the run folders (`/tmp/trestle-*`) of gateways that are no longer running (killed
+    before they could clean up); a folder without a gateway's pid in it is left alone."""
+    removed = []
+    for path in Path(parent or tempfile.gettempdir()).glob(f"{RUN_PREFIX}*"):
+        try:
+            pid = int((path / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d run folder(s) left by gateways that are gone", len(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class _Process:
     spec: DeploymentSpec
@@ -44,6 +82,7 @@ class _Process:
     stopping: bool = False
     watcher: asyncio.Task | None = None
     liveness: asyncio.Task | None = None
+    pump: asyncio.Task | None = None  # the worker's output into the deployment log
 
 
 @dataclass
@@ -54,11 +93,22 @@ class _Deployment:
 
 
 class LocalProcessBackend:
-    def __init__(self, run_dir: Path | None = None):
-        # Unix socket paths are limited to ~107 bytes, so they live in a short temp dir.
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="trestle-"))
+    def __init__(self, run_dir: Path | None = None, *,
+                 log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
+                 log_backups: int = logfile.DEFAULT_BACKUPS):
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self._logs: dict[Path, logfile.RotatingLog] = {}
+        remove_stale_run_dirs()
+        # Unix socket paths are limited to ~107 bytes, so they live in a short temp dir, one
+        # folder per replica in it, and the gateway's pid (to tell a dead run's from a live one's).
+        self._own_run_dir = run_dir is None
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix=RUN_PREFIX))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         self._deployments: dict[str, _Deployment] = {}
+        box = sandbox.detect()
+        (log.info if box.enabled else log.warning)("%s", box.describe())
 
     # -- ReplicaBackend ------------------------------------------------------------------------
     async def prepare(self, spec: DeploymentSpec) -> None:
@@ -72,7 +122,7 @@ class LocalProcessBackend:
         dep = _Deployment(spec)
         self._deployments[spec.deployment_id] = dep
         dep.processes = [
-            _Process(spec, i, self.run_dir / f"{spec.deployment_id}-{i}.sock")
+            _Process(spec, i, self.run_dir / f"{spec.deployment_id}-{i}" / "w.sock")
             for i in range(max(spec.replicas, 1))
         ]
         try:
@@ -90,6 +140,9 @@ class LocalProcessBackend:
         if dep is None:
             return
         await asyncio.gather(*(self._stop_process(p) for p in dep.processes))
+        out = self._logs.pop(deployment_log(dep.spec.home), None)
+        if out is not None:
+            out.close()
 
     def replica(self, deployment_id: str) -> Replica | None:
         dep = self._deployments.get(deployment_id)
@@ -103,6 +156,12 @@ class LocalProcessBackend:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
+        for out in self._logs.values():
+            out.close()
+        if self._own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        else:
+            (self.run_dir / PID_FILE).unlink(missing_ok=True)
 
     # -- processes -----------------------------------------------------------------------------
     @staticmethod
@@ -113,7 +172,15 @@ class LocalProcessBackend:
 
     async def _launch(self, p: _Process) -> None:
         spec = p.spec
-        p.socket.unlink(missing_ok=True)
+        shutil.rmtree(p.socket.parent, ignore_errors=True)  # a previous life's socket and secrets
+        # The replica's own folder for its socket (and secrets file): the only one of the run
+        # folder the worker can reach; its home, beside the pushed folder.
+        p.socket.parent.mkdir(mode=0o700, exist_ok=True)
+        sandbox.give(p.socket.parent, spec.deployment_id)
+        sandbox.share(spec.source_dir)
+        home = spec.home / "home"
+        home.mkdir(exist_ok=True)
+        sandbox.give(home, spec.deployment_id)
         args = [
             self._python(spec), "-m", "trestle.runtime",
             "--model-dir", str(spec.source_dir),
@@ -124,19 +191,30 @@ class LocalProcessBackend:
             args += ["--environment", spec.environment]
         if spec.secrets:
             args += ["--secrets-file", str(self._write_secrets(p))]
+        box = sandbox.detect()
+        args = sandbox.command(box, args, deployment_id=spec.deployment_id, folder=spec.home,
+                               home=home, writable=p.socket.parent)
+        # Inside the sandbox the worker's parent is the sandbox's first process (pid 1).
+        parent = "1" if box.enabled else str(os.getpid())
         log_file = deployment_log(spec.home)
-        with open(log_file, "ab") as out:
-            p.proc = await asyncio.create_subprocess_exec(
-                *args, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "TRESTLE_PARENT_PID": str(os.getpid())},
-            )
+        p.proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL, env=sandbox.worker_env(home, parent),
+        )
+        p.pump = asyncio.create_task(self._pump(p.proc.stdout, log_file))
         log.info("deployment %s replica %d: started pid %d", spec.deployment_id, p.index, p.proc.pid)
         name = f"deployment {spec.deployment_id}"
         replica = Replica(spec.deployment_id, p.index,
                           HTTPTransport.unix(str(p.socket), name, spec.request_timeout))
 
+        exited_at: list[float] = []
+
         def gone() -> str | None:
             if p.proc.returncode is None:
+                return None
+            # Its last words may still be on the way to the log (a second at most).
+            exited_at[:] = exited_at or [time.monotonic()]
+            if not p.pump.done() and time.monotonic() - exited_at[0] < 1.0:
                 return None
             return (f"worker exited with code {p.proc.returncode} before it was ready; "
                     f"last log lines:\n{log_tail(log_file)}")
@@ -149,10 +227,19 @@ class LocalProcessBackend:
             raise
         p.replica = replica
 
+    async def _pump(self, stream: asyncio.StreamReader, path: Path) -> None:
+        """Copy a worker's output into its deployment's log, rotating it by size."""
+        out = self._logs.get(path)
+        if out is None:
+            out = self._logs[path] = logfile.RotatingLog(path, self.log_max_bytes, self.log_backups)
+        while chunk := await stream.read(logfile.BLOCK):
+            out.write(chunk)
+
     def _write_secrets(self, p: _Process) -> Path:
-        fd, path = tempfile.mkstemp(prefix=f"{p.spec.deployment_id}-secrets-", dir=self.run_dir)
+        fd, path = tempfile.mkstemp(prefix="secrets-", dir=p.socket.parent)
         with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
             json.dump(p.spec.secrets, f)
+        sandbox.give(Path(path), p.spec.deployment_id)
         return Path(path)
 
     async def _watch(self, p: _Process) -> None:
@@ -211,10 +298,19 @@ class LocalProcessBackend:
             p.replica = None
         proc = p.proc
         if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+            try:
+                os.kill(sandbox.signal_target(proc.pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if p.pump is not None and p.pump is not asyncio.current_task():
+            try:  # its last lines into the log
+                await asyncio.wait_for(asyncio.shield(p.pump), 2.0)
+            except (asyncio.TimeoutError, Exception):
+                p.pump.cancel()
         p.socket.unlink(missing_ok=True)
+        shutil.rmtree(p.socket.parent, ignore_errors=True)

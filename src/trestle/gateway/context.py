@@ -63,9 +63,10 @@ class Gateway:
         if backend is None:
             from trestle.deploy.local import LocalProcessBackend
 
-            backend = LocalProcessBackend()
+            backend = LocalProcessBackend(log_max_bytes=settings.worker_log_max_bytes,
+                                          log_backups=settings.worker_log_backups)
         settings.home.mkdir(parents=True, exist_ok=True)
-        store = await Store.open(settings.db_url)
+        store = await Store.open(settings.db_url, secrets_key_file=settings.secrets_key_file)
         gateway = cls(settings, store, DeploymentManager(store, backend, settings), Metrics())
         try:
             if settings.auth:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import partial
 
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from trestle.deploy import logfile
 from trestle.deploy.package import receive
 from trestle.errors import BadRequest, NotFound, PayloadTooLarge
 from trestle.protocol import management as wire
@@ -114,10 +116,38 @@ async def get_deployment(gw: Gateway, request: Request) -> JSONResponse:
     return _json(await _deployment_out(store, dep))
 
 
-async def deployment_logs(gw: Gateway, request: Request) -> PlainTextResponse:
+LOG_TAIL_DEFAULT = 1000
+LOG_TAIL_MAX = 100_000
+LOG_LIMIT_DEFAULT = 1024 * 1024
+LOG_LIMIT_MAX = 8 * 1024 * 1024
+
+
+def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 18 or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}", param=name)
+    return int(raw)
+
+
+async def deployment_logs(gw: Gateway, request: Request) -> Response:
+    """The deployment log: its last `tail` lines (default 1000), or `limit` bytes from byte
+    `offset`. Never reads more of the file than it answers; `x-log-size` is the file's size."""
     path = gw.manager.log_file(request.path_params["deployment_id"])
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return PlainTextResponse(text)
+    offset = _int_param(request, "offset", None, 0, 2**62)
+    if offset is not None:
+        if "tail" in request.query_params:
+            raise BadRequest("give either tail or offset (with limit), not both", param="tail")
+        limit = _int_param(request, "limit", LOG_LIMIT_DEFAULT, 1, LOG_LIMIT_MAX)
+        data = await run_in_threadpool(logfile.read_range, path, offset, limit)
+    else:
+        if "limit" in request.query_params:
+            raise BadRequest("limit goes with offset", param="limit")
+        lines = _int_param(request, "tail", LOG_TAIL_DEFAULT, 0, LOG_TAIL_MAX)
+        data = await run_in_threadpool(logfile.tail, path, lines)
+    headers = {"x-log-size": str(logfile.size(path))}
+    return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
 
 
 async def promote(gw: Gateway, request: Request) -> JSONResponse:

@@ -155,6 +155,6 @@ class RequestContext:
             await error_answer(scope, exc)(scope, receive, send_with_id)
         finally:
             self._requests.labels(kind, str(status)).inc()
-            log.info("%s %s %d %.1fms", scope["method"], path, status,
+            log.info("%s %s %d %.1fms", scope["method"], requestid.printable(path), status,
                      (time.perf_counter() - start) * 1000)
             requestid.current.reset(token)

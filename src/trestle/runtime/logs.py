@@ -45,7 +45,7 @@ class RequestIdMiddleware:
                 level,
                 "%s %s -> %s (%.0f ms)",
                 scope["method"],
-                scope["path"],
+                requestid.printable(scope["path"]),
                 status[0] if status else "no response",
                 elapsed_ms,
             )

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -28,6 +30,7 @@ from trestle.store import keys, migrate
 from trestle.store.datasets import DatasetStore
 from trestle.store.engine import make_engine, parse_url
 from trestle.store.ids import new_id
+from trestle.store.secretbox import KEY_FILE, SecretBox
 from trestle.store.records import ApiKey, Deployment, Environment, Model, Status, check_status
 from trestle.store.tables import ApiKeyRow, DeploymentRow, EnvironmentRow, ModelRow, SecretRow
 
@@ -104,9 +107,18 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
     )
 
 
+def default_secrets_key_file(url: str) -> Path:
+    """Beside a SQLite store; for PostgreSQL, in TRESTLE_HOME (default ~/.trestle)."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return Path(parsed.database).parent / KEY_FILE
+    return Path(os.environ.get("TRESTLE_HOME") or Path.home() / ".trestle").expanduser() / KEY_FILE
+
+
 class Store:
-    def __init__(self, engine: AsyncEngine, key_cache_ttl: float = 30.0):
+    def __init__(self, engine: AsyncEngine, *, secrets: SecretBox, key_cache_ttl: float = 30.0):
         self._engine = engine
+        self._box = secrets
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._verified = keys.VerifiedKeyCache(ttl=key_cache_ttl)
@@ -114,11 +126,24 @@ class Store:
         self.datasets = DatasetStore(engine)  # datasets, documents, chunks: store/datasets.py
 
     @classmethod
-    async def open(cls, url: str, *, key_cache_ttl: float = 30.0) -> "Store":
-        """Migrate the database at `url` to the newest revision, then open it."""
+    async def open(cls, url: str, *, key_cache_ttl: float = 30.0,
+                   secrets_key_file: Path | None = None) -> "Store":
+        """Migrate the database at `url` to the newest revision, then open it.
+
+        Secrets are encrypted with the key in `secrets_key_file` (created on first use; default
+        `default_secrets_key_file(url)`); rows stored in plaintext by an older trestle are
+        encrypted now.
+        """
         parsed = parse_url(url)
         await migrate.upgrade(url)
-        return cls(make_engine(parsed), key_cache_ttl=key_cache_ttl)
+        box = SecretBox(secrets_key_file or default_secrets_key_file(url))
+        store = cls(make_engine(parsed), key_cache_ttl=key_cache_ttl, secrets=box)
+        try:
+            await store._encrypt_plaintext_secrets()
+        except BaseException:
+            await store.close()
+            raise
+        return store
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -345,7 +370,7 @@ class Store:
             )
         if not isinstance(value, str):
             raise BadRequest("secret value must be a string", param="value")
-        values = {"value": value, "updated_at": _now()}
+        values = {"value": self._box.encrypt(value), "encrypted": True, "updated_at": _now()}
         upsert = self._insert(SecretRow).values(name=name, **values)
         upsert = upsert.on_conflict_do_update(index_elements=["name"], set_=values)
         async with self._sessions.begin() as session:
@@ -358,4 +383,22 @@ class Store:
     async def get_secrets(self) -> dict[str, str]:
         async with self._sessions() as session:
             rows = await session.execute(select(SecretRow.name, SecretRow.value))
-            return {name: value for name, value in rows}
+            return {name: self._box.decrypt(name, value) for name, value in rows}
+
+    async def _encrypt_plaintext_secrets(self) -> None:
+        """Encrypt the rows written before secrets were encrypted at rest (once)."""
+        async with self._sessions.begin() as session:
+            rows = (await session.execute(
+                select(SecretRow.name, SecretRow.value).where(SecretRow.encrypted.is_(False))
+            )).all()
+            for name, value in rows:
+                await session.execute(
+                    update(SecretRow).where(SecretRow.name == name)
+                    .values(value=self._box.encrypt(value), encrypted=True)
+                )
+        if rows and self._engine.dialect.name == "sqlite":
+            # The plaintext may linger in free pages and the write-ahead log: rewrite the file.
+            async with self._engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.exec_driver_sql("VACUUM")
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -92,7 +94,9 @@ class SecretRow(Base):
     __tablename__ = "secrets"
 
     name: Mapped[str] = mapped_column(NAME, primary_key=True)
-    value: Mapped[str] = mapped_column(Text)  # not encrypted at rest (see docs/store.md)
+    value: Mapped[str] = mapped_column(Text)  # a Fernet token (trestle.store.secretbox)
+    # False only for rows written before encryption, until `Store.open` encrypts them.
+    encrypted: Mapped[bool] = mapped_column(Boolean, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 

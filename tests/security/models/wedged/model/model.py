@@ -2,6 +2,9 @@
 
 import os
 import time
+import uuid
+
+PROCESS = uuid.uuid4().hex  # which process answered (a sandboxed worker's pid is 2 every time)
 
 
 def _stalling():
@@ -14,4 +17,4 @@ class Model:
     def predict(self, model_input: dict):
         if model_input.get("stall"):
             return _stalling()
-        return {"pid": os.getpid()}
+        return {"pid": os.getpid(), "process": PROCESS}
