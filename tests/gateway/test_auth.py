@@ -47,7 +47,7 @@ def test_both_schemes_work_and_revocation_takes_effect_at_once(server, pushed):
 
 def test_keys_are_stored_hashed_and_never_logged(server):
     key = server.cli_json("keys", "create", "audit")["key"]
-    secret_part = key.rsplit("_", 1)[-1]
+    secret_part = key.split("_", 2)[2]
     httpx.get(f"{server.url}/api/v1/models", headers={"Authorization": f"Bearer {key}"})
     db = (server.home / "trestle.db").read_bytes()
     assert secret_part.encode() not in db
@@ -55,7 +55,7 @@ def test_keys_are_stored_hashed_and_never_logged(server):
         rows = conn.execute("select * from api_keys").fetchall()
     assert rows and all(secret_part not in str(row) for row in rows)
     assert secret_part not in server.log_text()
-    assert server.api_key.rsplit("_", 1)[-1] not in server.log_text()
+    assert server.api_key.split("_", 2)[2] not in server.log_text()
 
 
 def test_the_key_is_not_passed_on_to_model_code(server):
@@ -69,6 +69,6 @@ def test_the_key_is_not_passed_on_to_model_code(server):
         seen = resp.json()["headers"]
         assert seen["x-probe"] == scheme  # the model does see the caller's headers...
         assert "authorization" not in seen  # ...but not the credentials
-        assert key.rsplit("_", 1)[-1] not in json.dumps(seen)
+        assert key.split("_", 2)[2] not in json.dumps(seen)
     worker_logs = "".join(p.read_text() for p in server.home.glob("deployments/*/worker.log"))
-    assert key.rsplit("_", 1)[-1] not in worker_logs
+    assert key.split("_", 2)[2] not in worker_logs
