@@ -111,16 +111,20 @@ class ApiKeyBackend(AuthenticationBackend):
         if digest in self._rejected:
             raise AuthenticationError("invalid or revoked API key")
         address = conn.client.host if conn.client else "unknown"
+        taken: list[str] = []
 
         def before_hash(prefix: str) -> None:
             if digest not in self._verified:
                 self.throttle.take(prefix, address)
+                taken.append(prefix)
 
         found = await self.store.verify_api_key(key, before_hash)
         if found is None:
             self._verified.discard(digest)
             self._rejected.add(digest)
             raise AuthenticationError("invalid or revoked API key")
+        for prefix in taken:
+            self.throttle.give_back(prefix, address)
         self._verified.add(digest)
         return AuthCredentials([found.scope]), KeyUser(found)
 

@@ -2,10 +2,12 @@
 
     throttle = KeyThrottle()
     throttle.take(prefix, address)     # before a hash check; raises TooManyRequests when empty
+    throttle.give_back(prefix, address)  # the key was right: only failures count
 
 Each real key's prefix and each client address gets a bucket of `burst` checks that refills at
 `rate` per second. A check takes one token from both (none when either is empty, and the caller
-gets a 429 with `Retry-After`). The buckets live in this process's memory, bounded in number: a
+gets a 429 with `Retry-After`); a check that succeeds gives them back, so only failures count
+(taking first keeps a burst of concurrent wrong keys from all being checked at once). The buckets live in this process's memory, bounded in number: a
 full bucket is the same as no bucket, so the oldest are dropped first.
 """
 
@@ -39,6 +41,11 @@ class TokenBuckets:
         while len(self._buckets) > self.max_buckets:
             self._buckets.popitem(last=False)
 
+    def give_back(self, key: str) -> None:
+        if key in self._buckets:
+            tokens, at = self._buckets[key]
+            self._buckets[key] = (min(self.burst, tokens + 1), at)
+
 
 class KeyThrottle:
     """Hash checks per key prefix and per client address (defaults: bursts of 10, then 1 / 2 s)."""
@@ -57,3 +64,7 @@ class KeyThrottle:
             )
         self.by_prefix.take(prefix, now)
         self.by_address.take(address, now)
+
+    def give_back(self, prefix: str, address: str) -> None:
+        self.by_prefix.give_back(prefix)
+        self.by_address.give_back(address)
