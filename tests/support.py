@@ -110,12 +110,13 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_server(home: Path, *args: str, wait_for_slug: bool = False) -> Server:
+def start_server(home: Path, *args: str, wait_for_slug: bool = False,
+                 env: dict[str, str] | None = None) -> Server:
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     log = home / f"serve-{port}.log"
     out = open(log, "ab")
-    env = {**os.environ, "TRESTLE_HOME": str(home)}
+    env = {**os.environ, "TRESTLE_HOME": str(home), **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "trestle", "serve", "--port", str(port), *args],
         stdout=out, stderr=subprocess.STDOUT, env=env,

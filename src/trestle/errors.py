@@ -6,10 +6,12 @@
      +-- Forbidden              403  the key is valid but its scope does not allow this
      +-- NotFound               404  no such model, deployment, route or method
      +-- Conflict               409  the request clashes with current state
+     +-- PayloadTooLarge        413  a request or upload is over a size limit; the message names it
      +-- TooManyRequests        429  a queue or a rate limit is full; retry later (Retry-After)
      +-- NotImplementedYet      501  a recognised feature that trestle does not serve yet
      +-- Unavailable            503  the target exists but cannot serve now (loading, failed, draining)
      +-- UpstreamError          502  a worker answered badly or went away
+          +-- UpstreamTimeout    504  a worker did not answer within its deployment's timeout
 
 Foreign errors are mapped to this tree at the boundary where they enter (see
 `trestle.deploy.transport` for upstream HTTP errors). The wire envelope for all of them is
@@ -58,6 +60,11 @@ class Conflict(TrestleError):
     type = "conflict_error"
 
 
+class PayloadTooLarge(TrestleError):
+    status_code = 413
+    type = "request_too_large"
+
+
 class TooManyRequests(TrestleError):
     status_code = 429
     type = "rate_limit_error"
@@ -81,3 +88,8 @@ class UpstreamError(TrestleError):
 class Unavailable(TrestleError):
     status_code = 503
     type = "service_unavailable_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    type = "timeout_error"

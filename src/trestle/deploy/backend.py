@@ -35,6 +35,8 @@ class DeploymentSpec:
     replicas: int = 1
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     environment: str | None = None
+    request_timeout: float = 300.0  # config.yaml `runtime.request_timeout`
+    liveness_timeout: float = 60.0  # config.yaml `runtime.liveness_timeout`
 
     @property
     def source_dir(self) -> Path:

@@ -4,8 +4,9 @@ Each replica is `python -m trestle.runtime --model-dir ... --socket ...` run by 
 interpreter, or by the deployment's own virtualenv when its config.yaml lists `requirements`
 (`prepare` builds it under the deployment's folder). The workers' output is appended to the
 deployment log. The backend polls the worker's `/health` until it is ready or failed, restarts a
-replica that dies after it was ready, and reaches each replica through an `HTTPTransport` on its
-socket.
+replica that dies after it was ready or stops answering its health check for the deployment's
+`runtime.liveness_timeout` (e.g. a stopped or wedged process: it is killed, then restarted), and
+reaches each replica through an `HTTPTransport` on its socket.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from pathlib import Path
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.venv import BuildError, build_venv
+from trestle.errors import UpstreamError
 
 log = logging.getLogger("trestle.deploy")
 
 STOP_GRACE_S = 10.0
 RESTART_BACKOFF_S = 1.0
+LIVENESS_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -40,6 +43,7 @@ class _Process:
     replica: Replica | None = None
     stopping: bool = False
     watcher: asyncio.Task | None = None
+    liveness: asyncio.Task | None = None
 
 
 @dataclass
@@ -78,6 +82,7 @@ class LocalProcessBackend:
             raise
         for p in dep.processes:
             p.watcher = asyncio.create_task(self._watch(p))
+            p.liveness = asyncio.create_task(self._check_liveness(p))
         dep.cycle = itertools.cycle(dep.processes)
 
     async def stop(self, deployment_id: str) -> None:
@@ -127,7 +132,8 @@ class LocalProcessBackend:
             )
         log.info("deployment %s replica %d: started pid %d", spec.deployment_id, p.index, p.proc.pid)
         name = f"deployment {spec.deployment_id}"
-        replica = Replica(spec.deployment_id, p.index, HTTPTransport.unix(str(p.socket), name))
+        replica = Replica(spec.deployment_id, p.index,
+                          HTTPTransport.unix(str(p.socket), name, spec.request_timeout))
 
         def gone() -> str | None:
             if p.proc.returncode is None:
@@ -170,8 +176,34 @@ class LocalProcessBackend:
                           p.spec.deployment_id, p.index, exc)
                 return
 
+    async def _check_liveness(self, p: _Process) -> None:
+        """Kill a running replica that has not answered `/health` for `liveness_timeout` seconds;
+        `_watch` then restarts it."""
+        loop = asyncio.get_running_loop()
+        timeout = p.spec.liveness_timeout
+        interval = min(LIVENESS_INTERVAL_S, timeout / 3)
+        last_answer = loop.time()
+        while not p.stopping:
+            await asyncio.sleep(interval)
+            replica, proc = p.replica, p.proc
+            if replica is None or proc is None or proc.returncode is not None:
+                last_answer = loop.time()  # starting or restarting: the watcher's part
+                continue
+            try:
+                async with asyncio.timeout(interval):
+                    await (await replica.send("GET", "/health", [], b"")).read()
+                last_answer = loop.time()
+            except (UpstreamError, TimeoutError):
+                if loop.time() - last_answer >= timeout and proc.returncode is None:
+                    log.error("deployment %s replica %d has not answered its health check for %.0fs; "
+                              "restarting it", p.spec.deployment_id, p.index, loop.time() - last_answer)
+                    proc.kill()
+                    last_answer = loop.time()
+
     async def _stop_process(self, p: _Process) -> None:
         p.stopping = True
+        if p.liveness is not None and p.liveness is not asyncio.current_task():
+            p.liveness.cancel()
         if p.watcher is not None and p.watcher is not asyncio.current_task():
             p.watcher.cancel()
         if p.replica is not None:

@@ -14,8 +14,10 @@ A `Replica` is a running copy of a deployment; how it is reached is its `Transpo
 
 Every failure to reach a replica or to read its answer becomes an `UpstreamError` (502) here, in
 one place, except a refused connection, which is `Unavailable` (503, retry: nothing was sent, the
-replica is not running): callers never see an aiohttp or socket error. Closing the exchange early (the client
-left) closes the connection, so the worker sees `http.disconnect` too.
+replica is not running): callers never see an aiohttp or socket error. A replica that does not
+start its answer, or stops sending it, for longer than `HTTPTransport`'s `read_timeout` (the
+deployment's `runtime.request_timeout`) gives an `UpstreamTimeout` (504). Closing the exchange
+early (the client left) closes the connection, so the worker sees `http.disconnect` too.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import unquote
 
 import aiohttp
+import yarl
 from starlette.types import ASGIApp, Message
 
-from trestle.errors import Unavailable, UpstreamError
+from trestle.errors import Unavailable, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("trestle.deploy")
 
@@ -91,33 +95,38 @@ class Replica:
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def upstream_error(what: str, exc: BaseException) -> UpstreamError:
+def upstream_error(what: str, exc: BaseException, timeout: float | None = None) -> UpstreamError:
     log.warning("%s: upstream error: %r", what, exc)
+    if isinstance(exc, asyncio.TimeoutError) and timeout is not None:  # aiohttp's are TimeoutErrors
+        return UpstreamTimeout(f"{what} sent nothing for {timeout:g}s (its runtime.request_timeout)")
     return UpstreamError(f"{what} did not answer: {type(exc).__name__}")
 
 
 class HTTPTransport:
     """HTTP/1.1 to one replica over a pooled keep-alive connector."""
 
-    def __init__(self, connector: aiohttp.BaseConnector, base_url: str, name: str):
+    def __init__(self, connector: aiohttp.BaseConnector, base_url: str, name: str,
+                 read_timeout: float | None = None):
         self.base_url = base_url
         self.name = name  # "deployment d123 replica 0", in errors and logs
+        self.read_timeout = read_timeout  # longest wait for the answer to start, then between chunks
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
     @classmethod
-    def unix(cls, socket_path: str, name: str) -> "HTTPTransport":
+    def unix(cls, socket_path: str, name: str, read_timeout: float | None = None) -> "HTTPTransport":
         connector = aiohttp.UnixConnector(path=socket_path, limit=0, keepalive_timeout=60)
-        return cls(connector, "http://worker", name)
+        return cls(connector, "http://worker", name, read_timeout)
 
     async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
         try:
             resp = await self._session.request(
-                method, self.base_url + path, data=body, allow_redirects=False,
+                # `encoded`: the path goes as the client sent it (the gateway re-encoded it)
+                method, yarl.URL(self.base_url + path, encoded=True), data=body, allow_redirects=False,
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             )
         except aiohttp.ClientConnectorError as exc:
@@ -127,7 +136,7 @@ class HTTPTransport:
             raise Unavailable(f"{self.name} refused the connection: no running replica right "
                               "now; retry shortly") from None
         except TRANSPORT_ERRORS as exc:
-            raise upstream_error(self.name, exc) from None
+            raise upstream_error(self.name, exc, self.read_timeout) from None
         return Upstream(resp.status, list(resp.raw_headers), self._chunks(resp), resp.close)
 
     async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
@@ -135,7 +144,7 @@ class HTTPTransport:
             async for chunk in resp.content.iter_any():
                 yield chunk
         except TRANSPORT_ERRORS as exc:
-            raise upstream_error(self.name, exc) from None
+            raise upstream_error(self.name, exc, self.read_timeout) from None
 
     async def close(self) -> None:
         await self._session.close()
@@ -160,7 +169,7 @@ class ASGITransport:
         path, _, query = path.partition("?")
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+            "scheme": "http", "path": unquote(path), "raw_path": path.encode(), "root_path": "",
             "query_string": query.encode("latin-1"),
             "headers": [(k.lower(), v) for k, v in headers] + [(b"host", b"worker")],
             "client": ("127.0.0.1", 0), "server": ("worker", 80),

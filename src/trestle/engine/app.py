@@ -24,7 +24,7 @@ from starlette.routing import Route
 from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
 from trestle.engine.openai import chat_response, completion_response
-from trestle.engine.prompts import prepare_chat, prepare_completion
+from trestle.engine.prompts import prepare_chat, prepare_completion, prepare_off_loop
 from trestle.errors import BadRequest, NotFound
 from trestle.protocol.errors import exception_handlers
 from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
@@ -112,7 +112,7 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
             state.require_ready()
             req = parse_body(request_type, await request.body())
             state.check_model(req.model)
-            prepared = prepare(req, state.model)
+            prepared = await prepare_off_loop(request.receive, prepare, req, state.model)
             _log_request(kind, req, prepared)
             return await respond(request, state.scheduler, state.model, req, prepared)
 

@@ -6,14 +6,25 @@ tokenized, truncated (`truncate_prompt_tokens` keeps the last N tokens) and fitt
 context (`max_tokens` shrinks; a prompt that alone fills the context is a 400 naming both
 lengths), and fields that trestle recognises but does not serve yet are refused with a 400
 naming the field - never silently ignored.
+
+Preparing runs off the event loop, on a few threads of its own (`prepare_off_loop`): a chat
+template may render for up to a second and a long prompt takes a while to tokenize, and
+neither may hold up other requests. A client that leaves meanwhile cancels its render.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
+from starlette.types import Receive
+
+from trestle.disconnect import race_disconnect
 from trestle.engine.model import EngineModel
 from trestle.engine.sampler import SamplingParams
 from trestle.engine.sequence import GenerationSpec
@@ -125,7 +136,9 @@ def _spec(req: SamplingRequest, prompt: list[int], max_tokens: int, sampling: Sa
     )
 
 
-def prepare_chat(req: ChatCompletionRequest, model: EngineModel) -> Prepared:
+def prepare_chat(
+    req: ChatCompletionRequest, model: EngineModel, cancel: threading.Event | None = None
+) -> Prepared:
     if req.response_format is not None and not isinstance(req.response_format, ResponseFormatText):
         raise _not_supported("response_format", f"response_format type {req.response_format.type!r}")
     if req.tools:
@@ -134,7 +147,7 @@ def prepare_chat(req: ChatCompletionRequest, model: EngineModel) -> Prepared:
         raise _not_supported("tool_choice", f"tool_choice {req.tool_choice!r}")
     if "parallel_tool_calls" in req.model_fields_set:
         raise _not_supported("parallel_tool_calls", "parallel_tool_calls (tool calling)")
-    from trestle.engine.template import render_chat
+    from trestle.engine.template import RenderCancelled, render_chat
 
     template = req.chat_template or model.info.chat_template
     if not template:
@@ -151,6 +164,7 @@ def prepare_chat(req: ChatCompletionRequest, model: EngineModel) -> Prepared:
         text = render_chat(
             template,
             messages,
+            cancel,
             add_generation_prompt=req.add_generation_prompt,
             tools=None,
             documents=req.documents,
@@ -158,7 +172,7 @@ def prepare_chat(req: ChatCompletionRequest, model: EngineModel) -> Prepared:
             eos_token=model.info.eos_token,
             **(req.chat_template_args or {}),
         )
-    except TrestleError:
+    except (TrestleError, RenderCancelled):
         raise
     except Exception as exc:  # a template error is the caller's template or arguments
         raise BadRequest(f"chat_template: the template failed to render: {exc}", param="chat_template") from None
@@ -172,7 +186,9 @@ def prepare_chat(req: ChatCompletionRequest, model: EngineModel) -> Prepared:
     return Prepared(_spec(req, prompt, max_tokens, sampling), echo, _user_hash(req))
 
 
-def prepare_completion(req: CompletionRequest, model: EngineModel) -> Prepared:
+def prepare_completion(
+    req: CompletionRequest, model: EngineModel, cancel: threading.Event | None = None
+) -> Prepared:
     if isinstance(req.prompt, str):
         prompt = model.tokenize(req.prompt, add_special=req.add_special_tokens, parse_special=True)
         prompt_text = req.prompt
@@ -189,3 +205,29 @@ def prepare_completion(req: CompletionRequest, model: EngineModel) -> Prepared:
         prompt_text if req.echo else "",
         _user_hash(req),
     )
+
+
+# Threads that prepare requests. A render ends within RENDER_SECONDS, so a few are enough for
+# a burst of slow templates not to hold up ordinary requests for long.
+_PREPARE_THREADS = 4
+_pool = ThreadPoolExecutor(_PREPARE_THREADS, thread_name_prefix="trestle-prepare")
+
+
+async def prepare_off_loop(
+    receive: Receive,
+    prepare: Callable[..., Prepared],
+    req: ChatCompletionRequest | CompletionRequest,
+    model: EngineModel,
+) -> Prepared:
+    """`prepare(req, model, cancel)` on the preparation threads; if the client leaves first,
+    its render is cancelled and the request ends here (`asyncio.CancelledError`)."""
+    cancel = threading.Event()
+    work = asyncio.wrap_future(_pool.submit(prepare, req, model, cancel))
+    try:
+        left, prepared = await race_disconnect(receive, work)
+    finally:
+        cancel.set()  # a render still running ends at its next line
+    if left:
+        log.info("the client left while its request was being prepared; render cancelled")
+        raise asyncio.CancelledError
+    return prepared

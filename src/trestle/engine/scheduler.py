@@ -15,8 +15,10 @@ less one) with a free slot's cache (trimmed in place) or with an active sequence
 the new slot; if that sequence is still prefilling, the new one waits until the shared part is
 computed). Requests with a common system prompt prefill only what differs.
 
-`submit` never blocks: with every slot busy a request waits in a queue of `max_queue`; past
-that it is refused with `TooManyRequests` (429).
+`submit` never blocks: a request takes a free slot at the next step, or waits in a queue of
+`max_queue`; with every slot spoken for and the queue full it is refused with
+`TooManyRequests` (429). Requests submitted but not yet placed count against the free slots
+first, so `max_batch + max_queue` requests can be in at once.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ class Scheduler:
 
     def submit(self, seq: Sequence) -> None:
         with self._cond:
-            busy = len(self._active) + len(self._waiting)
-            if busy >= self.max_batch and len(self._waiting) >= self.max_queue:
+            # waiting requests take the free slots at the next step; only the rest queue
+            if len(self._waiting) >= len(self._free_slots) + self.max_queue:
                 raise TooManyRequests(
                     f"the engine is busy: all {self.max_batch} sequences are decoding and the "
                     f"queue of {self.max_queue} waiting requests is full; retry later",

@@ -1,6 +1,6 @@
 """The gateway: one ASGI app for the whole edge (`trestle serve` runs it under uvicorn).
 
-    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize] -> Dispatch
+    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize] -> BodyLimit -> Dispatch
         /model/...   ModelRoutes (the data plane)          -> routing -> transport -> worker
         otherwise    the edge router: /v1 Model APIs, /api/v1 management, /health, /metrics
 
@@ -23,9 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.deploy.backend import ReplicaBackend
 from trestle.errors import NotFound
-from trestle.gateway import auth, management, routes
+from trestle.gateway import auth, management, openapi, routes
 from trestle.gateway.context import Gateway
-from trestle.gateway.middleware import Dispatch, ModelSubdomain, RequestContext
+from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
 from trestle.settings import Settings
 
@@ -43,9 +43,13 @@ class Edge:
         async def metrics(request: Request) -> Response:
             return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+        async def openapi_json(request: Request) -> JSONResponse:
+            return JSONResponse(openapi.document())
+
         self.router = Router(
             routes=[
                 Route("/health", health, methods=["GET"]),
+                Route("/openapi.json", openapi_json, methods=["GET"]),
                 Route("/metrics", metrics, methods=["GET"]),
                 *management.routes(gateway),
                 *routes.routes(gateway.routing),
@@ -64,7 +68,7 @@ class Edge:
 
 def build_app(gateway: Gateway) -> ASGIApp:
     """The request stack around an open gateway."""
-    app: ASGIApp = Dispatch(ModelRoutes(gateway.routing), Edge(gateway))
+    app: ASGIApp = BodyLimit(Dispatch(ModelRoutes(gateway.routing), Edge(gateway)), gateway.settings)
     if gateway.settings.auth:
         backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store,
                                                             registry=gateway.metrics.registry)

@@ -3,7 +3,8 @@
 `ApiKeyBackend` is a Starlette authentication backend: `authenticate(conn)` reads
 `Authorization: Api-Key KEY` or `Authorization: Bearer KEY` and returns the key's credentials
 (its scope) and user, or raises `AuthenticationError` (answered 401 by the gateway's
-`AuthenticationMiddleware`). `/health` and `/metrics` need no key.
+`AuthenticationMiddleware`). `/health`, `/metrics` and `/openapi.json`
+need no key.
 
 A wrong key costs a deliberately slow scrypt hash, so failed checks are rationed: the store runs
 the hash only for a key whose prefix is an active key's, and only after `KeyThrottle.take` has
@@ -39,7 +40,7 @@ from trestle.store import ApiKey, Store
 from trestle.store.keys import ADMIN
 
 SCHEMES = ("api-key", "bearer")
-PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 DATA_PLANE = ("/model/", "/v1/", "/api/endpoints/")
 HOW = "send `Authorization: Api-Key YOUR_KEY` (or `Bearer YOUR_KEY`)"
 REJECTED_TTL_S = 300.0

@@ -6,6 +6,8 @@
   line and the Prometheus metrics per request, and the error boundary: the one place where an
   exception raised anywhere below becomes the error envelope.
 - (Starlette's `AuthenticationMiddleware` with `trestle.gateway.auth.ApiKeyBackend`, when auth is on.)
+- `BodyLimit`: the request body, bounded by its route's limit (`Settings.body_limit`) while it
+  streams in, chunked bodies included: past it, reading raises `PayloadTooLarge` (413).
 - `Dispatch`: `/model/...` to the data plane, everything else to the edge router.
 """
 
@@ -21,9 +23,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trestle import requestid
-from trestle.errors import TrestleError
+from trestle.errors import PayloadTooLarge, TrestleError
 from trestle.gateway.context import Metrics
 from trestle.protocol.errors import error_response, http_exception_response
+from trestle.settings import Settings
 
 log = logging.getLogger("trestle.access")
 
@@ -51,8 +54,9 @@ class ModelSubdomain:
             host = Headers(scope=scope).get("host", "")
             match = _HOST.match(host)
             if match and not scope["path"].startswith(_RESERVED):
-                path = f"/model/{match.group(1)}{scope['path']}"
-                scope = {**scope, "path": path, "raw_path": path.encode()}
+                prefix = f"/model/{match.group(1)}"
+                raw = scope.get("raw_path") or scope["path"].encode()
+                scope = {**scope, "path": prefix + scope["path"], "raw_path": prefix.encode() + raw}
         await self.app(scope, receive, send)
 
 
@@ -66,6 +70,39 @@ class Dispatch:
             await self.model_routes(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        bound = self.settings.body_limit(scope["path"]) if scope["type"] == "http" else None
+        if bound is None:
+            await self.app(scope, receive, send)
+            return
+        limit, setting = bound
+
+        def too_large() -> PayloadTooLarge:
+            return PayloadTooLarge(f"the request body is larger than this route's limit of {limit} bytes "
+                                   f"(limit: {setting})", code=setting.removeprefix("TRESTLE_").lower())
+
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large()
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large()
+            return message
+
+        await self.app(scope, bounded_receive, send)
 
 
 def error_answer(scope: Scope, exc: Exception) -> ASGIApp:

@@ -6,11 +6,16 @@
 It is a plain ASGI app with one compiled pattern instead of a router and request objects: on
 this path every tenth of a millisecond is added to every call of every model
 (see bench/gateway.py). Errors are raised to the gateway's error boundary, like everywhere else.
+
+The worker gets the path as the client sent it (`raw_path`, re-encoded where a byte is not
+allowed in a URL), never the decoded one: `sync/a%3Fb` is the worker path `/a%3Fb`, not the
+path `/a` with the query `b`.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import quote_from_bytes, unquote
 
 from starlette.types import Receive, Scope, Send
 
@@ -23,6 +28,18 @@ _PATH = re.compile(
     r"(?:environments/(?P<env>[^/]+)|deployment/(?P<dep>[^/]+)|(?P<short>production|development))"
     r"/(?P<rest>.*)$"
 )
+
+
+# what may stay as is in a forwarded path: RFC 3986 pchar and "/", with "%" for what the client encoded
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def raw_path(scope: Scope) -> str:
+    """The path as the client sent it, percent-encoded where needed (ASCII)."""
+    raw = scope.get("raw_path")
+    if raw is None:
+        return quote_from_bytes(scope["path"].encode(), safe=_PATH_SAFE)
+    return quote_from_bytes(raw, safe=_PATH_SAFE)
 
 
 def worker_path(rest: str) -> str:
@@ -53,16 +70,16 @@ class ModelRoutes:
         self.routing = routing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _PATH.match(scope["path"])
+        match = _PATH.match(raw_path(scope))
         if match is None:
-            raise NotFound(f"no route {scope['path']}: use /model/{{model_id}}/production/predict "
+            raise NotFound(f"no route {scope['path']!r}: use /model/{{model_id}}/production/predict "
                            "or see the URL map in the README")
         g = match.groupdict()
         path = worker_path(g["rest"])
         if g["dep"] is not None:
-            replica = self.routing.route(g["model"], deployment_id=g["dep"])
+            replica = self.routing.route(unquote(g["model"]), deployment_id=unquote(g["dep"]))
         else:
-            replica = self.routing.route(g["model"], environment=g["env"] or g["short"])
+            replica = self.routing.route(unquote(g["model"]), environment=unquote(g["env"] or g["short"]))
         body = await read_body(receive)
         query = scope.get("query_string", b"").decode("latin-1")
         await Relay(replica, scope["method"], path, query, scope["headers"], body,

@@ -6,10 +6,16 @@ relays each chunk as it arrives. When the client goes away — while the worker 
 mid-stream — the exchange is cancelled and its body closed, so the worker sees `http.disconnect`
 too. What is relayed is filtered here: hop-by-hop headers and the client's credentials, which
 belong to the gateway, are never passed on to model code.
+
+A stream that breaks upstream once the answer has started (the worker died, or stopped sending
+for longer than its deployment's `runtime.request_timeout`) never ends as if complete: a
+server-sent-events stream gets a last `data: {"error": {...}}` event, any other answer is cut
+off without its final chunk (`StreamBroken`), so the client sees a broken response.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 from starlette.types import Receive, Scope, Send
@@ -18,6 +24,7 @@ from trestle import requestid
 from trestle.deploy.transport import Replica
 from trestle.disconnect import race_disconnect
 from trestle.errors import UpstreamError
+from trestle.protocol.errors import error_body
 
 log = logging.getLogger("trestle.gateway")
 
@@ -29,6 +36,14 @@ DROP_REQUEST = frozenset(
 DROP_RESPONSE = frozenset(
     {b"date", b"server", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade"}
 )
+
+
+class StreamBroken(Exception):
+    """Raised after the answer started, so that the server cuts the response off (no final chunk)."""
+
+
+def sse_error_event(exc: UpstreamError) -> bytes:
+    return b"data: " + json.dumps(error_body(exc)).encode() + b"\n\n"
 
 
 class Relay:
@@ -56,7 +71,14 @@ class Relay:
             try:
                 async for chunk in upstream.chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except UpstreamError:
-                # headers are already sent: the best we can do is end the stream early
-                log.warning("deployment %s: the stream broke", self.replica.deployment_id)
+            except UpstreamError as exc:
+                # the status is sent: say so in the stream's own format, or cut it off
+                log.warning("deployment %s: the stream broke: %s", self.replica.deployment_id, exc.message)
+                if not is_sse(headers):
+                    raise StreamBroken(exc.message) from None
+                await send({"type": "http.response.body", "body": sse_error_event(exc), "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+
+
+def is_sse(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k == b"content-type" and v.lower().startswith(b"text/event-stream") for k, v in headers)

@@ -28,6 +28,8 @@ async def model_api(routing: RoutingTable, request: Request) -> Relay:
         payload = json.loads(body)
     except ValueError:
         raise BadRequest("body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object")
     model = payload.get("model")

@@ -66,6 +66,8 @@ def _json_body(body: bytes) -> Any:
         return json.loads(body)
     except ValueError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply", code="invalid_json") from None
 
 
 def _validate(method: Method, value: Any) -> Any:

@@ -275,8 +275,16 @@ class SamplingRequest(WireModel):
     @classmethod
     def _token_id_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key in value or {}:
-            if not (key.isascii() and key.isdigit()):
-                raise ValueError(f"keys must be token ids (non-negative integers), got {key!r}")
+            if not (key.isascii() and key.isdigit() and len(key) <= 10):
+                raise ValueError(f"keys must be token ids (non-negative integers), got {key[:20]!r}")
+        return value
+
+    @field_validator("repetition_penalty")
+    @classmethod
+    def _usable_penalty(cls, value: float) -> float:
+        # logits are divided or multiplied by it: past this range they overflow to infinity
+        if not 1e-2 <= value <= 1e2:
+            raise ValueError(f"must be between 0.01 and 100, got {value:g}")
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,59 @@
+"""`/openapi.json` describes the gateway from the same pydantic types its routes use, and a
+schemathesis run against it finds no 5xx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.generation.modes import GenerationMode
+
+from trestle.gateway import management
+from trestle.gateway.openapi import REF, document
+from trestle.protocol import management as wire
+from trestle.protocol.openai.requests import ChatCompletionRequest
+
+
+@pytest.fixture(scope="module")
+def served(edge, echo) -> dict:
+    resp = httpx.get(f"{edge.url}/openapi.json", timeout=30)  # no key: the document is public
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_the_document_is_public_and_built_from_the_wire_types(served):
+    assert served["openapi"].startswith("3.1")
+    schemas = served["components"]["schemas"]
+    chat = ChatCompletionRequest.model_json_schema(ref_template=REF)
+    assert schemas["ChatCompletionRequest"] == {k: v for k, v in chat.items() if k != "$defs"}
+    assert schemas["KeyCreate"] == wire.KeyCreate.model_json_schema(ref_template=REF)
+    op = served["paths"]["/v1/chat/completions"]["post"]
+    assert op["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ChatCompletionRequest"}
+
+
+def test_every_management_route_is_documented(served):
+    routes = {(route.path, method.lower()) for route in management.routes(None)
+              for method in route.methods if method != "HEAD"}
+    documented = {(path, method) for path, ops in served["paths"].items() for method in ops}
+    assert routes and routes <= documented, routes - documented
+
+
+OPERATIONS = [(path, method) for path, ops in document()["paths"].items() for method in ops]
+
+
+@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m.upper()} {p}" for p, m in OPERATIONS])
+def test_no_generated_request_gets_a_5xx(edge, served, path, method):
+    """schemathesis generates requests, valid and not, for each operation of the served document."""
+    operation = schemathesis.openapi.from_dict(served)[path][method.upper()]
+
+    @given(case=st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
+                          operation.as_strategy(GenerationMode.NEGATIVE)))
+    @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def call(case):
+        resp = case.call(base_url=edge.url, headers=edge.headers, timeout=60)
+        assert resp.status_code < 500, f"{case.method} {case.formatted_path}: {resp.status_code} {resp.text[:500]}"
+
+    call()
