@@ -3,10 +3,11 @@
     TrestleError                500  something went wrong on our side
      +-- BadRequest             400  the request is malformed; `param` names the field
      +-- Unauthorized           401  no or bad credentials
+     +-- Forbidden              403  the key is valid but its scope does not allow this
      +-- NotFound               404  no such model, deployment, route or method
      +-- Conflict               409  the request clashes with current state
      +-- PayloadTooLarge        413  a request or upload is over a size limit; the message names it
-     +-- TooManyRequests        429  a queue is full; retry later
+     +-- TooManyRequests        429  a queue or a rate limit is full; retry later (Retry-After)
      +-- NotImplementedYet      501  a recognised feature that trestle does not serve yet
      +-- Unavailable            503  the target exists but cannot serve now (loading, failed, draining)
      +-- UpstreamError          502  a worker answered badly or went away
@@ -19,10 +20,13 @@ Foreign errors are mapped to this tree at the boundary where they enter (see
 
 from __future__ import annotations
 
+import math
+
 
 class TrestleError(Exception):
     status_code = 500
     type = "server_error"
+    headers: dict[str, str] | None = None  # extra response headers (e.g. Retry-After)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -39,6 +43,11 @@ class BadRequest(TrestleError):
 class Unauthorized(TrestleError):
     status_code = 401
     type = "authentication_error"
+
+
+class Forbidden(TrestleError):
+    status_code = 403
+    type = "permission_error"
 
 
 class NotFound(TrestleError):
@@ -59,6 +68,11 @@ class PayloadTooLarge(TrestleError):
 class TooManyRequests(TrestleError):
     status_code = 429
     type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        if retry_after is not None:
+            self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
 
 
 class NotImplementedYet(TrestleError):

@@ -92,7 +92,8 @@ def test_fresh_file_gets_every_table_at_head(db_path, db_url):
     assert tables["deployments"] == {
         "id", "model_id", "status", "config", "source_dir", "error", "created_at", "updated_at",
     }
-    assert tables["api_keys"] == {"id", "name", "prefix", "key_hash", "created_at", "revoked_at"}
+    assert tables["api_keys"] == {"id", "name", "prefix", "key_hash", "created_at", "revoked_at",
+                                  "scope", "models", "endpoints"}
     assert tables["environments"] == {"model_id", "name", "deployment_id", "updated_at"}
     assert tables["secrets"] == {"name", "value", "encrypted", "updated_at"}
     assert tables["models"] == {"id", "name", "created_at"}
@@ -233,3 +234,18 @@ def test_sqlite_url_escapes_odd_paths(tmp_path):
     asyncio.run(go())
     assert path.is_file()
     assert set(schema(path)) == TABLES
+
+
+def test_keys_from_before_scopes_become_admin(db_path, db_url):
+    asyncio.run(upgrade(db_url, "0001"))
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO api_keys (id, name, prefix, key_hash, created_at) "
+                     "VALUES ('kold', 'old', 'abcdefgh', 'scrypt$1$1$1$00$00', '2026-01-01')")
+    asyncio.run(upgrade(db_url, "0004"))
+
+    async def listed():
+        async with await Store.open(db_url) as store:
+            return await store.list_api_keys()
+
+    (old,) = asyncio.run(listed())
+    assert (old.name, old.scope, old.models, old.endpoints) == ("old", "admin", None, None)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from trestle.cli.client import Client, check, default_url, read_data, resolve_api_key
+from trestle.cli.client import Client, default_url, read_data, resolve_api_key
 from trestle.deploy.config import ModelConfig
 from trestle.deploy.package import pack
 from trestle.errors import TrestleError
@@ -27,6 +28,21 @@ console = Console(stderr=True)
 def output_option(fn):
     return click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
                         show_default=True, help="text for people, json for scripts")(fn)
+
+
+def yes_option(fn):
+    """`--yes` / `-y`: every destructive command takes it, so that scripts need no terminal."""
+    return click.option("--yes", "-y", is_flag=True, help="do it without asking for confirmation")(fn)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask `question` on the terminal; without one (a script), refuse unless --yes was given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.ClickException(f"{question} Not done: pass --yes to confirm "
+                                   "(there is no terminal to ask on).")
+    click.confirm(question, abort=True, err=True)
 
 
 def emit(output: str, data, text_fn) -> None:
@@ -44,7 +60,7 @@ def emit(output: str, data, text_fn) -> None:
 @click.pass_context
 def cli(ctx: click.Context, url: str, api_key: str | None) -> None:
     """trestle: push a model, get production HTTP endpoints."""
-    ctx.obj = Client(url.rstrip("/"), resolve_api_key(api_key))
+    ctx.obj = Client(url.rstrip("/"), *resolve_api_key(api_key))
 
 
 pass_client = click.make_pass_decorator(Client)
@@ -225,7 +241,7 @@ def predict(client: Client, model_id: str, deployment_id: str | None, environmen
                              headers={"Content-Type": "application/json"}) as resp:
                 if not resp.is_success:
                     resp.read()
-                    check(resp)
+                    client.check(resp)
                 for chunk in resp.iter_raw():
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
@@ -255,27 +271,47 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
+@click.option("--scope", type=click.Choice(["invoke", "admin"]), default="invoke", show_default=True,
+              help="invoke: call models and endpoints only; admin: everything (push, keys, secrets)")
+@click.option("--model", "models", multiple=True, metavar="ID",
+              help="limit an invoke key to this model id (repeat for several)")
+@click.option("--endpoint", "endpoints", multiple=True, metavar="ID",
+              help="limit an invoke key to this prompt endpoint id (repeat for several)")
 @output_option
 @pass_client
-def keys_create(client: Client, name: str, output: str) -> None:
+def keys_create(client: Client, name: str, scope: str, models: tuple[str, ...],
+                endpoints: tuple[str, ...], output: str) -> None:
     """Create a key; it is shown once, here."""
-    data = client.request("POST", "/api/v1/keys", json={"name": name}).json()
+    body = {"name": name, "scope": scope}
+    if models or endpoints:
+        body |= {"models": list(models), "endpoints": list(endpoints)}
+    data = client.request("POST", "/api/v1/keys", json=body).json()
     emit(output, data, lambda: click.echo(
-        f"key {data['id']} ({name}):\n{data['key']}\nStore it now: it is not shown again."))
+        f"key {data['id']} ({name}, scope {scope}{_limits_text(data)}):\n{data['key']}\n"
+        "Store it now: it is not shown again."))
+
+
+def _limits_text(key: dict) -> str:
+    if key.get("models") is None and key.get("endpoints") is None:
+        return ""
+    listed = [f"model {m}" for m in key.get("models") or []]
+    listed += [f"endpoint {e}" for e in key.get("endpoints") or []]
+    return f", limited to {', '.join(listed) or 'nothing'}"
 
 
 @keys.command("list")
 @output_option
 @pass_client
 def keys_list(client: Client, output: str) -> None:
-    """List keys (never their secret part)."""
+    """List keys with their scope (never their secret part)."""
     data = client.request("GET", "/api/v1/keys").json()
 
     def text() -> None:
-        table = Table("id", "name", "prefix", "created", "revoked")
+        table = Table("id", "name", "prefix", "scope", "limited to", "created", "revoked")
         for k in wire.KeyList.model_validate(data).keys:
-            table.add_row(k.id, k.name, k.prefix, str(k.created_at)[:19],
-                          str(k.revoked_at)[:19] if k.revoked_at else "")
+            table.add_row(k.id, k.name, k.prefix, k.scope,
+                          _limits_text(k.model_dump()).removeprefix(", limited to "),
+                          str(k.created_at)[:19], str(k.revoked_at)[:19] if k.revoked_at else "")
         Console().print(table)
 
     emit(output, data, text)
@@ -283,12 +319,64 @@ def keys_list(client: Client, output: str) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
+@yes_option
 @output_option
 @pass_client
-def keys_revoke(client: Client, key_id: str, output: str) -> None:
-    """Revoke a key: it stops working at once."""
+def keys_revoke(client: Client, key_id: str, yes: bool, output: str) -> None:
+    """Revoke a key: it stops working at once. Asks first when it is the key this CLI uses or
+    the last admin key."""
+    listed = wire.KeyList.model_validate(client.request("GET", "/api/v1/keys").json()).keys
+    target = next((k for k in listed if k.id == key_id), None)
+    if target is not None and target.revoked_at is None:
+        admins = [k for k in listed if k.scope == "admin" and k.revoked_at is None]
+        if target.prefix == client.key_prefix:
+            confirm(f"{key_id} is the key this CLI is using: after this, it cannot reach the "
+                    "server with it. Revoke it?", yes)
+        elif admins == [target]:
+            confirm(f"{key_id} is the last admin key: after this, nobody can push or manage keys "
+                    "until `trestle keys recover` is run on the server's machine. Revoke it?", yes)
     data = client.request("DELETE", f"/api/v1/keys/{key_id}").json()
     emit(output, data, lambda: click.echo(f"revoked {key_id}"))
+
+
+@keys.command("recover")
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="the server's data directory (env TRESTLE_HOME, default ~/.trestle)")
+@click.option("--database-url", default=None, help="SQLAlchemy URL (env TRESTLE_DATABASE_URL)")
+@yes_option
+@output_option
+def keys_recover(home: Path | None, database_url: str | None, yes: bool, output: str) -> None:
+    """Create a new admin key with direct access to the store, for when every admin key is lost.
+
+    Run it on the server's machine (the server may be running). The key is written to
+    TRESTLE_HOME/admin_key (readable by you only), where the CLI on that machine finds it."""
+    import asyncio
+
+    from trestle.store import Store, keys as key_material
+
+    settings = Settings(home=home or default_home(), database_url=database_url)
+    path = settings.admin_key_file
+    if not settings.database_url and not os.environ.get("TRESTLE_DATABASE_URL") and not (
+        settings.home / "trestle.db"
+    ).exists():
+        raise click.ClickException(f"no trestle store in {settings.home}: pass --home (or set "
+                                   "TRESTLE_HOME) to the server's data directory")
+    if path.exists():
+        confirm(f"{path} exists; replace it with a new admin key? (the key in it stays valid "
+                "until you revoke it)", yes)
+
+    async def create() -> tuple[object, str]:
+        async with await Store.open(settings.db_url) as store:
+            return await store.create_api_key(
+                f"admin (recovered {time.strftime('%Y-%m-%d %H:%M')})", scope=key_material.ADMIN)
+
+    key, plaintext = asyncio.run(create())
+    key_material.write_key_file(path, plaintext)
+    data = {"id": key.id, "name": key.name, "prefix": key.prefix, "scope": key.scope,
+            "admin_key_file": str(path)}
+    emit(output, data, lambda: click.echo(
+        f"new admin key {key.id} written to {path}\n"
+        "The CLI on this machine uses it; elsewhere: export TRESTLE_API_KEY=$(cat that file)."))
 
 
 @cli.group(context_settings=CONTEXT)

@@ -75,6 +75,10 @@ class RoutingTable:
             raise Unavailable(f"deployment {dep.id} failed: {dep.error}")
         raise Unavailable(f"deployment {dep.id} is {dep.status}")
 
+    def slug_model(self, slug: str) -> str | None:
+        """The id of the model that serves a Model API slug, if any."""
+        return self._slugs.get(slug)
+
     def served_slugs(self) -> list[tuple[str, Deployment]]:
         """The Model APIs whose production deployment is live, with that deployment, by slug."""
         out = []

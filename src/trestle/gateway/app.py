@@ -1,6 +1,6 @@
 """The gateway: one ASGI app for the whole edge (`trestle serve` runs it under uvicorn).
 
-    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware] -> BodyLimit -> Dispatch
+    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize] -> BodyLimit -> Dispatch
         /model/...   ModelRoutes (the data plane)          -> routing -> transport -> worker
         otherwise    the edge router: /v1 Model APIs, /api/v1 management, /health, /metrics
 
@@ -70,8 +70,9 @@ def build_app(gateway: Gateway) -> ASGIApp:
     """The request stack around an open gateway."""
     app: ASGIApp = BodyLimit(Dispatch(ModelRoutes(gateway.routing), Edge(gateway)), gateway.settings)
     if gateway.settings.auth:
-        backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store)
-        app = AuthenticationMiddleware(app, backend, on_error=auth.on_error)
+        backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store,
+                                                            registry=gateway.metrics.registry)
+        app = AuthenticationMiddleware(auth.Authorize(app), backend, on_error=auth.on_error)
     return ModelSubdomain(RequestContext(app, gateway.metrics))
 
 

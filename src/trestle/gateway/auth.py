@@ -1,43 +1,63 @@
-"""API-key authentication: `Authorization: Api-Key KEY` or `Authorization: Bearer KEY`.
+"""API keys at the gateway: who is calling (authentication), and what their key may do (scopes).
 
-`ApiKeyBackend` is a Starlette authentication backend: `authenticate(conn)` returns the key's
-credentials and user, or raises `AuthenticationError` (answered 401 by the gateway's
-`AuthenticationMiddleware`). `/health`, `/metrics` and `/openapi.json` need no key.
+`ApiKeyBackend` is a Starlette authentication backend: `authenticate(conn)` reads
+`Authorization: Api-Key KEY` or `Authorization: Bearer KEY` and returns the key's credentials
+(its scope) and user, or raises `AuthenticationError` (answered 401 by the gateway's
+`AuthenticationMiddleware`). `/health`, `/metrics` and `/openapi.json`
+need no key.
 
-The store caches keys that verified; this module remembers keys that did not, so that a client
-retrying a wrong key cannot make the gateway run the (deliberately slow) hash again and again.
-A key that failed can never become valid later (new keys are random; revoked keys stay revoked),
-so the only bound the memory needs is its size.
+A wrong key costs a deliberately slow scrypt hash, so failed checks are rationed: the store runs
+the hash only for a key whose prefix is an active key's, and only after `KeyThrottle.take` has
+found a token for that prefix and for the client's address (else 429, `Retry-After`). Keys that
+failed are remembered for a while (`REJECTED_TTL_S`), so retrying one costs nothing; keys that
+verified are remembered too, so a flood of wrong keys never locks a working key out.
+
+`Authorize` (inside the authentication middleware) enforces the key's scope: `admin` may do
+everything; `invoke` only the data plane (`DATA_PLANE`), and, for a limited key, only the models
+and endpoints it lists. Routes that pick a model from the body (the `/v1` Model APIs by slug)
+call `require_model(scope, model_id)` themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
 from starlette.authentication import (
     AuthCredentials, AuthenticationBackend, AuthenticationError, SimpleUser,
 )
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trestle.errors import Unauthorized
+from trestle.errors import Forbidden, Unauthorized
+from trestle.gateway.throttle import KeyThrottle
 from trestle.protocol.errors import error_response
 from trestle.store import ApiKey, Store
+from trestle.store.keys import ADMIN
 
 SCHEMES = ("api-key", "bearer")
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
-_REJECTED_MAX = 10_000
+DATA_PLANE = ("/model/", "/v1/", "/api/endpoints/")
+HOW = "send `Authorization: Api-Key YOUR_KEY` (or `Bearer YOUR_KEY`)"
+REJECTED_TTL_S = 300.0
+_REMEMBERED_MAX = 10_000
 
 
-def credentials(authorization: str | None) -> str | None:
-    """The key in an Authorization header, or None when the header has none."""
-    if not authorization:
-        return None
-    scheme, _, key = authorization.partition(" ")
+def credentials(authorization: str | None) -> str:
+    """The key in an Authorization header; AuthenticationError saying what is wrong otherwise."""
+    if not authorization or not authorization.strip():
+        raise AuthenticationError(f"missing API key: {HOW}")
+    scheme, _, key = authorization.strip().partition(" ")
+    if scheme.lower() not in SCHEMES:
+        shown = scheme[:20] if scheme.isascii() and scheme.isalnum() else "(unreadable)"
+        raise AuthenticationError(f"unsupported authorization scheme {shown!r}: {HOW}")
     key = key.strip()
-    if scheme.lower() not in SCHEMES or not key:
-        return None
+    if not key:
+        raise AuthenticationError(f"missing API key after {scheme!r}: {HOW}")
     return key
 
 
@@ -47,28 +67,132 @@ class KeyUser(SimpleUser):
         self.key = key
 
 
+class _Remembered:
+    """Fingerprints of keys, each for `ttl` seconds (None: until evicted), at most `max_size`."""
+
+    def __init__(self, ttl: float | None, max_size: int = _REMEMBERED_MAX):
+        self.ttl = ttl
+        self.max_size = max_size
+        self._items: OrderedDict[bytes, float] = OrderedDict()
+
+    def __contains__(self, digest: bytes) -> bool:
+        expires = self._items.get(digest)
+        if expires is None:
+            return False
+        if expires <= time.monotonic():
+            del self._items[digest]
+            return False
+        return True
+
+    def add(self, digest: bytes) -> None:
+        self._items.pop(digest, None)
+        self._items[digest] = time.monotonic() + self.ttl if self.ttl else float("inf")
+        if len(self._items) > self.max_size:
+            self._items.popitem(last=False)
+
+    def discard(self, digest: bytes) -> None:
+        self._items.pop(digest, None)
+
+
 class ApiKeyBackend(AuthenticationBackend):
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, throttle: KeyThrottle | None = None,
+                 registry: CollectorRegistry | None = None):
         self.store = store
-        self._rejected: OrderedDict[bytes, None] = OrderedDict()
+        self.throttle = throttle or KeyThrottle()
+        self._rejected = _Remembered(REJECTED_TTL_S)
+        self._verified = _Remembered(None)
+        if registry is not None:
+            registry.register(_HashChecks(store))
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, KeyUser] | None:
         if conn.scope["path"] in PUBLIC_PATHS:
             return None
         key = credentials(conn.headers.get("authorization"))
-        if key is None:
-            raise AuthenticationError(
-                "missing API key: send `Authorization: Api-Key YOUR_KEY` (or `Bearer YOUR_KEY`)"
-            )
         digest = hashlib.sha256(key.encode()).digest()
-        found = None if digest in self._rejected else await self.store.verify_api_key(key)
-        if found is None:
-            self._rejected[digest] = None
-            if len(self._rejected) > _REJECTED_MAX:
-                self._rejected.popitem(last=False)
+        if digest in self._rejected:
             raise AuthenticationError("invalid or revoked API key")
-        return AuthCredentials(["authenticated"]), KeyUser(found)
+        address = conn.client.host if conn.client else "unknown"
+        taken: list[str] = []
+
+        def before_hash(prefix: str) -> None:
+            if digest not in self._verified:
+                self.throttle.take(prefix, address)
+                taken.append(prefix)
+
+        found = await self.store.verify_api_key(key, before_hash)
+        if found is None:
+            self._verified.discard(digest)
+            self._rejected.add(digest)
+            raise AuthenticationError("invalid or revoked API key")
+        for prefix in taken:
+            self.throttle.give_back(prefix, address)
+        self._verified.add(digest)
+        return AuthCredentials([found.scope]), KeyUser(found)
+
+
+class _HashChecks:
+    """`trestle_api_key_hash_checks_total`: scrypt checks of API keys run by the store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def collect(self):
+        yield CounterMetricFamily("trestle_api_key_hash_checks", "API key hash (scrypt) checks run",
+                                  value=self.store.hash_checks)
 
 
 def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
     return error_response(Unauthorized(str(exc)))
+
+
+def calling_key(scope: Scope) -> ApiKey | None:
+    """The key of the request, or None when auth is off (or the path is public)."""
+    user = scope.get("user")
+    return user.key if isinstance(user, KeyUser) else None
+
+
+def require_model(scope: Scope, model_id: str) -> None:
+    """Forbidden unless the request's key may call `model_id`."""
+    key = calling_key(scope)
+    if key is not None and not key.may_call_model(model_id):
+        raise Forbidden(f"this API key ({key.name}) may not call model {model_id}; "
+                        f"it is limited to: {_limits(key)}", code="model_not_allowed")
+
+
+def _limits(key: ApiKey) -> str:
+    listed = [f"model {m}" for m in key.models or ()] + [f"endpoint {e}" for e in key.endpoints or ()]
+    return ", ".join(listed) or "nothing"
+
+
+def _segment(path: str, prefix: str) -> str:
+    return path[len(prefix):].split("/", 1)[0]
+
+
+class Authorize:
+    """The key's scope against the path: 403 (naming the scope needed) when it does not allow it."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = calling_key(scope) if scope["type"] == "http" else None
+        if key is not None and key.scope != ADMIN:
+            self.check(key, scope)
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def check(key: ApiKey, scope: Scope) -> None:
+        path = scope["path"]
+        if not path.startswith(DATA_PLANE):
+            raise Forbidden(
+                f"this API key has the `{key.scope}` scope, which calls models only; "
+                f"{scope['method']} {path} needs a key with the `admin` scope",
+                code="admin_scope_required",
+            )
+        if path.startswith("/model/"):
+            require_model(scope, _segment(path, "/model/"))
+        elif path.startswith("/api/endpoints/"):
+            endpoint = _segment(path, "/api/endpoints/")
+            if not key.may_call_endpoint(endpoint):
+                raise Forbidden(f"this API key ({key.name}) may not call endpoint {endpoint}; "
+                                f"it is limited to: {_limits(key)}", code="endpoint_not_allowed")

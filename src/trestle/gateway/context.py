@@ -13,7 +13,6 @@ object in its constructor; nothing is looked up on a request or an app's `state`
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
@@ -22,7 +21,7 @@ from trestle.deploy.backend import ReplicaBackend
 from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.routing import RoutingTable
 from trestle.settings import Settings
-from trestle.store import Store
+from trestle.store import Store, keys
 
 log = logging.getLogger("trestle.gateway")
 
@@ -88,11 +87,9 @@ class Gateway:
     async def _ensure_admin_key(self) -> None:
         if await self.store.count_api_keys() > 0:
             return
-        _, plaintext = await self.store.create_api_key("admin")
+        _, plaintext = await self.store.create_api_key("admin", scope=keys.ADMIN)
         path = self.settings.admin_key_file
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(plaintext + "\n")
+        keys.write_key_file(path, plaintext)
         log.info("created the first API key; it is in %s (readable by you only)", path)
 
     async def _deploy_builtin_models(self) -> None:

@@ -158,13 +158,18 @@ async def promote(gw: Gateway, request: Request) -> JSONResponse:
 
 
 def _key_out(key) -> wire.KeyOut:
-    return wire.KeyOut(id=key.id, name=key.name, prefix=key.prefix, created_at=key.created_at,
-                       revoked_at=key.revoked_at)
+    return wire.KeyOut(
+        id=key.id, name=key.name, prefix=key.prefix, scope=key.scope,
+        models=list(key.models) if key.models is not None else None,
+        endpoints=list(key.endpoints) if key.endpoints is not None else None,
+        created_at=key.created_at, revoked_at=key.revoked_at,
+    )
 
 
 async def create_key(gw: Gateway, request: Request) -> JSONResponse:
     body = await _body(request, wire.KeyCreate)
-    key, plaintext = await gw.store.create_api_key(body.name)
+    key, plaintext = await gw.store.create_api_key(body.name, scope=body.scope, models=body.models,
+                                                   endpoints=body.endpoints)
     return _json(wire.KeyCreated(**_key_out(key).model_dump(), key=plaintext), 201)
 
 

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from trestle.deploy.routing import RoutingTable
 from trestle.errors import BadRequest, NotFound, NotImplementedYet
+from trestle.gateway import auth
 from trestle.gateway.proxy import Relay
 from trestle.protocol.openai.responses import ModelCard, ModelList
 
@@ -41,6 +42,8 @@ async def model_api(routing: RoutingTable, request: Request) -> Relay:
         )
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: a Model API slug (see GET /v1/models)", param="model")
+    if (model_id := routing.slug_model(model)) is not None:
+        auth.require_model(request.scope, model_id)
     replica = routing.route(slug=model)
     return Relay(
         replica, "POST", request.url.path, request.url.query, request.scope["headers"], body,

@@ -36,7 +36,8 @@ def error_body(exc: TrestleError) -> dict:
 
 def error_response(exc: TrestleError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The response for `exc`, as an ASGI app."""
-    return JSONResponse(error_body(exc), status_code=exc.status_code, headers=headers)
+    return JSONResponse(error_body(exc), status_code=exc.status_code,
+                        headers=headers if headers is not None else exc.headers)
 
 
 _TYPE_BY_STATUS = {cls.status_code: cls.type for cls in TrestleError.__subclasses__()}

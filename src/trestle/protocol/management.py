@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,14 +78,27 @@ class EnvironmentOut(BaseModel):
     deployment_id: str
 
 
+Scope = Literal["admin", "invoke"]
+
+
 class KeyCreate(Request):
+    """A new key. `admin`: everything; `invoke` (the default): the data plane only (`/model/...`,
+    `/v1/...`, `/api/endpoints/...`), limited to the listed model and endpoint ids when either
+    list is given."""
+
     name: str = Field(min_length=1, max_length=100)
+    scope: Scope = "invoke"
+    models: list[str] | None = Field(default=None, max_length=100)
+    endpoints: list[str] | None = Field(default=None, max_length=100)
 
 
 class KeyOut(BaseModel):
     id: str
     name: str
     prefix: str
+    scope: Scope
+    models: list[str] | None = None  # None in both lists: no limit
+    endpoints: list[str] | None = None
     created_at: datetime
     revoked_at: datetime | None = None
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from trestle.errors import BadRequest
 from trestle.store.ids import ALPHABET, random_token
 from trestle.store.records import ApiKey
 
@@ -24,6 +28,29 @@ SALT_BYTES = 16
 # keeps that off the hot path.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 HASH_BYTES = 32
+
+ADMIN, INVOKE = "admin", "invoke"
+SCOPES = (ADMIN, INVOKE)
+MAX_LIMITS = 100  # ids in a key's models or endpoints list
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_scope(scope: str, models: list[str] | None, endpoints: list[str] | None,
+                ) -> tuple[str, list[str] | None, list[str] | None]:
+    """A key's scope and limits, validated (BadRequest naming the field otherwise)."""
+    if scope not in SCOPES:
+        raise BadRequest(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}",
+                         param="scope")
+    for param, ids in (("models", models), ("endpoints", endpoints)):
+        if ids is None:
+            continue
+        if scope == ADMIN:
+            raise BadRequest(f"an admin key can do everything; only invoke keys take `{param}`",
+                             param=param)
+        if len(ids) > MAX_LIMITS or not all(isinstance(i, str) and _ID.fullmatch(i) for i in ids):
+            raise BadRequest(f"`{param}` must be a list of at most {MAX_LIMITS} ids", param=param)
+    dedup = lambda ids: None if ids is None else list(dict.fromkeys(ids))  # noqa: E731
+    return scope, dedup(models), dedup(endpoints)
 
 
 def new_plaintext() -> tuple[str, str]:
@@ -68,6 +95,19 @@ def check_key(plaintext: str, stored: str) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(digest, bytes.fromhex(digest_hex))
+
+
+def write_key_file(path: Path, plaintext: str) -> None:
+    """Write a key to `path`, readable by its owner only, replacing the file atomically."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(plaintext + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def fingerprint(plaintext: str) -> bytes:

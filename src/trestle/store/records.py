@@ -58,11 +58,25 @@ class ApiKey:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    scope: str = "admin"  # "admin" (everything) or "invoke" (the data plane only)
+    # An invoke key limited to some models and/or endpoints lists their ids here; None in both
+    # means no limit. A key limited in one list and None in the other may call nothing of the other.
+    models: tuple[str, ...] | None = None
+    endpoints: tuple[str, ...] | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
 
+    @property
+    def limited(self) -> bool:
+        return self.models is not None or self.endpoints is not None
+
+    def may_call_model(self, model_id: str) -> bool:
+        return not self.limited or model_id in (self.models or ())
+
+    def may_call_endpoint(self, endpoint_id: str) -> bool:
+        return not self.limited or endpoint_id in (self.endpoints or ())
 
 @dataclass(frozen=True)
 class Dataset:

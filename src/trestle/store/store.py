@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import os
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,9 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
         prefix=row.prefix,
         created_at=_utc(row.created_at),
         revoked_at=_utc(row.revoked_at),
+        scope=row.scope or keys.ADMIN,
+        models=tuple(row.models) if row.models is not None else None,
+        endpoints=tuple(row.endpoints) if row.endpoints is not None else None,
     )
 
 
@@ -124,6 +128,8 @@ class Store:
         self._verified = keys.VerifiedKeyCache(ttl=key_cache_ttl)
         self._verifying: dict[bytes, asyncio.Future[ApiKey | None]] = {}
         self.datasets = DatasetStore(engine)  # datasets, documents, chunks: store/datasets.py
+        # How many times a key was checked against its scrypt hash (the costly part of auth).
+        self.hash_checks = 0
 
     @classmethod
     async def open(cls, url: str, *, key_cache_ttl: float = 30.0,
@@ -280,9 +286,19 @@ class Store:
 
     # API keys
 
-    async def create_api_key(self, name: str) -> tuple[ApiKey, str]:
-        """A new key and its plaintext `tr_{prefix}_{secret}`: the only time it is available."""
+    async def create_api_key(
+        self, name: str, *, scope: str = keys.ADMIN, models: list[str] | None = None,
+        endpoints: list[str] | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its plaintext `tr_{prefix}_{secret}`: the only time it is available.
+
+        `scope` is `admin` or `invoke`; an invoke key may be limited to the ids in `models`
+        (which must exist) and `endpoints`."""
         name = _name(name)
+        scope, models, endpoints = keys.check_scope(scope, models, endpoints)
+        for model_id in models or ():
+            if await self.get_model(model_id) is None:
+                raise BadRequest(f"no model with id {model_id!r}", param="models")
         for _ in range(5):  # a prefix collision is rare; draw again
             prefix, plaintext = keys.new_plaintext()
             key_hash = await asyncio.to_thread(keys.hash_key, plaintext)
@@ -293,6 +309,9 @@ class Store:
                 key_hash=key_hash,
                 created_at=_now(),
                 revoked_at=None,
+                scope=scope,
+                models=models,
+                endpoints=endpoints,
             )
             try:
                 async with self._sessions.begin() as session:
@@ -302,11 +321,15 @@ class Store:
             return _api_key(row), plaintext
         raise RuntimeError("could not draw a unique API key prefix")
 
-    async def verify_api_key(self, plaintext: str) -> ApiKey | None:
+    async def verify_api_key(self, plaintext: str,
+                             before_hash: Callable[[str], None] | None = None) -> ApiKey | None:
         """The active key that `plaintext` is, else None (malformed, unknown, wrong or revoked).
 
         Concurrent calls with the same plaintext share one lookup and one hash computation
         (a burst of requests with a key not yet cached costs one scrypt, not one each).
+        `before_hash(prefix)` is called just before the costly hash check, only when one is
+        needed (a well-formed key whose prefix is an active key's, not cached); it may raise to
+        refuse the check (the gateway's rate limit of failed verifications).
         """
         if keys.parse_prefix(plaintext) is None:
             return None
@@ -316,13 +339,14 @@ class Store:
         fp = keys.fingerprint(plaintext)
         task = self._verifying.get(fp)
         if task is None:
-            task = asyncio.ensure_future(self._verify_uncached(plaintext))
+            task = asyncio.ensure_future(self._verify_uncached(plaintext, before_hash))
             self._verifying[fp] = task
             task.add_done_callback(lambda _: self._verifying.pop(fp, None))
         # shield: a caller that goes away (client disconnect) does not cancel the others' check.
         return await asyncio.shield(task)
 
-    async def _verify_uncached(self, plaintext: str) -> ApiKey | None:
+    async def _verify_uncached(self, plaintext: str,
+                               before_hash: Callable[[str], None] | None) -> ApiKey | None:
         generation = self._verified.generation
         async with self._sessions() as session:
             row = await session.scalar(
@@ -330,6 +354,9 @@ class Store:
             )
         if row is None or row.revoked_at is not None:
             return None
+        if before_hash is not None:
+            before_hash(row.prefix)
+        self.hash_checks += 1
         if not await asyncio.to_thread(keys.check_key, plaintext, row.key_hash):
             return None
         key = _api_key(row)
@@ -353,10 +380,12 @@ class Store:
         self._verified.drop(key_id)
         return _api_key(row)
 
-    async def count_api_keys(self, active_only: bool = True) -> int:
+    async def count_api_keys(self, active_only: bool = True, scope: str | None = None) -> int:
         query = select(func.count()).select_from(ApiKeyRow)
         if active_only:
             query = query.where(ApiKeyRow.revoked_at.is_(None))
+        if scope is not None:
+            query = query.where(ApiKeyRow.scope == scope)
         async with self._sessions() as session:
             return int(await session.scalar(query))
 

@@ -88,6 +88,11 @@ class ApiKeyRow(Base):
     key_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
     revoked_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
+    # "admin" or "invoke" (trestle.store.keys.SCOPES); keys from before scopes are admin.
+    scope: Mapped[str] = mapped_column(String(16), server_default="admin")
+    # An invoke key's limits: lists of ids, or NULL for none (see ApiKey.may_call_model).
+    models: Mapped[list[str] | None] = mapped_column(JSON)
+    endpoints: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class SecretRow(Base):
