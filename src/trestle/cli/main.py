@@ -115,14 +115,20 @@ def wait_for(client: Client, deployment_id: str) -> wire.DeploymentOut:
 
 
 def print_push(result: wire.PushResponse, dep: wire.DeploymentOut) -> None:
-    click.echo(f"model id:      {result.model.id}  ({result.model.name})")
-    click.echo(f"deployment id: {dep.id}  [{dep.status}]")
+    """One `label: value` line each; URLs only when the deployment can answer them."""
+    lines = [("model id", f"{result.model.id}  ({result.model.name})"),
+             ("deployment id", f"{dep.id}  [{dep.status}]")]
     if dep.error:
-        click.echo(f"error:         {dep.error}")
-        click.echo(f"logs:          trestle deployments logs {dep.id}")
-    click.echo(f"environments:  {', '.join(result.environments)}")
-    for name, url in result.urls.items():
-        click.echo(f"{name + ':':<15}{url}")
+        lines += [("error", dep.error), ("logs", f"trestle deployments logs {dep.id}")]
+    lines.append(("environments", ", ".join(result.environments)))
+    lines += [("note", note) for note in result.notes]
+    if dep.status != wire.Status.FAILED:
+        if result.slug:
+            lines.append(("model", f"{result.slug}  (send as `model` to the OpenAI routes)"))
+        lines += [(name.replace("_", " "), url) for name, url in result.urls.items()]
+    width = max(len(label) for label, _ in lines) + 2
+    for label, value in lines:
+        click.echo(f"{label + ':':<{width}}{value}")
 
 
 @cli.group(context_settings=CONTEXT)
