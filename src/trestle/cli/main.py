@@ -60,11 +60,14 @@ pass_client = click.make_pass_decorator(Client)
 @click.option("--database-url", default=None, help="SQLAlchemy URL (env TRESTLE_DATABASE_URL)")
 def serve(host, port, home, no_auth, no_builtin, database_url) -> None:
     """Run the gateway (and its workers) in the foreground."""
-    from trestle.gateway.app import run
+    from trestle.gateway.app import CannotStart, run
 
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
                         builtin_models=not no_builtin, database_url=database_url)
-    run(settings)
+    try:
+        run(settings)
+    except CannotStart as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()
