@@ -56,7 +56,8 @@ class EngineState:
         path = resolve_weights(e.weights, self.model_dir)
         threads = e.threads or os.cpu_count() or 1
         self.model = LlamaModel.load(
-            path, context_length=e.context_length, slots=e.max_batch, threads=threads
+            path, context_length=e.context_length, slots=e.max_batch, threads=threads,
+            gpu_layers=e.gpu_layers,
         )
         self.scheduler = Scheduler(self.model, max_batch=e.max_batch, max_queue=e.max_queue)
         self.scheduler.start()
