@@ -26,3 +26,22 @@ def test_special_tokens_skipped_or_rendered_with_spaces(vocab):
     assert "".join(d.feed(t) for t in ids) == "a <|im_end|> <|im_start|> b"
     d = make(vocab, skip_special_tokens=False, spaces_between_special_tokens=False)
     assert "".join(d.feed(t) for t in ids) == "a<|im_end|><|im_start|>b"
+
+
+def test_a_character_left_unfinished_at_the_end_is_dropped(vocab):
+    ids = vocab.tokenize("ok 🚀🌟", add_special=False, parse_special=False)
+    pieces = [vocab.piece(t, special=False) for t in ids]
+    # the first prefix of tokens that stops inside a character (the emoji take byte tokens)
+    n = next(k for k in range(1, len(ids)) if _unfinished(b"".join(pieces[:k])))
+    d = make(vocab)
+    text = "".join(d.feed(t) for t in ids[:n])
+    assert d.flush() == ""  # not "\ufffd"
+    assert text == b"".join(pieces[:n]).decode("utf-8", "ignore")
+
+
+def _unfinished(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False

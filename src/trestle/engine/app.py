@@ -24,7 +24,7 @@ from starlette.routing import Route
 from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
 from trestle.engine.openai import chat_response, completion_response
-from trestle.engine.prompts import prepare_chat, prepare_completion
+from trestle.engine.prompts import prepare_chat, prepare_completion, prepare_off_loop
 from trestle.errors import BadRequest, NotFound
 from trestle.protocol.errors import exception_handlers
 from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
@@ -49,6 +49,7 @@ class EngineState:
         self.scheduler = None
 
     def load(self) -> None:
+        from trestle.engine.grammar import Grammars
         from trestle.engine.llama import LlamaModel
         from trestle.engine.scheduler import Scheduler
 
@@ -59,6 +60,7 @@ class EngineState:
             path, context_length=e.context_length, slots=e.max_batch, threads=threads,
             gpu_layers=e.gpu_layers,
         )
+        Grammars.of(self.model)  # llguidance's tokenizer for structured outputs, once per model
         self.scheduler = Scheduler(self.model, max_batch=e.max_batch, max_queue=e.max_queue)
         self.scheduler.start()
 
@@ -113,7 +115,7 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
             state.require_ready()
             req = parse_body(request_type, await request.body())
             state.check_model(req.model)
-            prepared = prepare(req, state.model)
+            prepared = await prepare_off_loop(request.receive, prepare, req, state.model)
             _log_request(kind, req, prepared)
             return await respond(request, state.scheduler, state.model, req, prepared)
 

@@ -1,7 +1,7 @@
 """Token ids to text, one token at a time, never splitting a multi-byte UTF-8 character.
 
-Incomplete UTF-8 bytes are held until the character completes (or the sequence ends, when
-they become U+FFFD). `skip_special_tokens` drops control tokens such as `<|im_end|>`;
+Incomplete UTF-8 bytes are held until the character completes; if the sequence ends first
+(`max_tokens` cut it mid-character) they are dropped, so a text never ends in U+FFFD. `skip_special_tokens` drops control tokens such as `<|im_end|>`;
 otherwise they are rendered, with a space on each side when `spaces_between_special_tokens`
 (the vLLM convention: special and ordinary text are joined with " ").
 """
@@ -49,5 +49,6 @@ class Detokenizer:
         return text
 
     def flush(self) -> str:
-        """Whatever incomplete bytes remain, as replacement characters."""
-        return self._decoder.decode(b"", final=True)
+        """The end of the sequence: the bytes of a character it did not finish are dropped."""
+        self._decoder.reset()
+        return ""

@@ -1,7 +1,8 @@
 """The OpenAI-style routes of the gateway (the `/model/...` data plane is `model_routes`).
 
     /v1/chat/completions, /v1/completions            Model APIs, by the `model` slug in the body
-    /v1/models                                       the Model API slugs served here
+    /v1/models, /v1/models/{slug}                    the Model API slugs served here (a slug
+                                                     may contain `/`: `org/name`)
     /v1/direct, /v1/embeddings, /api/endpoints, /api/datasets   not built yet: a clear 501
 """
 
@@ -15,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from trestle.deploy.routing import RoutingTable
-from trestle.errors import BadRequest, NotImplementedYet
+from trestle.errors import BadRequest, NotFound, NotImplementedYet
 from trestle.gateway.proxy import Relay
 from trestle.protocol.openai.responses import ModelCard, ModelList
 
@@ -47,10 +48,24 @@ async def model_api(routing: RoutingTable, request: Request) -> Relay:
     )
 
 
+def _cards(routing: RoutingTable) -> list[ModelCard]:
+    return [ModelCard(id=slug, created=int(dep.created_at.timestamp()))
+            for slug, dep in routing.served_slugs()]
+
+
 async def list_models(routing: RoutingTable, request: Request) -> JSONResponse:
-    cards = [ModelCard(id=slug, created=int(dep.created_at.timestamp()))
-             for slug, dep in routing.served_slugs()]
-    return JSONResponse(ModelList(data=cards).model_dump())
+    return JSONResponse(ModelList(data=_cards(routing)).model_dump())
+
+
+async def retrieve_model(routing: RoutingTable, request: Request) -> JSONResponse:
+    """`GET /v1/models/{slug}` (OpenAI's `client.models.retrieve(slug)`)."""
+    slug = request.path_params["slug"]
+    for card in _cards(routing):
+        if card.id == slug:
+            return JSONResponse(card.model_dump())
+    raise NotFound(
+        f"the model {slug!r} is not served here (see GET /v1/models)", param="model", code="model_not_found"
+    )
 
 
 def not_yet(feature: str):
@@ -68,6 +83,7 @@ def routes(routing: RoutingTable) -> list[Route]:
         Route("/v1/chat/completions", partial(model_api, routing), methods=["POST"]),
         Route("/v1/completions", partial(model_api, routing), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),
+        Route("/v1/models/{slug:path}", partial(retrieve_model, routing), methods=["GET"]),
         *NOT_YET,
     ]
 
