@@ -31,14 +31,18 @@ def test_dash_h_works_everywhere(path):
     assert res.returncode == 0, res.stderr
     assert "Usage: trestle" in res.stdout
     assert "-h, --help" in res.stdout
+    # defaults shown plainly, nothing cut short
+    assert "[default: (" not in res.stdout
+    commands = res.stdout.partition("Commands:")[2]
+    assert not any(line.endswith("...") for line in commands.splitlines()), commands
 
 
 def test_every_reporting_command_has_json_output():
     reporting = {p for p in ALL if p and not isinstance(_lookup(p), click.Group)}
     without = {p for p in reporting
                if not any(o.name == "output" for o in _lookup(p).params)}
-    # serve runs the server, logs prints a log, predict prints the model's own answer
-    assert without == {("serve",), ("deployments", "logs"), ("predict",)}
+    # serve runs the server, logs prints a log
+    assert without == {("serve",), ("deployments", "logs")}
 
 
 def _lookup(path):
@@ -82,6 +86,22 @@ def test_predict_prints_the_answer(server, pushed):
     assert json.loads(res.stdout) == {"message": "Hello, cli!"}
     res = server.cli("predict", m, "-d", "@-", input='{"name": "stdin"}')
     assert json.loads(res.stdout) == {"message": "Hello, stdin!"}
+
+
+def test_predict_takes_a_model_name_and_json_output(server, pushed):
+    pushed("hello")
+    res = server.cli("predict", "hello", "-d", '{"name": "by name"}', "--output", "json")
+    assert json.loads(res.stdout) == {"message": "Hello, by name!"}
+    assert res.stdout.startswith("{\n  ")  # one indented document, for people and jq alike
+    # a streamed answer becomes the list of its events
+    pushed("openai_methods")
+    body = '{"model": "m", "stream": true, "messages": [{"role": "user", "content": "a b"}]}'
+    res = server.cli("predict", "echo-chat", "--path", "sync/v1/chat/completions", "-d", body,
+                     "-o", "json")
+    events = json.loads(res.stdout)
+    assert events[-1] == "[DONE]"
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
+    assert text == "You said: a b"
 
 
 def test_secrets_reach_the_model_and_are_never_listed_by_value(server):

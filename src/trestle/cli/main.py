@@ -21,7 +21,8 @@ from trestle.errors import TrestleError
 from trestle.protocol import management as wire
 from trestle.settings import DEFAULT_PORT, Limits, Settings, default_home, format_size, parse_size
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TRESTLE"}
+CONTEXT = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TRESTLE",
+           "show_default": True, "terminal_width": 100, "max_content_width": 100}
 console = Console(stderr=True)
 
 
@@ -53,8 +54,8 @@ def emit(output: str, data, text_fn) -> None:
 
 
 @click.group(context_settings=CONTEXT)
-@click.option("--url", default=default_url, show_default=f"http://127.0.0.1:{DEFAULT_PORT}",
-              help="the trestle server (env TRESTLE_URL)")
+@click.option("--url", default=default_url, show_default=False,
+              help=f"the trestle server (env TRESTLE_URL; default http://127.0.0.1:{DEFAULT_PORT})")
 @click.option("--api-key", default=None, help="API key (env TRESTLE_API_KEY)")
 @click.version_option(package_name="trestle")
 @click.pass_context
@@ -105,8 +106,8 @@ def limit_options(fn):
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", help="address to listen on")
+@click.option("--port", default=DEFAULT_PORT, type=int, help="port to listen on")
 @click.option("--home", type=click.Path(path_type=Path), default=None,
               help="data directory (env TRESTLE_HOME, default ~/.trestle)")
 @click.option("--no-auth", is_flag=True, help="serve without API keys (local use only)")
@@ -115,12 +116,15 @@ def limit_options(fn):
 @limit_options
 def serve(host, port, home, no_auth, no_builtin, database_url, **limits) -> None:
     """Run the gateway (and its workers) in the foreground."""
-    from trestle.gateway.app import run
+    from trestle.gateway.app import CannotStart, run
 
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
                         builtin_models=not no_builtin, database_url=database_url,
                         limits=Limits(**limits))
-    run(settings)
+    try:
+        run(settings)
+    except CannotStart as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()
@@ -134,7 +138,10 @@ def serve(host, port, home, no_auth, no_builtin, database_url, **limits) -> None
 @pass_client
 def push(client: Client, folder: Path, promote: bool, environment: str | None, wait: bool,
          output: str) -> None:
-    """Push a Truss-style model folder (config.yaml + model/model.py) as a new deployment."""
+    """Deploy a model folder as a new deployment.
+
+    FOLDER holds config.yaml and model/model.py with a Model class (Truss-style), or a
+    config.yaml with an `engine:` section (a GGUF served by llama.cpp)."""
     try:
         ModelConfig.load(folder)  # fail early, locally, on a broken config.yaml
         archive = pack(folder)
@@ -174,17 +181,23 @@ def wait_for(client: Client, deployment_id: str) -> wire.DeploymentOut:
 
 
 def print_push(result: wire.PushResponse, dep: wire.DeploymentOut) -> None:
-    click.echo(f"model id:      {result.model.id}  ({result.model.name})")
-    click.echo(f"deployment id: {dep.id}  [{dep.status}]")
+    """One `label: value` line each; URLs only when the deployment can answer them."""
+    lines = [("model id", f"{result.model.id}  ({result.model.name})"),
+             ("deployment id", f"{dep.id}  [{dep.status}]")]
     if dep.error:
-        click.echo(f"error:         {dep.error}")
-        click.echo(f"logs:          trestle deployments logs {dep.id}")
-    click.echo(f"environments:  {', '.join(result.environments)}")
-    for name, url in result.urls.items():
-        click.echo(f"{name + ':':<15}{url}")
+        lines += [("error", dep.error), ("logs", f"trestle deployments logs {dep.id}")]
+    lines.append(("environments", ", ".join(result.environments)))
+    lines += [("note", note) for note in result.notes]
     if result.ignored_keys:
-        click.echo(f"not used:      {', '.join(result.ignored_keys)}  (Truss keys trestle accepts "
-                   "and ignores)")
+        lines.append(("not used", f"{', '.join(result.ignored_keys)}  (Truss keys trestle accepts "
+                                  "and ignores)"))
+    if dep.status != wire.Status.FAILED:
+        if result.slug:
+            lines.append(("model", f"{result.slug}  (send as `model` to the OpenAI routes)"))
+        lines += [(name.replace("_", " "), url) for name, url in result.urls.items()]
+    width = max(len(label) for label, _ in lines) + 2
+    for label, value in lines:
+        click.echo(f"{label + ':':<{width}}{value}")
 
 
 @cli.group(context_settings=CONTEXT)
@@ -221,17 +234,22 @@ def deployments_logs(client: Client, deployment_id: str) -> None:
 
 
 @cli.command()
-@click.argument("model_id")
+@click.argument("model")
 @click.option("--deployment", "deployment_id", default=None, help="a specific deployment")
-@click.option("--environment", "-e", default="production", show_default=True)
-@click.option("--data", "-d", default="{}", show_default=True,
-              help="JSON input, @file or @- for stdin")
-@click.option("--path", default="predict", show_default=True,
+@click.option("--environment", "-e", default="production", help="the environment to call")
+@click.option("--data", "-d", default="{}", help="JSON input, @file or @- for stdin")
+@click.option("--path", default="predict",
               help="worker route: predict, or sync/... e.g. sync/v1/chat/completions")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
+              help="text: the answer as it arrives; json: one JSON document (a stream's events "
+                   "as a list)")
 @pass_client
-def predict(client: Client, model_id: str, deployment_id: str | None, environment: str,
-            data: str, path: str) -> None:
-    """Call a model; streamed answers are printed as they arrive."""
+def predict(client: Client, model: str, deployment_id: str | None, environment: str,
+            data: str, path: str, output: str) -> None:
+    """Call a model by id or name and print its answer.
+
+    A streamed answer is printed as it arrives (with --output text)."""
+    model_id = resolve_model(client, model)
     target = f"deployment/{deployment_id}" if deployment_id else f"environments/{environment}"
     url = f"/model/{model_id}/{target}/{path.lstrip('/')}"
     body = read_data(data)
@@ -242,12 +260,46 @@ def predict(client: Client, model_id: str, deployment_id: str | None, environmen
                 if not resp.is_success:
                     resp.read()
                     client.check(resp)
+                if output == "json":
+                    click.echo(json.dumps(as_json(resp), indent=2))
+                    return
                 for chunk in resp.iter_raw():
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
         except __import__("httpx").ConnectError:
             raise click.ClickException(f"cannot reach trestle at {client.url}") from None
     click.echo()
+
+
+def resolve_model(client: Client, model: str) -> str:
+    """A model id, given its id or its name (as is when neither is listed: the server then says
+    there is no such model; also when this key may not list models)."""
+    try:
+        models = wire.ModelOutList.model_validate(client.request("GET", "/api/v1/models").json())
+    except click.ClickException:
+        return model
+    if any(m.id == model for m in models.models):
+        return model
+    return next((m.id for m in models.models if m.name == model), model)
+
+
+def as_json(resp) -> object:
+    """The answer as one JSON value: the body itself, or a stream's events as a list."""
+    resp.read()
+    if resp.headers.get("content-type", "").startswith("text/event-stream"):
+        events = []
+        for line in resp.text.splitlines():
+            if line.startswith("data:"):
+                payload = line[5:].strip()
+                try:
+                    events.append(json.loads(payload))
+                except ValueError:
+                    events.append(payload)  # e.g. [DONE]
+        return events
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text
 
 
 @cli.command()

@@ -85,6 +85,9 @@ class EngineConfig(BaseModel):
     max_batch: int = Field(default=8, ge=1, le=256)  # sequences decoded together
     threads: int | None = Field(default=None, ge=1)  # None: all cores
     max_queue: int = Field(default=64, ge=0)  # waiting requests before 429
+    # Layers offloaded to the GPU (llama.cpp's n_gpu_layers; -1: all). Needs a GPU build of
+    # llama-cpp-python; a CPU-only build refuses anything but 0.
+    gpu_layers: int = Field(default=0, ge=-1)
 
 
 class ScalingConfig(BaseModel):

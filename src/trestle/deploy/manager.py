@@ -9,6 +9,7 @@ serving until then; if the new one fails, the environment's record goes back to 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import re
@@ -39,6 +40,8 @@ class PushResult:
     deployment: Deployment
     environments: list[str]  # environments that will point at the deployment once it is active
     ignored_keys: list[str]  # config.yaml keys Truss defines that trestle does not use
+    notes: list[str]  # what the push did besides the obvious (e.g. repaired production)
+    methods: list[str]  # the OpenAI methods a Model class defines (engine: both)
 
 
 class DeploymentManager:
@@ -87,10 +90,16 @@ class DeploymentManager:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         model_name = config.model_name or name
-        if not model_name:
+        try:
+            if not model_name:
+                raise BadRequest("config.yaml has no model_name and none was given",
+                                 param="model_name")
+            await self._check_slug(config, model_name)
+            methods = openai_methods(staging, config)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            raise BadRequest("config.yaml has no model_name and none was given", param="model_name")
-        return await self._record(staging, config, model_name, promote, environment)
+            raise
+        return await self._record(staging, config, model_name, promote, environment, methods)
 
     async def push_folder(self, folder: Path, **kwargs) -> PushResult:
         """Push a folder that is already on this machine (used for built-in models)."""
@@ -112,8 +121,23 @@ class DeploymentManager:
             self._check_model_code(staging, config)
         return config
 
+    async def _check_slug(self, config: ModelConfig, model_name: str) -> None:
+        """A Model API slug belongs to one model: another model's push cannot take it over."""
+        if config.engine is None:
+            return
+        slug = config.engine.slug
+        for dep in self.routing.deployments.values():
+            if (dep.config or {}).get("engine", {}).get("slug") != slug or dep.status == Status.FAILED:
+                continue
+            holder = await self.store.get_model(dep.model_id)
+            if holder is not None and holder.name != model_name:
+                raise Conflict(
+                    f"the slug {slug!r} is already served by model {holder.name} ({holder.id}); "
+                    "choose another engine.slug, or push with that model's model_name to deploy "
+                    "a new version of it", param="engine.slug")
+
     async def _record(self, staging: Path, config: ModelConfig, model_name: str,
-                      promote: bool, environment: str | None) -> PushResult:
+                      promote: bool, environment: str | None, methods: list[str]) -> PushResult:
         model = await self._model_named(model_name)
         first = not await self.store.list_deployments(model.id)
         raw_config = config.record()
@@ -129,15 +153,30 @@ class DeploymentManager:
         if config.ignored_keys:
             self._log(dep, f"config.yaml keys trestle does not use: {', '.join(config.ignored_keys)}")
 
-        envs = [DEVELOPMENT]
-        if first or promote:
+        envs, notes = [DEVELOPMENT], []
+        stuck = self._production_never_served(model.id)
+        if first or promote or stuck:
             envs.append(PRODUCTION)
+        if stuck and not promote:
+            notes.append(f"production points at deployment {stuck}, which never became active: "
+                         "it moves to this deployment once this one is active")
+            self._log(dep, notes[-1])
         if environment and environment not in envs:
             envs.append(environment)
         for env in envs:
             await self._set_intended(model.id, env, dep.id)
         self._spawn(self._bring_up(dep))
-        return PushResult(model, dep, envs, config.ignored_keys)
+        return PushResult(model, dep, envs, config.ignored_keys, notes, methods)
+
+    def _production_never_served(self, model_id: str) -> str | None:
+        """The deployment production points at, if production has never been live and that
+        deployment failed (a broken first push): the next push that works should take over."""
+        key = (model_id, PRODUCTION)
+        target = self.routing.intended.get(key)
+        if target is None or self.routing.live.get(key) is not None:
+            return None
+        dep = self.routing.deployments.get(target)
+        return target if dep is not None and dep.status == Status.FAILED else None
 
     async def _model_named(self, name: str) -> Model:
         """The model called `name`, created on its first push (two first pushes may race)."""
@@ -255,3 +294,24 @@ class DeploymentManager:
                 f"{config.model_module_dir}/{config.model_class_filename} is missing: a model folder "
                 "needs config.yaml and model/model.py with a Model class (or an `engine:` section)"
             )
+
+
+OPENAI_METHODS = ("chat_completions", "completions")
+
+
+def openai_methods(folder: Path, config: ModelConfig) -> list[str]:
+    """The OpenAI methods the deployment answers: both for an engine, else those its Model class
+    defines (read from the source without running it; a class built dynamically shows none)."""
+    if config.engine is not None:
+        return list(OPENAI_METHODS)
+    path = folder / config.model_module_dir / config.model_class_filename
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == config.model_class_name:
+            defined = {n.name for n in node.body
+                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            return [m for m in OPENAI_METHODS if m in defined]
+    return []

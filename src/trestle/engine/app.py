@@ -57,7 +57,8 @@ class EngineState:
         path = resolve_weights(e.weights, self.model_dir)
         threads = e.threads or os.cpu_count() or 1
         self.model = LlamaModel.load(
-            path, context_length=e.context_length, slots=e.max_batch, threads=threads
+            path, context_length=e.context_length, slots=e.max_batch, threads=threads,
+            gpu_layers=e.gpu_layers,
         )
         Grammars.of(self.model)  # llguidance's tokenizer for structured outputs, once per model
         self.scheduler = Scheduler(self.model, max_batch=e.max_batch, max_queue=e.max_queue)

@@ -69,7 +69,8 @@ class LlamaModel:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: Path, *, context_length: int, slots: int, threads: int) -> "LlamaModel":
+    def load(cls, path: Path, *, context_length: int, slots: int, threads: int,
+             gpu_layers: int = 0) -> "LlamaModel":
         global _backend_ready
         if not _backend_ready:
             _quiet_llama_logs()
@@ -80,6 +81,11 @@ class LlamaModel:
         # matmul crashes this build in the first llama_decode (SIGSEGV in
         # ggml_backend_amx_mul_mat, seen with SmolLM2 Q4_1 on a Sapphire Rapids host).
         mparams.use_extra_bufts = False
+        if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            raise TrestleError("engine.gpu_layers needs a GPU build of llama-cpp-python; this one "
+                               "runs on the CPU only (set gpu_layers to 0, or reinstall it with "
+                               "GPU support)")
+        mparams.n_gpu_layers = 0x7FFFFFFF if gpu_layers == -1 else gpu_layers  # -1: every layer
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
             raise TrestleError(f"llama.cpp could not load the model file {path}")

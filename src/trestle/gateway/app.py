@@ -11,7 +11,11 @@ each part explicitly; at shutdown it closes it.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
+import socket
+from typing import IO
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.authentication import AuthenticationBackend
@@ -110,14 +114,55 @@ class GatewayApp:
                 return
 
 
+class CannotStart(Exception):
+    """`trestle serve` refuses to start (port taken, TRESTLE_HOME in use); nothing was changed."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before anything is opened if the port is taken (uvicorn would only find out after
+    the store, the workers and the built-in models were started)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CannotStart(f"port {port} on {host} is already in use (another trestle serve?); "
+                                  "pick another with --port N") from None
+            raise CannotStart(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def lock_home(settings: Settings) -> IO:
+    """One gateway per TRESTLE_HOME: its store, deployments and worker sockets are this
+    process's alone. The lock (flock on TRESTLE_HOME/gateway.lock) lasts while the returned file
+    stays open and goes with the process, however it ends."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    f = open(settings.home / "gateway.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise CannotStart(f"another trestle serve is already using TRESTLE_HOME {settings.home}; "
+                          "stop it, or give this one its own data directory with --home") from None
+    return f
+
+
 def run(settings: Settings) -> None:
+    """Run the gateway in the foreground; raises CannotStart, having touched nothing, when the
+    port or TRESTLE_HOME is already taken."""
     import uvicorn
 
     from trestle.requestid import configure_logging
 
+    check_port(settings.host, settings.port)
+    lock = lock_home(settings)
     configure_logging()
-    uvicorn.run(
-        GatewayApp(settings), host=settings.host, port=settings.port, loop="uvloop",
-        http="httptools", lifespan="on", access_log=False, log_config=None,
-        timeout_graceful_shutdown=30,
-    )
+    try:
+        uvicorn.run(
+            GatewayApp(settings), host=settings.host, port=settings.port, loop="uvloop",
+            http="httptools", lifespan="on", access_log=False, log_config=None,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        lock.close()

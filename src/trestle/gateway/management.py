@@ -47,14 +47,25 @@ async def _deployment_out(store: Store, dep: Deployment,
     )
 
 
-def urls(base: str, model_id: str, deployment_id: str) -> dict[str, str]:
+def urls(base: str, model_id: str, deployment_id: str, environments: list[str],
+         methods: list[str], slug: str | None) -> dict[str, str]:
+    """The URLs that reach this deployment once it is active, and only those that will work:
+    `/predict` for a Model class, the OpenAI routes it has (an engine's under its slug at `/v1`)."""
     m = f"{base}/model/{model_id}"
-    return {
-        "production": f"{m}/production/predict",
-        "development": f"{m}/development/predict",
-        "deployment": f"{m}/deployment/{deployment_id}/predict",
-        "chat_completions": f"{m}/deployment/{deployment_id}/sync/v1/chat/completions",
-    }
+    targets = {env: f"{m}/{env}" for env in environments}
+    targets["deployment"] = f"{m}/deployment/{deployment_id}"
+    out: dict[str, str] = {}
+    if slug is not None:  # an engine: no /predict; called by its slug, or through its own URLs
+        out["chat_completions"] = f"{base}/v1/chat/completions"
+        out["completions"] = f"{base}/v1/completions"
+        out["deployment_chat_completions"] = f"{targets['deployment']}/sync/v1/chat/completions"
+        return out
+    for name, target in targets.items():
+        out[name] = f"{target}/predict"
+    paths = {"chat_completions": "v1/chat/completions", "completions": "v1/completions"}
+    for method in methods:
+        out[method] = f"{targets['deployment']}/sync/{paths[method]}"
+    return out
 
 
 async def push(gw: Gateway, request: Request) -> JSONResponse:
@@ -83,11 +94,15 @@ async def push(gw: Gateway, request: Request) -> JSONResponse:
         archive.unlink(missing_ok=True)
     store = gw.store
     base = str(request.base_url).rstrip("/")
+    slug = (result.deployment.config.get("engine") or {}).get("slug")
     out = wire.PushResponse(
         model=await _model_out(store, result.model),
         deployment=await _deployment_out(store, result.deployment),
         environments=result.environments,
-        urls=urls(base, result.model.id, result.deployment.id),
+        slug=slug,
+        notes=result.notes,
+        urls=urls(base, result.model.id, result.deployment.id, result.environments,
+                  result.methods, slug),
         ignored_keys=result.ignored_keys,
     )
     return _json(out, 201)

@@ -49,7 +49,9 @@ class PushResponse(BaseModel):
     model: ModelOut
     deployment: DeploymentOut
     environments: list[str]  # environments that point at the deployment once it is active
-    urls: dict[str, str]
+    slug: str | None = None  # an engine's Model API slug: send it as `model` to /v1/...
+    notes: list[str] = Field(default_factory=list)  # e.g. production repaired by this push
+    urls: dict[str, str]  # name -> URL that reaches this deployment once it is active
     # config.yaml keys that Truss defines and trestle does not use: accepted, with no effect
     ignored_keys: list[str] = Field(default_factory=list)
 
