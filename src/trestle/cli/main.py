@@ -398,7 +398,7 @@ def keys_revoke(client: Client, key_id: str, yes: bool, output: str) -> None:
 @yes_option
 @output_option
 def keys_recover(home: Path | None, database_url: str | None, yes: bool, output: str) -> None:
-    """Create a new admin key with direct access to the store, for when every admin key is lost.
+    """Create a new admin key with direct access to the store (every admin key lost).
 
     Run it on the server's machine (the server may be running). The key is written to
     TRESTLE_HOME/admin_key (readable by you only), where the CLI on that machine finds it."""
