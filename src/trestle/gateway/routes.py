@@ -1,43 +1,38 @@
 """The OpenAI-style routes of the gateway (the `/model/...` data plane is `model_routes`).
 
-    /v1/chat/completions, /v1/completions            Model APIs, by the `model` slug in the body
-    /v1/models                                       the Model API slugs served here
-    /v1/direct, /v1/embeddings, /api/endpoints, /api/datasets   not built yet: a clear 501
+    /v1/chat/completions, /v1/completions            Model APIs, by the `model` slug in the body,
+                                                     or any deployment through the OpenAI bridge
+                                                     (`baseten` field, `model: baseten/...`)
+    /v1/direct/chat/completions, /v1/direct/completions   the direct bridge (OpenAI-mode deployments)
+    /v1/models                                       the Model API slugs and `baseten/{model_id}`s
+    /v1/embeddings, /api/endpoints, /api/datasets    not built yet: a clear 501
 """
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from trestle.deploy.routing import RoutingTable
 from trestle.errors import BadRequest, NotImplementedYet
+from trestle.gateway.bridge import Bridge, parse_body
 from trestle.gateway.proxy import Relay
+from trestle.protocol.bridge import MODEL_PREFIX, target_of
 from trestle.protocol.openai.responses import ModelCard, ModelList
 
 
-async def model_api(routing: RoutingTable, request: Request) -> Relay:
-    """`/v1/chat/completions` and `/v1/completions`: route by the body's `model` to an engine."""
+async def model_api(routing: RoutingTable, bridge: Bridge, request: Request) -> ASGIApp:
+    """`/v1/chat/completions` and `/v1/completions`: to the bridge target, else by the `model` slug."""
     body = await request.body()
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        raise BadRequest("body is not valid JSON") from None
-    except RecursionError:
-        raise BadRequest("body is nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("body must be a JSON object")
+    payload = parse_body(body)
+    target = target_of(payload)
+    if target is not None:
+        return await bridge.openai(request, request.url.path, body, payload, target)
     model = payload.get("model")
-    if "baseten" in payload or (isinstance(model, str) and model.startswith("baseten/")):
-        raise NotImplementedYet(
-            "the OpenAI bridge to custom deployments (`extra_body={'baseten': ...}`) is not "
-            "implemented yet; call /model/{model_id}/production/sync" + request.url.path + " instead",
-            param="baseten",
-        )
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: a Model API slug (see GET /v1/models)", param="model")
     replica = routing.route(slug=model)
@@ -47,10 +42,17 @@ async def model_api(routing: RoutingTable, request: Request) -> Relay:
     )
 
 
+async def direct(bridge: Bridge, request: Request) -> ASGIApp:
+    return await bridge.direct(request, request.url.path.replace("/v1/direct", "/v1", 1))
+
+
 async def list_models(routing: RoutingTable, request: Request) -> JSONResponse:
     cards = [ModelCard(id=slug, created=int(dep.created_at.timestamp()))
              for slug, dep in routing.served_slugs()]
-    return JSONResponse(ModelList(data=cards).model_dump())
+    cards += [ModelCard(id=f"{MODEL_PREFIX}{model_id}", created=int(dep.created_at.timestamp()),
+                        name=(dep.config or {}).get("model_name"))
+              for model_id, dep in routing.production_models()]
+    return JSONResponse(ModelList(data=cards).model_dump(exclude_none=True))
 
 
 def not_yet(feature: str):
@@ -64,16 +66,18 @@ ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 def routes(routing: RoutingTable) -> list[Route]:
+    bridge = Bridge(routing)
     return [
-        Route("/v1/chat/completions", partial(model_api, routing), methods=["POST"]),
-        Route("/v1/completions", partial(model_api, routing), methods=["POST"]),
+        Route("/v1/chat/completions", partial(model_api, routing, bridge), methods=["POST"]),
+        Route("/v1/completions", partial(model_api, routing, bridge), methods=["POST"]),
+        Route("/v1/direct/chat/completions", partial(direct, bridge), methods=["POST"]),
+        Route("/v1/direct/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),
         *NOT_YET,
     ]
 
 
 NOT_YET = [
-    Route("/v1/direct/{rest:path}", not_yet("the direct OpenAI bridge (/v1/direct)"), methods=ANY),
     Route("/v1/embeddings", not_yet("/v1/embeddings"), methods=ANY),
     Route("/api/endpoints/{rest:path}", not_yet("prompt endpoints"), methods=ANY),
     Route("/api/datasets/{rest:path}", not_yet("datastores"), methods=ANY),
