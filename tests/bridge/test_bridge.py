@@ -91,14 +91,14 @@ def test_streamed_predict_becomes_chunks(client, wordy, capsys):
         deltas.append(chunk.choices[0])
     assert deltas[0].delta.role == "assistant"
     assert "".join(d.delta.content or "" for d in deltas) == "You said: ping pong "
-    assert len([d for d in deltas if d.delta.content]) == 4  # one delta per piece yielded
+    assert all(d.delta.content for d in deltas[1:-1])  # pieces as they come (the transport may join some)
     assert deltas[-1].finish_reason == "stop" and not deltas[-1].delta.content
     assert "content='You '" in capsys.readouterr().out
 
 
 def test_stream_ends_with_done_and_include_usage_where_known(server, wordy):
     with server.client() as http:
-        body = {"model": "wordy", "messages": USER, "stream": True, "mode": "usage",
+        body = {"model": "wordy", "messages": USER, "stream": True,
                 "stream_options": {"include_usage": True}, "baseten": {"model_id": wordy}}
         # a streamed predict: usage unknown, so no usage chunk and the header says so
         resp = http.post("/v1/chat/completions", json=body)
@@ -106,6 +106,17 @@ def test_stream_ends_with_done_and_include_usage_where_known(server, wordy):
         events = [l for l in resp.text.split("\n\n") if l]
         assert events[-1] == "data: [DONE]"
         assert all("usage" not in json.loads(e[6:]) for e in events[:-1])
+
+
+def test_include_usage_sends_the_reported_usage_in_a_last_chunk(client, wordy):
+    """A whole result with usage, asked for as a stream: one content delta, then the usage chunk."""
+    stream = client.chat.completions.create(model="wordy", messages=USER, stream=True,
+                                            stream_options={"include_usage": True},
+                                            extra_body={"baseten": {"model_id": wordy}, "mode": "usage"})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: ping pong"
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 7
+    assert all(c.usage is None for c in chunks[:-1])
 
 
 def test_streamed_text_completions(client, wordy):

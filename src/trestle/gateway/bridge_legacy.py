@@ -98,7 +98,13 @@ class LegacyAnswer:
             if upstream.status != 200:
                 await self._relay(upstream, send)
             elif ctype.startswith(JSON):
-                await self._whole(json.loads(b"".join([c async for c in upstream.chunks]) or b"null"), send)
+                raw = b"".join([c async for c in upstream.chunks])
+                try:
+                    result = json.loads(raw) if raw else None
+                except ValueError:
+                    raise UpstreamError(f"deployment {self.replica.deployment_id} answered predict with "
+                                        "invalid JSON") from None
+                await self._whole(result, send)
             elif self.stream:
                 await self._stream(pieces(upstream, ctype), send)
             else:

@@ -7,10 +7,10 @@ class Model:
     def predict(self, model_input):
         text = model_input.get("prompt") or model_input["messages"][-1]["content"]
         mode = model_input.get("mode", "text")
+        if mode == "usage":  # a whole result, even when the client asked for a stream
+            return {"output": f"You said: {text}", "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
         if model_input.get("stream"):
             return self._words(text, model_input.get("pause", 0))
-        if mode == "usage":
-            return {"output": f"You said: {text}", "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
         if mode == "input":
             return model_input  # JSON: the bridge sends its text
         if mode == "choices":
