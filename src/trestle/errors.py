@@ -5,7 +5,7 @@
      +-- Unauthorized           401  no or bad credentials
      +-- NotFound               404  no such model, deployment, route or method
      +-- Conflict               409  the request clashes with current state
-     +-- PayloadTooLarge        413  the request body is over its route's limit
+     +-- PayloadTooLarge        413  a request or upload is over a size limit; the message names it
      +-- TooManyRequests        429  a queue is full; retry later
      +-- NotImplementedYet      501  a recognised feature that trestle does not serve yet
      +-- Unavailable            503  the target exists but cannot serve now (loading, failed, draining)

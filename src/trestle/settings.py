@@ -12,12 +12,16 @@ Request bodies are bounded while they stream in (413 past the limit), by route:
     /model/.../predict, /model/.../sync/...   TRESTLE_MAX_PREDICT_BODY_BYTES   default 64 MiB
     /api/v1/push                              the upload limit of `trestle.deploy.package`
     everything else (/v1/*, /api/*, ...)      TRESTLE_MAX_BODY_BYTES           default 8 MiB
+
+`Limits` bounds what a push may carry; each limit is a `trestle serve` option and an environment
+variable (docs/security.md, "Limits").
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from trestle.store.engine import sqlite_url
@@ -28,18 +32,71 @@ PUSH_PATH = "/api/v1/push"
 
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.I)
+
+
+def parse_size(text: str | int) -> int:
+    """`"512"`, `"64K"`, `"2G"`, `"10MiB"` -> bytes (K, M, G, T are powers of 1024)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size (examples: 65536, 64K, 200M, 2G)")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def format_size(n: int) -> str:
+    """The shortest exact spelling of `n` bytes that `parse_size` reads back (`2G`, `1536K`)."""
+    for unit in ("T", "G", "M", "K"):
+        if n and n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return str(n)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a push may carry. Breaching a size limit of the upload is a 413, of config.yaml a 400;
+    either names the limit by its `trestle serve` option."""
+
+    upload_bytes: int = 2 * 1024**3  # the push body as sent (gzip), counted while it arrives
+    unpacked_bytes: int = 8 * 1024**3  # all files of the folder together, unpacked
+    upload_files: int = 10_000  # files and folders in the pushed folder
+    config_bytes: int = 256 * 1024  # config.yaml, and config.yaml with its YAML aliases expanded
+    config_depth: int = 32  # nesting of mappings and lists in config.yaml
+
+    @staticmethod
+    def option(name: str) -> str:
+        """The `trestle serve` option that sets limit `name`: `upload_bytes` -> `--max-upload-bytes`."""
+        return "--max-" + name.replace("_", "-")
+
+    @staticmethod
+    def envvar(name: str) -> str:
+        return "TRESTLE_MAX_" + name.upper()
+
+    def describe(self, name: str, unit: str = "") -> str:
+        """The value and how to change it, for error messages:
+        `8M (limit: --max-upload-bytes / TRESTLE_MAX_UPLOAD_BYTES)`."""
+        value = getattr(self, name)
+        shown = format_size(value) if name.endswith("_bytes") else str(value)
+        return f"{shown}{unit} (limit: {self.option(name)} / {self.envvar(name)})"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
 
 def _env_bytes(name: str, default: int) -> int:
-    """A size from the environment: bytes, or a number with K, M, G or T (powers of 1024)."""
+    """A size from the environment (`parse_size` spellings), or `default` when unset."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
-    unit = value[-1].upper() if value[-1].isalpha() else ""
-    number = value[:-1] if unit else value
-    if not number.isdigit() or unit not in _UNITS or int(number) < 1:
-        raise ValueError(f"{name} must be a size such as 8388608 or 8M, got {value!r}")
-    return int(number) * _UNITS[unit]
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if size < 1:
+        raise ValueError(f"{name} must be at least 1 byte, got {value!r}")
+    return size
 
 
 def default_home() -> Path:
@@ -65,6 +122,8 @@ class Settings:
         if path == PUSH_PATH:
             return None
         return self.max_body_bytes, "TRESTLE_MAX_BODY_BYTES"
+
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def db_url(self) -> str:

@@ -18,7 +18,6 @@ import yaml
 from trestle.deploy.backend import ReplicaBackend
 from trestle.deploy.inprocess import InProcessBackend
 from trestle.deploy.manager import DeploymentManager
-from trestle.deploy.package import pack
 from trestle.deploy.transport import Replica
 from trestle.settings import Settings
 from trestle.store import Status, Store
@@ -57,7 +56,7 @@ async def settled(manager: DeploymentManager, deployment_id: str):
 
 
 async def push(manager: DeploymentManager, folder: Path, **kwargs):
-    return await manager.push(pack(folder), **kwargs)
+    return await manager.push_folder(folder, **kwargs)
 
 
 async def predict(replica: Replica, payload: dict) -> tuple[int, dict]:

@@ -219,18 +219,6 @@ def test_out_of_range_token_ids_are_400(client, slug):
         assert e.value.body["param"] == field
 
 
-@pytest.mark.parametrize("field,value", [
-    ("response_format", {"type": "json_object"}),
-    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]),
-    ("parallel_tool_calls", False),
-    ("parallel_tool_calls", True),
-])
-def test_unserved_features_are_refused_not_ignored(client, slug, field, value):
-    with pytest.raises(openai.BadRequestError) as e:
-        chat(client, slug, **{field: value})
-    assert e.value.body["param"] == field and "not supported yet" in e.value.body["message"]
-
-
 def test_text_response_format_is_accepted(client, slug, greedy):
     out = chat(client, slug, temperature=0, max_tokens=24, response_format={"type": "text"})
     assert text(out) == text(greedy)

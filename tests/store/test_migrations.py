@@ -17,15 +17,29 @@ from alembic.migration import MigrationContext
 from trestle.store import Store, sqlite_url
 from trestle.store.engine import make_engine, parse_url
 from trestle.store.migrate import head_revision, run_locked, upgrade
-from trestle.store.tables import Base
+from trestle.store.tables import Base, is_search_object
 
-TABLES = {"models", "deployments", "environments", "api_keys", "secrets", "alembic_version"}
+TABLES = {
+    "models", "deployments", "environments", "api_keys", "secrets", "datasets", "documents",
+    "chunks", "alembic_version",
+}
+# SQLite's FTS5 index of chunks: the virtual table and its shadow tables.
+FTS_TABLES = {"chunks_fts", "chunks_fts_data", "chunks_fts_idx", "chunks_fts_docsize",
+              "chunks_fts_config"}
 
 
 def schema(db_path) -> dict[str, set[str]]:
     with sqlite3.connect(db_path) as conn:
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        names = [
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            if r[0] not in FTS_TABLES
+        ]
         return {n: {r[1] for r in conn.execute(f"PRAGMA table_info({n})")} for n in names}
+
+
+def all_tables(db_path) -> set[str]:
+    with sqlite3.connect(db_path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 def indexes(db_path) -> set[str]:
@@ -47,7 +61,14 @@ def drift(db_url: str, metadata: sa.MetaData) -> list:
             async with engine.connect() as conn:
                 return await conn.run_sync(
                     lambda c: compare_metadata(
-                        MigrationContext.configure(c, opts={"compare_type": True}), metadata
+                        MigrationContext.configure(
+                            c,
+                            opts={
+                                "compare_type": True,
+                                "include_name": lambda name, *_: not is_search_object(name),
+                            },
+                        ),
+                        metadata,
                     )
                 )
         finally:
@@ -62,6 +83,12 @@ def test_fresh_file_gets_every_table_at_head(db_path, db_url):
 
     tables = schema(db_path)
     assert set(tables) == TABLES
+    assert all_tables(db_path) == TABLES | FTS_TABLES
+    assert tables["chunks"] == {
+        "id", "dataset_id", "document_id", "position", "text", "data", "embedding", "vector",
+        "last_accessed",
+    }
+    assert tables["documents"] == {"id", "dataset_id", "name", "metadata", "created_at"}
     assert tables["deployments"] == {
         "id", "model_id", "status", "config", "source_dir", "error", "created_at", "updated_at",
     }
@@ -129,7 +156,7 @@ def test_drift_check_sees_a_column_missing_from_the_migrations(db_url):
 def test_downgrade_to_base_and_back(db_path, db_url):
     asyncio.run(upgrade(db_url))
     asyncio.run(run_locked(db_url, lambda config: command.downgrade(config, "base")))
-    assert set(schema(db_path)) == {"alembic_version"}
+    assert all_tables(db_path) == {"alembic_version"}
     asyncio.run(upgrade(db_url))
     assert set(schema(db_path)) == TABLES
 

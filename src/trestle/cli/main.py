@@ -18,7 +18,7 @@ from trestle.deploy.config import ModelConfig
 from trestle.deploy.package import pack
 from trestle.errors import TrestleError
 from trestle.protocol import management as wire
-from trestle.settings import DEFAULT_PORT, Settings, default_home
+from trestle.settings import DEFAULT_PORT, Limits, Settings, default_home, format_size, parse_size
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TRESTLE"}
 console = Console(stderr=True)
@@ -50,6 +50,44 @@ def cli(ctx: click.Context, url: str, api_key: str | None) -> None:
 pass_client = click.make_pass_decorator(Client)
 
 
+class Size(click.ParamType):
+    """A byte count: 65536, 64K, 200M, 2G (powers of 1024)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx) -> int:
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if size < 1:
+            self.fail("must be at least 1 byte", param, ctx)
+        return size
+
+
+LIMIT_HELP = {
+    "upload_bytes": "largest push body (the gzip tar as sent)",
+    "unpacked_bytes": "largest pushed folder, all files together, unpacked",
+    "upload_files": "most files and folders in a pushed folder",
+    "config_bytes": "largest config.yaml, also with its YAML aliases expanded",
+    "config_depth": "deepest nesting in config.yaml",
+}
+
+
+def limit_options(fn):
+    """One `--max-...` option per `Limits` field, each also read from TRESTLE_MAX_...."""
+    defaults = Limits()
+    for name in reversed(Limits.names()):
+        value = getattr(defaults, name)
+        sized = name.endswith("_bytes")
+        fn = click.option(
+            Limits.option(name), name, type=Size() if sized else click.IntRange(min=1),
+            default=format_size(value) if sized else value, show_default=True,
+            envvar=Limits.envvar(name), show_envvar=True, help=LIMIT_HELP[name],
+        )(fn)
+    return fn
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
@@ -58,12 +96,14 @@ pass_client = click.make_pass_decorator(Client)
 @click.option("--no-auth", is_flag=True, help="serve without API keys (local use only)")
 @click.option("--no-builtin", is_flag=True, help="do not deploy the built-in Model APIs")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (env TRESTLE_DATABASE_URL)")
-def serve(host, port, home, no_auth, no_builtin, database_url) -> None:
+@limit_options
+def serve(host, port, home, no_auth, no_builtin, database_url, **limits) -> None:
     """Run the gateway (and its workers) in the foreground."""
     from trestle.gateway.app import run
 
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
-                        builtin_models=not no_builtin, database_url=database_url)
+                        builtin_models=not no_builtin, database_url=database_url,
+                        limits=Limits(**limits))
     run(settings)
 
 
@@ -81,13 +121,16 @@ def push(client: Client, folder: Path, promote: bool, environment: str | None, w
     """Push a Truss-style model folder (config.yaml + model/model.py) as a new deployment."""
     try:
         ModelConfig.load(folder)  # fail early, locally, on a broken config.yaml
+        archive = pack(folder)
     except TrestleError as exc:
-        raise click.ClickException(exc.message) from None
+        raise click.ClickException(f"{folder}: {exc.message}") from None
+    except ValueError as exc:  # a link in the folder
+        raise click.ClickException(str(exc)) from None
     params = {"promote": int(promote), "name": folder.resolve().name}
     if environment:
         params["environment"] = environment
     with console.status(f"uploading {folder}"):
-        resp = client.request("POST", "/api/v1/push", params=params, content=pack(folder),
+        resp = client.request("POST", "/api/v1/push", params=params, content=archive,
                               headers={"Content-Type": "application/gzip"})
     result = wire.PushResponse.model_validate(resp.json())
     dep = result.deployment
@@ -123,6 +166,9 @@ def print_push(result: wire.PushResponse, dep: wire.DeploymentOut) -> None:
     click.echo(f"environments:  {', '.join(result.environments)}")
     for name, url in result.urls.items():
         click.echo(f"{name + ':':<15}{url}")
+    if result.ignored_keys:
+        click.echo(f"not used:      {', '.join(result.ignored_keys)}  (Truss keys trestle accepts "
+                   "and ignores)")
 
 
 @cli.group(context_settings=CONTEXT)

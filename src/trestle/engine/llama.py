@@ -22,6 +22,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from trestle.engine.fingerprint import system_fingerprint
 from trestle.engine.model import ModelInfo
 from trestle.errors import TrestleError
 
@@ -115,6 +116,7 @@ class LlamaModel:
             eos_token=text_of(llama_cpp.llama_vocab_eos(vocab)),
             bos_id=int(llama_cpp.llama_vocab_bos(vocab)),
             add_bos=bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
+            fingerprint=system_fingerprint(Path(path), build=f"llama-cpp-python {llama_cpp.__version__}"),
         )
         log.info(
             "loaded %s: vocab %d, %d tokens per sequence x %d slots, %d threads",
@@ -141,6 +143,11 @@ class LlamaModel:
     def piece(self, token: int, *, special: bool) -> bytes:
         """The bytes of one token; control tokens are empty unless `special`."""
         return (self._special_pieces if special else self._pieces)[token]
+
+    @property
+    def vocab_handle(self):
+        """llama.cpp's vocabulary pointer, for libraries that read it (llguidance's tokenizer)."""
+        return self._vocab
 
     def is_control(self, token: int) -> bool:
         return token in self.control_ids

@@ -6,6 +6,7 @@ model only through these members; `engine/llama.py` (`LlamaModel`) is the implem
     model.info                                  # ModelInfo: vocabulary size, context, template
     model.tokenize("hi", add_special=False, parse_special=True) -> [token ids]
     model.piece(token, special=False) -> bytes  # one token's bytes
+    model.vocab_handle                          # llama.cpp's vocabulary, for llguidance
     model.decode([(seq_id, tokens, first_pos, want_logits), ...]) -> {seq_id: logits row}
     model.keep_prefix(seq_id, n)                # KV cache of seq_id: keep the first n positions
     model.copy_prefix(src, dst, n)              # dst starts with src's first n positions
@@ -30,6 +31,7 @@ class ModelInfo:
     eos_token: str
     bos_id: int
     add_bos: bool
+    fingerprint: str = ""  # `system_fingerprint`: engine build + weights (engine/fingerprint.py)
 
 
 class EngineModel(Protocol):
@@ -47,6 +49,11 @@ class EngineModel(Protocol):
         ...
 
     def is_control(self, token: int) -> bool: ...
+
+    @property
+    def vocab_handle(self):
+        """llama.cpp's vocabulary pointer: llguidance builds its tokenizer from it (grammar.py)."""
+        ...
 
     # -- the engine thread only --------------------------------------------------------------
     def decode(self, work: list[tuple[int, list[int], int, bool]]) -> dict[int, np.ndarray]:

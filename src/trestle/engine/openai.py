@@ -10,6 +10,10 @@ One object per route, built per request, in the manner of LitServe's `specs/open
 rendering (e.g. Anthropic Messages) sits beside this module with the same two methods.
 `chat_response` / `completion_response` are the route handlers' entry points. The response
 types are `trestle.protocol.openai.responses`.
+
+When the request allows tool calls, the chat rendering reads them out of the text with
+`trestle.engine.tools.ToolCallParser` - the same parser for the whole body and for the chunks,
+so streamed `content` and argument fragments, concatenated, equal the whole answer.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from trestle.engine import tools
 from trestle.engine.generation import answer
 from trestle.engine.model import EngineModel
 from trestle.engine.prompts import Prepared
@@ -65,6 +70,7 @@ class _OpenAIRendering:
         self.stream = bool(req.stream)
         self.want_logprobs = prepared.spec.sampling.logprobs
         self.include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        self.fingerprint = model.info.fingerprint or None  # on every response and chunk
 
     def text(self, results: list[Output]) -> str:
         return self.prepared.echo + "".join(o.text for o in results)
@@ -84,6 +90,24 @@ class _OpenAIRendering:
 
 
 # -- chat ------------------------------------------------------------------------------------
+def _finish(reason: str | None, called: bool) -> str | None:
+    """A generation that ended normally after calling tools ends with "tool_calls"."""
+    return "tool_calls" if called and reason == "stop" else reason
+
+
+def _tool_delta(events: list) -> r.ChatDelta:
+    """One chunk's delta from the tool-call parser's events (content, call starts, arguments)."""
+    content = "".join(e for e in events if isinstance(e, str))
+    calls = []
+    for e in events:
+        if isinstance(e, tools.CallStart):
+            fn = r.FunctionCallDelta(name=e.name, arguments="")
+            calls.append(r.ToolCallDelta(index=e.index, id=e.id, type="function", function=fn))
+        elif isinstance(e, tools.ArgsDelta):
+            calls.append(r.ToolCallDelta(index=e.index, function=r.FunctionCallDelta(arguments=e.text)))
+    return r.ChatDelta(content=content or None, tool_calls=calls or None)
+
+
 class ChatRendering(_OpenAIRendering):
     req: ChatCompletionRequest
 
@@ -107,15 +131,30 @@ class ChatRendering(_OpenAIRendering):
             )
         return r.ChoiceLogprobs(content=content)
 
+    def message(self, text: str) -> r.ChatMessage:
+        """The assistant message: tool calls read out of the text when the request allows them."""
+        if not self.prepared.tool_calls:
+            return r.ChatMessage(content=text)
+        parsed = tools.parse(text)
+        if not parsed.calls:
+            return r.ChatMessage(content=parsed.content)
+        calls = [
+            r.ToolCall(id=c.id, function=r.FunctionCall(name=c.name, arguments=c.arguments))
+            for c in parsed.calls
+        ]
+        return r.ChatMessage(content=parsed.content or None, tool_calls=calls)
+
     def whole(self, results: list[Output]) -> r.ChatCompletion:
         last = results[-1]
         tokens = [t for o in results for t in o.tokens]
+        message = self.message(self.text(results))
         return r.ChatCompletion(
             model=self.req.model,
+            system_fingerprint=self.fingerprint,
             choices=[
                 r.ChatCompletionChoice(
-                    message=r.ChatMessage(content=self.text(results)),
-                    finish_reason=last.finish_reason,
+                    message=message,
+                    finish_reason=_finish(last.finish_reason, bool(message.tool_calls)),
                     logprobs=self.logprobs(tokens) if self.want_logprobs else None,
                 )
             ],
@@ -128,20 +167,30 @@ class ChatRendering(_OpenAIRendering):
         def chunk(delta: r.ChatDelta, finish=None, logprobs=None) -> bytes:
             return sse(
                 r.ChatCompletionChunk(
-                    id=cid, created=created, model=model,
+                    id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
                     choices=[r.ChatCompletionChunkChoice(delta=delta, finish_reason=finish, logprobs=logprobs)],
                 )
             )
 
+        parser = tools.ToolCallParser() if self.prepared.tool_calls else None
         yield chunk(r.ChatDelta(role="assistant", content=""))
         if self.prepared.echo:
             yield chunk(r.ChatDelta(content=self.prepared.echo))
         async for out in outputs:
             lp = self.logprobs(out.tokens) if self.want_logprobs and out.tokens else None
-            if out.text or lp is not None or out.finish_reason:
+            if parser is not None:
+                events = parser.feed(out.text) + (parser.finish() if out.finish_reason else [])
+                delta = _tool_delta(events)
+                finish = _finish(out.finish_reason, bool(parser.parsed.calls))
+                if delta.content or delta.tool_calls or lp is not None or finish:
+                    yield chunk(delta, finish, lp)
+            elif out.text or lp is not None or out.finish_reason:
                 yield chunk(r.ChatDelta(content=out.text or None), out.finish_reason, lp)
             if out.finish_reason and self.include_usage:
-                yield sse(r.ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=_usage(out)))
+                yield sse(r.ChatCompletionChunk(
+                    id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
+                    choices=[], usage=_usage(out),
+                ))
 
 
 # -- text completions ------------------------------------------------------------------------
@@ -169,6 +218,7 @@ class CompletionRendering(_OpenAIRendering):
         logprobs = self.logprobs(tokens, 0) if self.want_logprobs else None
         return r.Completion(
             model=self.req.model,
+            system_fingerprint=self.fingerprint,
             choices=[r.CompletionChoice(text=self.text(results), finish_reason=last.finish_reason, logprobs=logprobs)],
             usage=_usage(last),
         )
@@ -180,7 +230,7 @@ class CompletionRendering(_OpenAIRendering):
         def chunk(text: str, finish=None, logprobs=None) -> bytes:
             return sse(
                 r.Completion(
-                    id=cid, created=created, model=model,
+                    id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
                     choices=[r.CompletionChoice(text=text, finish_reason=finish, logprobs=logprobs)],
                 )
             )
@@ -193,7 +243,10 @@ class CompletionRendering(_OpenAIRendering):
                 yield chunk(out.text, out.finish_reason, lp)
             sent += len(out.text)
             if out.finish_reason and self.include_usage:
-                yield sse(r.Completion(id=cid, created=created, model=model, choices=[], usage=_usage(out)))
+                yield sse(r.Completion(
+                    id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
+                    choices=[], usage=_usage(out),
+                ))
 
 
 # -- the routes' entry points ----------------------------------------------------------------

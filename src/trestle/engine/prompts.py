@@ -10,6 +10,10 @@ naming the field - never silently ignored.
 Preparing runs off the event loop, on a few threads of its own (`prepare_off_loop`): a chat
 template may render for up to a second and a long prompt takes a while to tokenize, and
 neither may hold up other requests. A client that leaves meanwhile cancels its render.
+
+`response_format` and tools become a `Grammar` (trestle.engine.grammar) on the spec: compiled
+here, before anything is queued, so a schema or grammar llguidance cannot compile or enforce is a
+400 naming `response_format` (or `tools[i].function.parameters`) with llguidance's reason.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from typing import Callable
 from starlette.types import Receive
 
 from trestle.disconnect import race_disconnect
+
+from trestle.engine import tools as tool_calls
+from trestle.engine.grammar import Grammar, GrammarError, Grammars, StructureTag, compact_schema
 from trestle.engine.model import EngineModel
 from trestle.engine.sampler import SamplingParams
 from trestle.engine.sequence import GenerationSpec
@@ -32,6 +39,10 @@ from trestle.errors import BadRequest, TrestleError
 from trestle.protocol.openai.requests import (
     ChatCompletionRequest,
     CompletionRequest,
+    ResponseFormatGrammar,
+    ResponseFormatJson,
+    ResponseFormatJsonObject,
+    ResponseFormatStructuralTag,
     ResponseFormatText,
     SamplingRequest,
 )
@@ -44,6 +55,7 @@ class Prepared:
     spec: GenerationSpec
     echo: str  # text to put before the generated text ("" unless `echo`)
     user_hash: str | None  # `user`, recorded as a short hash (never the raw id in logs)
+    tool_calls: bool = False  # the output may hold tool calls: read them back (trestle.engine.tools)
 
 
 def _not_supported(param: str, what: str) -> BadRequest:
@@ -123,8 +135,81 @@ def _user_hash(req: SamplingRequest) -> str | None:
     return hashlib.sha256(req.user.encode("utf-8")).hexdigest()[:12]
 
 
-def _spec(req: SamplingRequest, prompt: list[int], max_tokens: int, sampling: SamplingParams) -> GenerationSpec:
+# -- structured outputs ------------------------------------------------------------------------
+def response_grammar(rf, model: EngineModel) -> Grammar | None:
+    """The grammar for `response_format` (None for text); 400 naming it when it cannot compile."""
+    if rf is None or isinstance(rf, ResponseFormatText):
+        return None
+    grammars = Grammars.of(model)
+    try:
+        if isinstance(rf, ResponseFormatJsonObject):
+            return grammars.json_schema({"type": "object"})
+        if isinstance(rf, ResponseFormatJson):
+            schema = rf.json_schema.json_schema
+            return grammars.json_schema({"type": "object"} if schema is None else schema)
+        if isinstance(rf, ResponseFormatGrammar):
+            return grammars.grammar(rf.grammar)
+        if isinstance(rf, ResponseFormatStructuralTag):
+            return grammars.structural_tag(_structure_tags(rf))
+    except GrammarError as exc:
+        raise BadRequest(
+            f"response_format: the {rf.type} cannot be enforced: {exc}", param="response_format"
+        ) from None
+    raise BadRequest(f"response_format: unknown type {rf.type!r}", param="response_format")
+
+
+def _structure_tags(rf: ResponseFormatStructuralTag) -> list[StructureTag]:
+    tags = []
+    for i, s in enumerate(rf.structures):
+        starts = [t for t in rf.triggers if s.begin.startswith(t)]
+        if not starts:
+            raise BadRequest(
+                f"response_format: structures[{i}].begin {s.begin!r} does not start with any of "
+                f"the triggers {rf.triggers!r}",
+                param="response_format",
+            )
+        schema = {} if s.tag_schema is None else s.tag_schema
+        tags.append(StructureTag(max(starts, key=len), s.begin, schema, s.end))
+    return tags
+
+
+def _tool_grammar(req: ChatCompletionRequest, model: EngineModel) -> Grammar | None:
+    """The grammar of the tool calls `tool_choice` allows (None: no calls)."""
+    choice = req.tool_choice or "auto"
+    if not req.tools or choice == "none":
+        return None
+    grammars = Grammars.of(model)
+    for i, t in enumerate(req.tools):  # each parameters schema alone first: the 400 names it
+        if t.function.parameters is not None:
+            try:
+                grammars.json_schema(t.function.parameters)
+            except GrammarError as exc:
+                param = f"tools[{i}].function.parameters"
+                raise BadRequest(f"{param}: the schema cannot be enforced: {exc}", param=param) from None
+    tools = req.tools
+    if not isinstance(choice, str):
+        tools = [t for t in req.tools if t.function.name == choice.function.name]
+        if not tools:
+            raise BadRequest(
+                f"tool_choice: no tool named {choice.function.name!r} in tools", param="tool_choice"
+            )
+    lark = tool_calls.call_grammar(
+        compact_schema(tool_calls.call_schema(tools)),
+        free_text=choice == "auto",
+        parallel=req.parallel_tool_calls,
+    )
+    try:
+        return grammars.lark(lark)
+    except GrammarError as exc:
+        raise BadRequest(f"tools: the tool-call grammar cannot be built: {exc}", param="tools") from None
+
+
+def _spec(
+    req: SamplingRequest, prompt: list[int], max_tokens: int, sampling: SamplingParams,
+    grammar: Grammar | None = None,
+) -> GenerationSpec:
     return GenerationSpec(
+        grammar=grammar,
         prompt=prompt,
         max_tokens=max_tokens,
         sampling=sampling,
@@ -139,34 +224,34 @@ def _spec(req: SamplingRequest, prompt: list[int], max_tokens: int, sampling: Sa
 def prepare_chat(
     req: ChatCompletionRequest, model: EngineModel, cancel: threading.Event | None = None
 ) -> Prepared:
-    if req.response_format is not None and not isinstance(req.response_format, ResponseFormatText):
-        raise _not_supported("response_format", f"response_format type {req.response_format.type!r}")
-    if req.tools:
-        raise _not_supported("tools", "tool calling")
-    if req.tool_choice is not None and req.tool_choice != "none":
-        raise _not_supported("tool_choice", f"tool_choice {req.tool_choice!r}")
-    if "parallel_tool_calls" in req.model_fields_set:
-        raise _not_supported("parallel_tool_calls", "parallel_tool_calls (tool calling)")
     from trestle.engine.template import RenderCancelled, render_chat
 
+    grammar = response_grammar(req.response_format, model)
+    calls = _tool_grammar(req, model)
+    if calls is not None and grammar is not None:
+        raise BadRequest(
+            "response_format: a non-text response_format cannot be combined with tool calls; "
+            "set tool_choice to \"none\" or leave response_format out",
+            param="response_format",
+        )
     template = req.chat_template or model.info.chat_template
     if not template:
         raise BadRequest(
             "chat_template: the model has no chat template; pass one in chat_template",
             param="chat_template",
         )
-    messages = []
-    for m in req.messages:
-        d = m.model_dump(exclude_none=True)
-        d["content"] = m.text()
-        messages.append(d)
+    native_tools = bool(req.tools) and tool_calls.template_supports_tools(template)
+    if native_tools:
+        messages = list(req.messages)  # render_chat turns them into the template's dicts
+    else:
+        messages = tool_calls.plain_messages(req.messages, req.tools)
     try:
         text = render_chat(
             template,
             messages,
             cancel,
             add_generation_prompt=req.add_generation_prompt,
-            tools=None,
+            tools=req.tools if native_tools else None,
             documents=req.documents,
             bos_token=model.info.bos_token,
             eos_token=model.info.eos_token,
@@ -183,7 +268,12 @@ def prepare_chat(
     sampling = _sampling(req, model.info.n_vocab, req.logprobs, req.top_logprobs if req.logprobs else 0)
     last = req.messages[-1]
     echo = last.text() if req.echo and last.role == "assistant" else ""
-    return Prepared(_spec(req, prompt, max_tokens, sampling), echo, _user_hash(req))
+    return Prepared(
+        _spec(req, prompt, max_tokens, sampling, grammar or calls),
+        echo,
+        _user_hash(req),
+        tool_calls=calls is not None,
+    )
 
 
 def prepare_completion(
@@ -197,11 +287,12 @@ def prepare_completion(
         prompt_text = b"".join(model.piece(t, special=True) for t in prompt).decode("utf-8", "replace")
     if req.echo and req.logprobs is not None:
         raise _not_supported("echo", "echo together with logprobs (prompt log probabilities)")
+    grammar = response_grammar(req.response_format, model)
     prompt, max_tokens = _fit(model, req, prompt, "prompt")
     want = req.logprobs is not None
     sampling = _sampling(req, model.info.n_vocab, want, req.logprobs or 0)
     return Prepared(
-        _spec(req, prompt, max_tokens, sampling),
+        _spec(req, prompt, max_tokens, sampling, grammar),
         prompt_text if req.echo else "",
         _user_hash(req),
     )

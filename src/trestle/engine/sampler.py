@@ -2,7 +2,8 @@
 
 Order of operations on a copy of the row (the vLLM order):
 1. masks: `logit_bias` (added), `bad_token_ids`, end tokens while `ignore_eos` or before
-   `min_tokens` (also `stop_token_ids` then), and any token rejected by the caller's `accept`
+   `min_tokens` (also `stop_token_ids` then), tokens the sequence's grammar does not allow
+   (`allowed`, from trestle.engine.grammar) and any token rejected by the caller's `accept`
    check (bad phrases) -> -inf;
 2. penalties: `repetition_penalty` (multiplicative over prompt + output tokens: a positive
    logit is divided, a negative one multiplied), then `frequency_penalty` x count and
@@ -108,11 +109,13 @@ class Sampler:
             self._seen.add(token)
             self._seen_idx = np.append(self._seen_idx, token)
 
-    def _process(self, x: np.ndarray) -> np.ndarray:
+    def _process(self, x: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
         """Apply masks and penalties to `x` in place (the caller's own copy of the row)."""
         p = self.p
         if self._static_idx.size:
             x[self._static_idx] += self._static_val
+        if allowed is not None:
+            np.putmask(x, allowed == 0, _NEG_INF)
         if self.generated < p.min_tokens and self._ends.size:
             x[self._ends] = _NEG_INF
         if self._seen is not None and self._seen_idx.size:
@@ -156,10 +159,16 @@ class Sampler:
             j -= 1
         return int(j if idx is None else idx[j])
 
-    def sample(self, row: np.ndarray, accept: Callable[[int], bool] | None = None) -> Sampled:
-        """The next token. `row` (float32) may be changed in place: pass a copy you own."""
+    def sample(
+        self,
+        row: np.ndarray,
+        accept: Callable[[int], bool] | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> Sampled:
+        """The next token. `row` (float32) may be changed in place: pass a copy you own.
+        `allowed` (0/1 per token) is a grammar's mask; logprobs stay those of the raw row."""
         raw = row.copy() if self.p.logprobs else None
-        x = self._process(row)
+        x = self._process(row, allowed)
         while True:
             if not np.isfinite(x.max()):  # everything is masked: nothing left to draw from
                 raise ValueError("every token is excluded by the request's constraints")

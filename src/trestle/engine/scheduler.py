@@ -6,7 +6,9 @@ Each step:
 2. build one batch: a token for every decoding sequence, then prompt chunks of prefilling
    sequences while the step has room (`n_batch` tokens) - prefill and decode share the step;
 3. `llama_decode`, then each sequence that produced logits samples its next token; the step's
-   outputs go to asyncio in one `loop.call_soon_threadsafe` per event loop;
+   outputs go to asyncio in one `loop.call_soon_threadsafe` per event loop. Sequences with a
+   grammar (structured outputs, tool calls) get their token masks filled together just before
+   `llama_decode` (llguidance's batch fill); sequences without one skip all of it;
 4. finished sequences leave and free their slot.
 
 Prefix cache: a free slot keeps the KV cache of the sequence that last used it. A new request
@@ -84,6 +86,7 @@ class Scheduler:
         self.cancelled = 0  # sequences dropped because their client went away
         self.reused_tokens = 0  # prompt tokens not recomputed thanks to the prefix cache
         self.shared_tokens = 0  # the part of those copied from a sequence that was running
+        self._masks = None  # MaskBatch, made at the first constrained step
 
     # -- called from asyncio ---------------------------------------------------------------
     def start(self) -> None:
@@ -205,6 +208,14 @@ class Scheduler:
             self._resolve_shares()
             return [s for s in self._active if s.share is None]
 
+    def _fill_masks(self, items) -> None:
+        """Fill the token masks of this step's constrained sequences, all together."""
+        if self._masks is None:
+            from trestle.engine.grammar import Grammars, MaskBatch
+
+            self._masks = MaskBatch(Grammars.of(self.model), rows=self.max_batch)
+        self._masks.fill(items)
+
     def _run(self) -> None:
         try:
             while True:
@@ -234,7 +245,13 @@ class Scheduler:
             work.append((seq.slot, tokens, pos, want))
             fed.append((seq, want))
             budget -= len(tokens)
+        constrained = [
+            (seq.matcher, seq.slot) for seq, want in fed
+            if want and seq.matcher is not None and not seq.cancelled
+        ]
         try:
+            if constrained:
+                self._fill_masks(constrained)
             rows = self.model.decode(work)
         except Exception as exc:  # one place frees everything the step held
             log.exception("engine step failed")
@@ -249,7 +266,8 @@ class Scheduler:
         for seq, want in fed:
             seq.advance()
             if want and not seq.cancelled:
-                seq.on_logits(rows[seq.slot])
+                allowed = self._masks.allowed(seq.slot) if seq.matcher is not None else None
+                seq.on_logits(rows[seq.slot], allowed)
             if seq.finished or seq.cancelled:
                 done.append(seq)
         flush(seq for seq, _ in fed)

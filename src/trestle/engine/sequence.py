@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from trestle.engine.detokenizer import Detokenizer
+from trestle.engine.grammar import Grammar
 from trestle.engine.model import EngineModel
 from trestle.engine.sampler import Sampled, Sampler, SamplingParams
 from trestle.engine.stops import StopMatcher
@@ -62,6 +63,7 @@ class GenerationSpec:
     bad: list[str] = field(default_factory=list)
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
+    grammar: Grammar | None = None  # the output must match it (structured outputs, tool calls)
 
 
 class Sequence:
@@ -96,6 +98,8 @@ class Sequence:
             skip_special_tokens=spec.skip_special_tokens,
             spaces_between_special_tokens=spec.spaces_between_special_tokens,
         )
+        # Unconstrained sequences have no matcher and pay nothing for the feature.
+        self.matcher = spec.grammar.matcher() if spec.grammar is not None else None
         self.stops = StopMatcher(spec.stop, include_stop_str_in_output=spec.include_stop_str_in_output)
         self._eog = frozenset(int(t) for t in model.eog_ids)
         self._stop_ids = frozenset(spec.sampling.stop_token_ids)
@@ -141,13 +145,17 @@ class Sequence:
         window = self._tail + self.model.piece(tok, special=False)
         return not any(b in window for b in self._bad)
 
-    def on_logits(self, row: np.ndarray) -> None:
+    def on_logits(self, row: np.ndarray, allowed: np.ndarray | None = None) -> None:
+        """Sample from `row`; `allowed` is this step's grammar mask when the sequence has one."""
         try:
-            s: Sampled = self.sampler.sample(row, self._accept if self._bad else None)
+            s: Sampled = self.sampler.sample(row, self._accept if self._bad else None, allowed)
         except ValueError as exc:
             self.finish("error", error=str(exc))
             return
         tok = s.token
+        if self.matcher is not None and not self.matcher.consume(tok):
+            self.finish("error", error=f"the grammar refused token {tok}: {self.matcher.error}")
+            return
         self.sampler.observe(tok)
         self.generated += 1
         self.last_token = tok
@@ -166,6 +174,8 @@ class Sequence:
             out.text = self.stops.feed(self.detok.feed(tok))
             if self.stops.stopped is not None:
                 reason = "stop"
+            elif self.matcher is not None and self.matcher.stopped:
+                reason = "stop"  # the grammar is complete: the output matches it
         if reason is None and (
             self.generated >= self.spec.max_tokens or self.n_past + 1 >= self.model.info.n_ctx_seq
         ):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from functools import partial
 
 from pydantic import BaseModel
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from trestle.deploy.package import MAX_UPLOAD_BYTES
-from trestle.errors import BadRequest, NotFound
+from trestle.deploy.package import receive
+from trestle.errors import BadRequest, NotFound, PayloadTooLarge
 from trestle.protocol import management as wire
+from trestle.protocol.errors import error_response
 from trestle.protocol.validation import parse_body
 from trestle.gateway.context import Gateway
 from trestle.store import Deployment, Environment, Model, Store
@@ -55,19 +56,29 @@ def urls(base: str, model_id: str, deployment_id: str) -> dict[str, str]:
 
 
 async def push(gw: Gateway, request: Request) -> JSONResponse:
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > MAX_UPLOAD_BYTES:
-        raise BadRequest(f"upload is {declared} bytes; the limit is {MAX_UPLOAD_BYTES}")
-    data = await request.body()
-    if not data:
-        raise BadRequest("the body must be a gzip tar of the model folder (see `trestle push`)")
+    """The body (a gzip tar) goes to disk as it arrives, bounded by `Limits.upload_bytes`; over
+    the limit, the answer closes the connection so that the rest is not read."""
+    limits = gw.settings.limits
+    declared = request.headers.get("content-length", "")
+    try:
+        if declared.isdigit() and int(declared) > limits.upload_bytes:
+            raise PayloadTooLarge(f"the push body is larger than {limits.describe('upload_bytes')}",
+                                  code="max_upload_bytes")
+        archive = await receive(request.stream(), gw.manager.upload_dir(), limits)
+    except PayloadTooLarge as exc:
+        return error_response(exc, headers={"Connection": "close"})
+    except ClientDisconnect:
+        raise BadRequest("the client went away before the push body ended") from None
     q = request.query_params
-    result = await gw.manager.push(
-        data,
-        name=q.get("name") or None,
-        promote=q.get("promote", "0").lower() in ("1", "true", "yes"),
-        environment=q.get("environment") or None,
-    )
+    try:
+        result = await gw.manager.push(
+            archive,
+            name=q.get("name") or None,
+            promote=q.get("promote", "0").lower() in ("1", "true", "yes"),
+            environment=q.get("environment") or None,
+        )
+    finally:
+        archive.unlink(missing_ok=True)
     store = gw.store
     base = str(request.base_url).rstrip("/")
     out = wire.PushResponse(
@@ -75,6 +86,7 @@ async def push(gw: Gateway, request: Request) -> JSONResponse:
         deployment=await _deployment_out(store, result.deployment),
         environments=result.environments,
         urls=urls(base, result.model.id, result.deployment.id),
+        ignored_keys=result.ignored_keys,
     )
     return _json(out, 201)
 

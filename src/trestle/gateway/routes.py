@@ -4,7 +4,8 @@
                                                      or any deployment through the OpenAI bridge
                                                      (`baseten` field, `model: baseten/...`)
     /v1/direct/chat/completions, /v1/direct/completions   the direct bridge (OpenAI-mode deployments)
-    /v1/models                                       the Model API slugs and `baseten/{model_id}`s
+    /v1/models, /v1/models/{id}                      the Model API slugs (a slug may contain `/`:
+                                                     `org/name`) and `baseten/{model_id}`s
     /v1/embeddings, /api/endpoints, /api/datasets    not built yet: a clear 501
 """
 
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from trestle.deploy.routing import RoutingTable
-from trestle.errors import BadRequest, NotImplementedYet
+from trestle.errors import BadRequest, NotFound, NotImplementedYet
 from trestle.gateway.bridge import Bridge, parse_body
 from trestle.gateway.proxy import Relay
 from trestle.protocol.bridge import MODEL_PREFIX, target_of
@@ -46,13 +47,28 @@ async def direct(bridge: Bridge, request: Request) -> ASGIApp:
     return await bridge.direct(request, request.url.path.replace("/v1/direct", "/v1", 1))
 
 
-async def list_models(routing: RoutingTable, request: Request) -> JSONResponse:
+def _cards(routing: RoutingTable) -> list[ModelCard]:
     cards = [ModelCard(id=slug, created=int(dep.created_at.timestamp()))
              for slug, dep in routing.served_slugs()]
     cards += [ModelCard(id=f"{MODEL_PREFIX}{model_id}", created=int(dep.created_at.timestamp()),
                         name=(dep.config or {}).get("model_name"))
               for model_id, dep in routing.production_models()]
-    return JSONResponse(ModelList(data=cards).model_dump(exclude_none=True))
+    return cards
+
+
+async def list_models(routing: RoutingTable, request: Request) -> JSONResponse:
+    return JSONResponse(ModelList(data=_cards(routing)).model_dump(exclude_none=True))
+
+
+async def retrieve_model(routing: RoutingTable, request: Request) -> JSONResponse:
+    """`GET /v1/models/{id}` (OpenAI's `client.models.retrieve(id)`)."""
+    slug = request.path_params["slug"]
+    for card in _cards(routing):
+        if card.id == slug:
+            return JSONResponse(card.model_dump(exclude_none=True))
+    raise NotFound(
+        f"the model {slug!r} is not served here (see GET /v1/models)", param="model", code="model_not_found"
+    )
 
 
 def not_yet(feature: str):
@@ -73,6 +89,7 @@ def routes(routing: RoutingTable) -> list[Route]:
         Route("/v1/direct/chat/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/direct/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),
+        Route("/v1/models/{slug:path}", partial(retrieve_model, routing), methods=["GET"]),
         *NOT_YET,
     ]
 

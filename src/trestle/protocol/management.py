@@ -50,6 +50,8 @@ class PushResponse(BaseModel):
     deployment: DeploymentOut
     environments: list[str]  # environments that point at the deployment once it is active
     urls: dict[str, str]
+    # config.yaml keys that Truss defines and trestle does not use: accepted, with no effect
+    ignored_keys: list[str] = Field(default_factory=list)
 
 
 class ModelOutList(BaseModel):

@@ -37,7 +37,18 @@ def llama_cpp(
     return build_app(config, model_dir)
 
 
-ENGINES: dict[str, AppBuilder] = {"llama_cpp": llama_cpp}
+def sentence_transformers(
+    config: ModelConfig, model_dir: Path, *, secrets: Secrets, environment: dict[str, str] | None
+) -> ASGIApp:
+    from trestle.embeddings.app import build_app  # imports torch (in the worker only)
+
+    return build_app(config, model_dir)
+
+
+ENGINES: dict[str, AppBuilder] = {
+    "llama_cpp": llama_cpp,
+    "sentence_transformers": sentence_transformers,
+}
 
 
 def app_builder(config: ModelConfig) -> AppBuilder:

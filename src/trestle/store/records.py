@@ -62,3 +62,38 @@ class ApiKey:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    name: str
+    embedding_model: str
+    dimensions: int
+    version: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    dataset_id: str
+    name: str
+    metadata: dict[str, Any] = field(hash=False)
+    created_at: datetime
+    chunks: int = 0  # how many chunks (rows) it has, where the query counted them
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One row of a dataset: `id` is the seed's `rowId`; `data` holds `text` and, for a CSV
+    row, its columns; `embedding` is the text that was embedded. No vector: see `load_vectors`."""
+
+    id: int
+    dataset_id: str
+    document_id: str
+    position: int
+    text: str
+    data: dict[str, Any] = field(hash=False)
+    embedding: str
+    last_accessed: datetime | None

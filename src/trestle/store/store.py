@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.store import keys, migrate
+from trestle.store.datasets import DatasetStore
 from trestle.store.engine import make_engine, parse_url
 from trestle.store.ids import new_id
 from trestle.store.records import ApiKey, Deployment, Environment, Model, Status, check_status
@@ -110,6 +111,7 @@ class Store:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._verified = keys.VerifiedKeyCache(ttl=key_cache_ttl)
         self._verifying: dict[bytes, asyncio.Future[ApiKey | None]] = {}
+        self.datasets = DatasetStore(engine)  # datasets, documents, chunks: store/datasets.py
 
     @classmethod
     async def open(cls, url: str, *, key_cache_ttl: float = 30.0) -> "Store":

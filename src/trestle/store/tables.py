@@ -1,7 +1,9 @@
 """The ORM tables. Only the store uses them; everyone else gets `trestle.store.records`.
 
 A change here needs a new Alembic revision in `migrations/versions/` (the test
-`tests/store/test_migrations.py` fails when the two drift apart).
+`tests/store/test_migrations.py` fails when the two drift apart). Objects the ORM does not
+describe (SQLite's FTS5 index `chunks_fts` and its shadow tables, the PostgreSQL search tables)
+are named by `is_search_object` and left out of that comparison.
 """
 
 from __future__ import annotations
@@ -9,7 +11,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from trestle.store.records import DEPLOYMENT_STATUSES
@@ -82,3 +94,54 @@ class SecretRow(Base):
     name: Mapped[str] = mapped_column(NAME, primary_key=True)
     value: Mapped[str] = mapped_column(Text)  # not encrypted at rest (see docs/store.md)
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(NAME, unique=True)
+    # The embedding model whose vectors the chunks hold, and their dimension.
+    embedding_model: Mapped[str] = mapped_column(NAME)
+    dimensions: Mapped[int] = mapped_column(Integer)
+    # Bumped by every upload and delete: search indexes held in memory compare it to their own.
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a UUID
+    dataset_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(NAME)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)  # incl. `url`
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class ChunkRow(Base):
+    __tablename__ = "chunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # rowId
+    dataset_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    document_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)  # order within the document
+    text: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # `text` and, for CSV rows, the columns
+    embedding: Mapped[str] = mapped_column(Text)  # the text that was embedded
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
+    last_accessed: Mapped[datetime | None] = mapped_column(TIMESTAMP)
+
+
+SEARCH_OBJECT_PREFIXES = ("chunks_fts", "chunk_vectors", "ix_chunks_tsv", "ix_chunk_vectors")
+
+
+def is_search_object(name: str | None) -> bool:
+    """Whether a table or index belongs to a search implementation rather than to the ORM."""
+    return bool(name) and name.startswith(SEARCH_OBJECT_PREFIXES)

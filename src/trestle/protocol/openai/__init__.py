@@ -1,1 +1,2 @@
-"""The OpenAI wire format: `requests` (request bodies) and `responses` (responses and chunks)."""
+"""The OpenAI wire format: `requests` (request bodies), `responses` (responses and chunks),
+`embeddings` (`/v1/embeddings` requests and responses)."""

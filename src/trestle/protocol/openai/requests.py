@@ -2,21 +2,24 @@
 
 `ChatCompletionRequest` is seed 004 field for field (names, types, defaults, ranges,
 `additionalProperties: false`); `tests/protocol/test_seed004_schema.py` compares the JSON schema
-generated from it with the seed's. `CompletionRequest` is the prompt-style sibling. Fields the two
-share are defined once, on `SamplingRequest`.
+generated from it with the seed's. It also knows every field of OpenAI's own Chat Completions API
+(`OpenAIOnlyFields`: honoured, accepted with no effect, or refused saying why), so only a field
+neither defines is "unknown". An explicit `null` means the field's default. `CompletionRequest`
+is the prompt-style sibling. Fields the two share are defined once, on `SamplingRequest`.
 
 Parse a body with `trestle.protocol.validation.parse_body(ChatCompletionRequest, raw)`: it turns
 every problem into `trestle.errors.BadRequest` with `param` naming the field.
 
 A few checks need more than one field (`top_logprobs` needs `logprobs`, `stream_options` needs
 `stream`, `min_tokens <= max_tokens`); they raise `BadRequest` directly from a model validator so
-that `param` names the field at fault. Fields that are valid but that the engine does not serve
-(`tools`, non-text `response_format`, ...) are *not* refused here: the engine refuses them with a
-400 that names the field (see docs/model-api-fields.md).
+that `param` names the field at fault. Whether a schema or grammar in `response_format` or
+`tools` can be enforced is the engine's question (it compiles them): a 400 from there names the
+field too (see docs/model-api-fields.md).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -28,9 +31,33 @@ from trestle.errors import BadRequest
 
 
 class WireModel(BaseModel):
-    """Base of every request type: unknown keys are errors, no type coercion ("1" is not 1)."""
+    """Base of every request type: unknown keys are errors, no type coercion ("1" is not 1).
+
+    An explicit `null` for a field that has a default means that default (OpenAI's SDKs send
+    `null` when a caller passes `None`); `null` for a required field is still an error.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or None not in data.values():
+            return data
+        optional = _optional_keys(cls)
+        return {k: v for k, v in data.items() if not (v is None and k in optional)}
+
+
+@functools.cache
+def _optional_keys(cls: type[BaseModel]) -> frozenset[str]:
+    """The keys (names and aliases) of `cls`'s fields that have a default."""
+    return frozenset(
+        key
+        for name, field in cls.model_fields.items()
+        if not field.is_required()
+        for key in (name, field.alias)
+        if key
+    )
 
 
 TokenId = Annotated[int, Field(ge=0)]
@@ -51,6 +78,22 @@ class TextContentPart(WireModel):
 
 MessageContent = Union[str, list[TextContentPart]]
 
+# Content part types OpenAI defines that a text-only model cannot take.
+NON_TEXT_PARTS = ("image_url", "input_audio", "file")
+
+
+def _text_only(content: Any) -> Any:
+    """A content array with an image, audio or file part is refused in words, not by schema path."""
+    if isinstance(content, list):
+        for i, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in NON_TEXT_PARTS:
+                raise ValueError(
+                    f"part {i} is of type {kind!r}, but this model takes text only: send the "
+                    f"content as a string or as parts of type 'text'"
+                )
+    return content
+
 
 class FunctionCall(WireModel):
     name: FunctionName
@@ -66,6 +109,11 @@ class ToolCall(WireModel):
 
 
 class _MessageBase(WireModel):
+    @field_validator("content", mode="before", check_fields=False)
+    @classmethod
+    def _content_is_text(cls, value: Any) -> Any:
+        return _text_only(value)
+
     def text(self) -> str:
         """The content as one string (text parts joined), "" when there is none."""
         content = getattr(self, "content", None)
@@ -77,9 +125,16 @@ class _MessageBase(WireModel):
 
 
 class SystemMessage(_MessageBase):
-    role: Literal["system"]
+    """`developer` (OpenAI's newer name for the system role) is read as `system`."""
+
+    role: Literal["system", "developer"]
     content: MessageContent
     name: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _developer_is_system(cls, value: str) -> str:
+        return "system"
 
 
 class UserMessage(_MessageBase):
@@ -89,13 +144,38 @@ class UserMessage(_MessageBase):
 
 
 class AssistantMessage(_MessageBase):
+    """An earlier assistant turn. Takes every field of OpenAI's own response message, so a
+    client can send back `message.model_dump()`: `refusal` stands in for empty content,
+    `annotations` are accepted and not rendered; `audio` and the deprecated `function_call`
+    can only be null (this model answers in text, with `tool_calls`)."""
+
     role: Literal["assistant"]
     content: MessageContent | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
+    annotations: list[dict[str, Any]] | None = None
+    audio: dict[str, Any] | None = None
+    function_call: FunctionCall | None = None
+
+    @field_validator("audio")
+    @classmethod
+    def _no_audio(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            raise ValueError("this model takes text only; an assistant audio reference cannot be used")
+        return value
+
+    @field_validator("function_call")
+    @classmethod
+    def _no_function_call(cls, value: FunctionCall | None) -> FunctionCall | None:
+        if value is not None:
+            raise ValueError("the deprecated function_call is not supported; send tool_calls")
+        return value
 
     @model_validator(mode="after")
     def _content_or_tool_calls(self) -> "AssistantMessage":
+        if self.content is None and self.refusal is not None:
+            self.content = self.refusal
         if self.content is None and not self.tool_calls:
             raise ValueError("an assistant message needs `content` or `tool_calls`")
         return self
@@ -216,6 +296,91 @@ class DisaggregatedParams(WireModel):
     draft_tokens: list[TokenId] | None = None
 
 
+class PredictionContent(WireModel):
+    """OpenAI's Predicted Outputs hint: text the answer will probably repeat."""
+
+    type: Literal["content"]
+    content: MessageContent
+
+
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+class OpenAIOnlyFields(WireModel):
+    """Chat Completions fields that OpenAI defines and seed 004 does not. Each one is either
+    honoured, accepted with no effect, or refused with a 400 saying why (docs/model-api-fields.md
+    has the table). None of them reaches a log except as a hash (`user`), and `metadata`,
+    `safety_identifier`, `prompt_cache_key` not at all."""
+
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=262144)  # = max_tokens
+    store: bool | None = None  # only false: completions are not stored
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
+    prediction: PredictionContent | None = None  # a speed hint; the output does not depend on it
+    modalities: list[Literal["text", "audio"]] | None = None  # only ["text"]
+    audio: dict[str, Any] | None = None  # refused: text only
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None  # refused
+    web_search_options: dict[str, Any] | None = None  # refused
+    moderation: dict[str, Any] | None = None  # refused
+    functions: list[dict[str, Any]] | None = None  # deprecated: refused, use tools
+    function_call: Any = None  # deprecated: refused, use tool_choice
+    safety_identifier: Annotated[str, StringConstraints(max_length=64)] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_max_tokens(cls, data: Any) -> Any:
+        """`max_completion_tokens` is `max_tokens` under OpenAI's newer name."""
+        if not isinstance(data, dict):
+            return data
+        mct, mt = data.get("max_completion_tokens"), data.get("max_tokens")
+        if type(mct) is not int:
+            return data  # absent, null, or wrong: the field's own validation says so
+        if mt is not None and mt != mct:
+            raise BadRequest(
+                f"max_completion_tokens ({mct}) and max_tokens ({mt}) differ; send one of them",
+                param="max_completion_tokens",
+            )
+        return {**data, "max_tokens": mct}
+
+    @model_validator(mode="after")
+    def _what_this_model_cannot_do(self) -> "OpenAIOnlyFields":
+        refusals = {
+            "store": (self.store, "completions are not stored by trestle; send false or leave it out"),
+            "service_tier": (
+                self.service_tier not in (None, "auto", "default"),
+                f"trestle has one service tier; {self.service_tier!r} is not available "
+                "(send 'auto' or 'default', or leave it out)",
+            ),
+            "modalities": (
+                self.modalities is not None and self.modalities != ["text"],
+                'this model produces text only; send ["text"] or leave it out',
+            ),
+            "audio": (self.audio is not None, "this model produces text only (no audio output)"),
+            "reasoning_effort": (
+                self.reasoning_effort not in (None, "none"),
+                "this model has no reasoning-effort setting (a chat template option, if it has "
+                "one, goes in chat_template_args)",
+            ),
+            "verbosity": (self.verbosity is not None, "this model has no verbosity setting; use max_tokens"),
+            "web_search_options": (self.web_search_options is not None, "this model cannot search the web"),
+            "moderation": (self.moderation is not None, "trestle does not run moderation"),
+            "functions": (self.functions is not None, "the deprecated functions is not supported; send tools"),
+            "function_call": (
+                self.function_call is not None,
+                "the deprecated function_call is not supported; send tool_choice",
+            ),
+        }
+        for param, (refused, why) in refusals.items():
+            if refused:
+                raise BadRequest(f"{param}: {why}", param=param)
+        return self
+
+
 # -- the requests ------------------------------------------------------------------------------
 
 
@@ -315,8 +480,9 @@ RESERVED_TEMPLATE_VARIABLES = frozenset(
 )
 
 
-class ChatCompletionRequest(SamplingRequest):
-    """Request body for creating a chat completion (seed 004)."""
+class ChatCompletionRequest(SamplingRequest, OpenAIOnlyFields):
+    """Request body for creating a chat completion: seed 004's fields, and OpenAI's own
+    (`OpenAIOnlyFields`)."""
 
     model_config = ConfigDict(title="ChatCompletionRequest")
 
@@ -379,6 +545,9 @@ class CompletionRequest(SamplingRequest):
     suffix: str | None = Field(default=None, title="Suffix", description="Not supported.")
     add_special_tokens: bool = Field(
         default=True, title="Add Special Tokens", description="Add BOS (as the model wants) to the prompt."
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None, title="Response Format", description="Constrain the output (as on chat)."
     )
 
     @field_validator("prompt", mode="before")

@@ -49,15 +49,30 @@ class ChoiceLogprobs(BaseModel):
     content: list[ChatCompletionTokenLogprob] | None = None
 
 
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatCompletionChoice(BaseModel):
     index: int = 0
     message: ChatMessage
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
     logprobs: ChoiceLogprobs | None = None
 
 
@@ -67,18 +82,34 @@ class ChatCompletion(BaseModel):
     created: int = Field(default_factory=now)
     model: str
     choices: list[ChatCompletionChoice]
+    system_fingerprint: str | None = None  # engine build + weights (trestle.engine.fingerprint)
     usage: Usage | None = None
+
+
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """A call's first delta has `id`, `type` and `function.name`; later ones argument text."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
 
 
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatCompletionChunkChoice(BaseModel):
     index: int = 0
     delta: ChatDelta
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
     logprobs: ChoiceLogprobs | None = None
 
 
@@ -88,6 +119,7 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChatCompletionChunkChoice]
+    system_fingerprint: str | None = None  # engine build + weights (trestle.engine.fingerprint)
     usage: Usage | None = None
 
 
@@ -114,6 +146,7 @@ class Completion(BaseModel):
     created: int = Field(default_factory=now)
     model: str
     choices: list[CompletionChoice]
+    system_fingerprint: str | None = None  # engine build + weights (trestle.engine.fingerprint)
     usage: Usage | None = None
 
 

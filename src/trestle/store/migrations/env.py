@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from trestle.store.tables import Base
+from trestle.store.tables import Base, is_search_object
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -23,6 +23,8 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copies the table
     compare_type=True,
+    # FTS5 and pgvector tables belong to the search implementations, not to the ORM.
+    include_name=lambda name, type_, parents: not is_search_object(name),
 )
 with context.begin_transaction():
     context.run_migrations()

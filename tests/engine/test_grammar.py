@@ -1,0 +1,141 @@
+"""Units of structured outputs: the grammar cache and masks (llguidance on the real SmolLM2
+vocabulary), the mask inside the sampler, the tool-call parser and how tools reach the prompt."""
+
+import json
+
+import numpy as np
+import pytest
+
+from trestle.engine import tools
+from trestle.engine.grammar import GrammarError, Grammars, MaskBatch
+from trestle.engine.sampler import Sampler, SamplingParams
+from trestle.engine.template import render_chat
+from trestle.protocol.openai.requests import ChatCompletionRequest
+
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+          "additionalProperties": False}
+
+
+def test_a_repeated_schema_is_compiled_once(vocab):
+    g = Grammars.of(vocab)
+    assert Grammars.of(vocab) is g  # one tokenizer per model
+    before = g.compiled
+    a = g.json_schema({**SCHEMA, "title": "cache-test"})
+    b = g.json_schema({**SCHEMA, "title": "cache-test"})
+    assert a is b and g.compiled == before + 1
+    # two sequences share the compiled grammar but not their position in it
+    m1, m2 = a.matcher(), b.matcher()
+    for t in vocab.tokenize('{"ok":true}', add_special=False, parse_special=False):
+        assert m1.consume(t)
+    assert m1.stopped and not m2.stopped
+
+
+def test_schema_errors_carry_llguidance_reason(vocab):
+    with pytest.raises(GrammarError, match="Unimplemented keys"):
+        Grammars.of(vocab).json_schema({"not": {"type": "string"}})
+    with pytest.raises(GrammarError):
+        Grammars.of(vocab).grammar("start: undefined_rule")
+
+
+def test_batch_mask_allows_exactly_the_grammar(vocab):
+    g = Grammars.of(vocab)
+    masks = MaskBatch(g, rows=3)
+    yes_no = g.lark('start: "yes" | "no"').matcher()
+    digits = g.lark("start: /[0-9]+/").matcher()
+    masks.fill([(yes_no, 0), (digits, 2)])
+    allowed = masks.allowed(0)
+    assert allowed.shape == (vocab.info.n_vocab,)
+    ok = {vocab.piece(int(t), special=True) for t in np.flatnonzero(allowed)}
+    assert ok and all(b"yes".startswith(p) or b"no".startswith(p) for p in ok)
+    ok_digits = {vocab.piece(int(t), special=True) for t in np.flatnonzero(masks.allowed(2))}
+    assert ok_digits and all(p.isdigit() for p in ok_digits)
+
+
+def test_sampler_applies_the_mask_but_reports_raw_logprobs():
+    row = np.array([5.0, 1.0, 0.0, -1.0], dtype=np.float32)
+    allowed = np.array([0, 0, 1, 1], dtype=np.uint8)
+    s = Sampler(SamplingParams(temperature=0, logprobs=True, top_logprobs=2), 4, np.array([], dtype=np.int64), [])
+    out = s.sample(row.copy(), allowed=allowed)
+    assert out.token == 2
+    raw = row.astype(np.float64) - np.log(np.exp(row.astype(np.float64)).sum())
+    assert out.logprob == pytest.approx(raw[2])
+    assert out.top[0][0] == 0  # the model's own favourite, though masked
+    # the mask composes with logit_bias: the bias moves the choice inside the allowed set
+    s2 = Sampler(SamplingParams(temperature=0, logit_bias={3: 5.0}), 4, np.array([], dtype=np.int64), [])
+    assert s2.sample(row.copy(), allowed=allowed).token == 3
+
+
+# -- the tool-call parser ----------------------------------------------------------------------
+CALLS = ('Let me check.\n<tool_call>\n{"name":"get_weather","arguments":{"city":"Paris","n":{"a":1}}}'
+         '\n</tool_call><tool_call>\n{"name":"get_time","arguments":{}}\n</tool_call>')
+
+
+def test_parser_splits_content_and_calls():
+    p = tools.parse(CALLS)
+    assert p.content == "Let me check.\n"
+    assert [(c.name, c.arguments) for c in p.calls] == [
+        ("get_weather", '{"city":"Paris","n":{"a":1}}'), ("get_time", "{}")]
+    assert len({c.id for c in p.calls}) == 2
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7])
+def test_parser_streamed_in_any_pieces_equals_whole(step):
+    p = tools.ToolCallParser()
+    events = []
+    for i in range(0, len(CALLS), step):
+        events += p.feed(CALLS[i : i + step])
+    events += p.finish()
+    content = "".join(e for e in events if isinstance(e, str))
+    assert "<" not in content  # no markup ever reaches content, not even a prefix of it
+    args = {}
+    for e in events:
+        if isinstance(e, tools.ArgsDelta):
+            args[e.index] = args.get(e.index, "") + e.text
+    whole = tools.parse(CALLS)
+    assert content == whole.content
+    assert [args[i] for i in sorted(args)] == [c.arguments for c in whole.calls]
+
+
+def test_parser_keeps_text_that_only_looks_like_markup():
+    assert tools.parse("a < b and <tool").content == "a < b and <tool"
+
+
+# -- tools in the prompt -------------------------------------------------------------------------
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+NATIVE = ("{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}"
+          "{% for m in messages %}{{ m.role }}:{{ m.content }}"
+          "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }}{{ c.function.arguments | tojson }}</tool_call>{% endfor %}"
+          "|{% endfor %}")
+
+
+def request(**kw):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    return ChatCompletionRequest.model_validate({
+        "model": "m", "tools": [tool],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ], **kw})
+
+
+def test_template_without_tool_support_gets_the_default_block_and_plain_turns():
+    req = request()
+    assert not tools.template_supports_tools(CHATML)
+    text = render_chat(CHATML, tools.plain_messages(req.messages, req.tools),
+                       add_generation_prompt=True, bos_token="", eos_token="")
+    assert text.startswith("<|im_start|>system\n# Tools")
+    assert json.dumps(req.tools[0].model_dump(exclude_none=True)) in text
+    assert '<|im_start|>assistant\n<tool_call>\n{"name":"f","arguments":{"x":1}}\n</tool_call><|im_end|>' in text
+    assert "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>" in text
+
+
+def test_template_with_tool_support_renders_them_itself():
+    req = request()
+    assert tools.template_supports_tools(NATIVE)
+    text = render_chat(NATIVE, req.messages, tools=req.tools, add_generation_prompt=True,
+                       bos_token="", eos_token="")
+    assert text.startswith("TOOLS:f;user:hi|")
+    assert '<tool_call>f{"x": 1}</tool_call>' in text and "tool:42|" in text
