@@ -61,15 +61,6 @@ def test_engine_validation_errors_pass_through_with_param(client):
     assert err.value.body["param"] == "temperature"
 
 
-def test_the_bridge_is_refused_clearly_until_it_exists(client):
-    with pytest.raises(openai.APIStatusError) as err:
-        client.chat.completions.create(model="any", messages=[{"role": "user", "content": "x"}],
-                                       extra_body={"baseten": {"model_id": "m123"}})
-    assert err.value.status_code == 501
-    assert err.value.body["param"] == "baseten"
-    assert "not implemented yet" in err.value.body["message"]
-
-
 def test_an_engine_folder_deploys_like_any_model_and_is_served_by_its_slug(server, tmp_path):
     """No model code: a config.yaml with an `engine:` section, pushed with the real CLI."""
     folder = tmp_path / "my-engine"

@@ -4,6 +4,7 @@
     routing.route(model_id, environment="staging")           an environment
     routing.route(model_id, deployment_id="d123")            one deployment
     routing.route(slug="smollm2-135m")                       a Model API, by its slug
+    routing.target(model_id, deployment_id=...)              the Deployment only (lookups)
 
 Every caller that sends a request to a model — the `/model/...` data plane, the `/v1` Model APIs,
 the OpenAI bridge, prompt endpoints — asks here, then `send`s through the replica it gets
@@ -48,31 +49,46 @@ class RoutingTable:
                                param="model", code="model_not_found")
         if model_id is None:
             raise BadRequest("route() needs a model id or a slug")
+        return self._replica(self.target(model_id, environment=environment, deployment_id=deployment_id))
+
+    def target(self, model_id: str, *, environment: str | None = None,
+               deployment_id: str | None = None, param: str | None = None) -> Deployment:
+        """The deployment a request for the model (environment, deployment) goes to, or NotFound."""
         if deployment_id is not None:
             dep = self.deployments.get(deployment_id)
             if dep is None or dep.model_id != model_id:
-                raise NotFound(f"model {model_id} has no deployment {deployment_id}")
-            return self._replica(dep)
+                raise NotFound(f"model {model_id} has no deployment {deployment_id}", param=param)
+            return dep
         key = (model_id, environment or PRODUCTION)
         target = self.live.get(key) or self.intended.get(key)
         if target is None:
             if not any(m == model_id for m, _ in self.intended) and not any(
                 d.model_id == model_id for d in self.deployments.values()
             ):
-                raise NotFound(f"no model with id {model_id}")
-            raise NotFound(f"model {model_id} has no environment {key[1]!r}")
-        return self._replica(self.deployments[target])
+                raise NotFound(f"no model with id {model_id}", param=param)
+            if key[1] == PRODUCTION:
+                raise NotFound(f"model {model_id} has no production deployment (promote one, or "
+                               "name a deployment)", param=param, code="no_production_deployment")
+            raise NotFound(f"model {model_id} has no environment {key[1]!r}", param=param)
+        return self.deployments[target]
+
+    def replica(self, dep: Deployment) -> Replica:
+        """A running replica of the deployment, or Unavailable saying why none (code: `loading`,
+        `failed`, `no_replica`)."""
+        return self._replica(dep)
 
     def _replica(self, dep: Deployment) -> Replica:
         if dep.status == Status.ACTIVE:
             replica = self.backend.replica(dep.id)
             if replica is not None:
                 return replica
-            raise Unavailable(f"deployment {dep.id} has no running replica right now; retry shortly")
+            raise Unavailable(f"deployment {dep.id} has no running replica right now; retry shortly",
+                              code="no_replica")
         if dep.status in (Status.BUILDING, Status.DEPLOYING):
-            raise Unavailable(f"deployment {dep.id} is still {dep.status}; retry when it is active")
+            raise Unavailable(f"deployment {dep.id} is still {dep.status}; retry when it is active",
+                              code="loading")
         if dep.status == Status.FAILED:
-            raise Unavailable(f"deployment {dep.id} failed: {dep.error}")
+            raise Unavailable(f"deployment {dep.id} failed: {dep.error}", code="failed")
         raise Unavailable(f"deployment {dep.id} is {dep.status}")
 
     def slug_model(self, slug: str) -> str | None:
@@ -87,6 +103,11 @@ class RoutingTable:
             if live is not None:
                 out.append((slug, self.deployments[live]))
         return out
+
+    def production_models(self) -> list[tuple[str, Deployment]]:
+        """Every model whose production deployment is live, with that deployment, by model id."""
+        return sorted(((m, self.deployments[d]) for (m, env), d in self.live.items() if env == PRODUCTION),
+                      key=lambda item: item[0])
 
     # -- kept up to date by the manager --------------------------------------------------------
     def record(self, dep: Deployment) -> None:

@@ -1,6 +1,8 @@
 """The worker health contract: what `GET /health` on a worker answers, and the 503 before ready.
 
-    200 {"status": "ready", ...}     the model serves requests (a worker may add counters)
+    200 {"status": "ready", ...}     the model serves requests (a worker may add counters; the
+                                     model runtime adds "methods": the endpoint methods the
+                                     Model defines, which the OpenAI bridge reads)
     503 {"status": "loading"}        the model is loading in the background
     503 {"status": "failed", "error": "..."}   loading failed; the error says why
 

@@ -36,7 +36,7 @@ from trestle import requestid
 from trestle.deploy.config import CONFIG_FILE, ModelConfig
 from trestle.errors import TrestleError
 from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
-from trestle.runtime.contract import Method, ModelSpec, describe_model
+from trestle.runtime.contract import ENDPOINT_METHODS, Method, ModelSpec, describe_model
 from trestle.runtime.loader import DATA_DIR, ModelDefinitionError, code_roots, construct, import_model_class
 from trestle.runtime.secrets import Secrets
 from trestle.runtime.streaming import BufferedStream
@@ -135,7 +135,10 @@ class LoadedModel:
             raise not_ready(self.state, self.error)
 
     def health(self) -> WorkerHealth:
-        return WorkerHealth(status=self.state, error=self.error)
+        if self.spec is None:
+            return WorkerHealth(status=self.state, error=self.error)
+        methods = [name for name in ENDPOINT_METHODS if self.spec.endpoint(name) is not None]
+        return WorkerHealth(status=self.state, error=self.error, methods=methods)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -156,6 +156,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=now)
     owned_by: str = "trestle"
+    name: str | None = None  # a deployed model's name (for `baseten/{model_id}`)
 
 
 class ModelList(BaseModel):

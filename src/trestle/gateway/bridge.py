@@ -1,0 +1,150 @@
+"""The OpenAI bridge: any OpenAI client reaches any deployment, named in the request body.
+
+    POST /v1/chat/completions   {"baseten": {"model_id", "deployment_id"?}, ...}  or  model "baseten/ID[/DEP]"
+    POST /v1/completions        the same, text completions
+    POST /v1/direct/chat/completions, /v1/direct/completions   OpenAI-mode deployments only
+
+The target (`trestle.protocol.bridge`) is looked up in the routing table: production when no
+deployment is named, that exact deployment when one is. Then, by what the deployment serves:
+
+- an OpenAI mode (an engine deployment, or a Model with `chat_completions` / `completions`):
+  the body less `baseten` goes to the worker's own OpenAI route and the answer is relayed as is,
+  unbuffered (`trestle.gateway.proxy.Relay`);
+- `predict` only: the body less `baseten` goes to `/predict` and the result is wrapped into the
+  OpenAI shapes (`trestle.gateway.bridge_legacy`). The direct routes refuse such a model.
+
+What a deployment serves is known from its config (an engine) or asked once from its worker
+(`GET /health` lists the Model's `methods`) and remembered: a deployment never changes.
+A deployment that is loading (or has no replica running) answers 503 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp
+
+from trestle.deploy.routing import RoutingTable
+from trestle.deploy.transport import Replica
+from trestle.errors import BadRequest, Unavailable
+from trestle.gateway import auth
+from trestle.gateway.bridge_legacy import LegacyAnswer
+from trestle.gateway.proxy import Relay
+from trestle.protocol.bridge import FIELD, MODEL_PREFIX, BridgeTarget, target_of, without_routing
+from trestle.protocol.errors import error_response
+from trestle.protocol.health import WorkerHealth
+from trestle.store import Deployment
+
+RETRY_AFTER_S = "5"
+RETRYABLE = frozenset({"loading", "no_replica"})
+# the worker route of each bridged path, and the Model method that serves it
+METHODS = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
+OPENAI_METHODS = frozenset(METHODS.values())
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise BadRequest("body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    return payload
+
+
+class Bridge:
+    def __init__(self, routing: RoutingTable):
+        self.routing = routing
+        self._methods: dict[str, frozenset[str]] = {}  # deployment id -> endpoint methods
+
+    async def openai(self, request: Request, path: str, body: bytes, payload: dict[str, Any],
+                     target: BridgeTarget) -> ASGIApp:
+        """`/v1/chat/completions` or `/v1/completions` for a bridge target (`path` is that route)."""
+        try:
+            replica, methods = await self._resolve(request, target, payload)
+        except Unavailable as exc:
+            return unavailable(exc)
+        forwarded = self._forwarded(body, payload, replica)
+        if METHODS[path] in methods:
+            return Relay(replica, "POST", path, request.url.query, request.scope["headers"], forwarded,
+                         request.state.request_id)
+        if "predict" not in methods:
+            raise BadRequest(f"deployment {replica.deployment_id} serves neither {METHODS[path]} nor predict",
+                             param="model")
+        model = payload.get("model") if isinstance(payload.get("model"), str) else f"baseten/{target.model_id}"
+        return LegacyAnswer(replica, METHODS[path], without_routing(payload), model,
+                            request.scope["headers"], request.state.request_id)
+
+    async def direct(self, request: Request, path: str) -> ASGIApp:
+        """`/v1/direct/...`: only to a deployment that speaks OpenAI itself; SSE byte for byte."""
+        body = await request.body()
+        payload = parse_body(body)
+        target = target_of(payload)
+        if target is None:
+            raise BadRequest("the direct bridge needs the target deployment: "
+                             "extra_body={'baseten': {'model_id': 'MODEL_ID'}}", param=f"{FIELD}.model_id")
+        try:
+            replica, methods = await self._resolve(request, target, payload)
+        except Unavailable as exc:
+            return unavailable(exc)
+        if METHODS[path] not in methods:
+            raise BadRequest(f"model {target.model_id} has no OpenAI mode (it defines no "
+                             f"`{METHODS[path]}` method): use /v1{path.removeprefix('/v1')} without "
+                             f"/direct, which wraps its predict", param=f"{FIELD}.model_id")
+        forwarded = self._forwarded(body, payload, replica)
+        return Relay(replica, "POST", path, request.url.query, request.scope["headers"], forwarded,
+                     request.state.request_id)
+
+    def _forwarded(self, body: bytes, payload: dict[str, Any], replica: Replica) -> bytes:
+        """The body less `baseten`; `model: baseten/...` (a routing field too) becomes the name an
+        engine serves. Untouched bytes when there is nothing to take out."""
+        model = payload.get("model")
+        routed_by_model = isinstance(model, str) and model.startswith(MODEL_PREFIX)
+        if FIELD not in payload and not routed_by_model:
+            return body
+        out = without_routing(payload)
+        engine = (self.routing.deployments[replica.deployment_id].config or {}).get("engine") or {}
+        if routed_by_model and engine.get("slug"):
+            out["model"] = engine["slug"]
+        return json.dumps(out).encode()
+
+    async def _resolve(self, request: Request, target: BridgeTarget,
+                       payload: dict[str, Any]) -> tuple[Replica, frozenset[str]]:
+        auth.require_model(request.scope, target.model_id)  # an invoke key may be limited to models
+        by_field = FIELD in payload
+        param = (f"{FIELD}.deployment_id" if target.deployment_id else f"{FIELD}.model_id") if by_field else "model"
+        dep = self.routing.target(target.model_id, deployment_id=target.deployment_id, param=param)
+        replica = self.routing.replica(dep)
+        return replica, await self._methods_of(dep, replica)
+
+    async def _methods_of(self, dep: Deployment, replica: Replica) -> frozenset[str]:
+        known = self._methods.get(dep.id)
+        if known is not None:
+            return known
+        if (dep.config or {}).get("engine"):
+            methods = OPENAI_METHODS
+        else:
+            upstream = await replica.send("GET", "/health", [], b"")
+            raw = await upstream.read()
+            try:
+                health = WorkerHealth.model_validate_json(raw)
+            except ValueError:
+                raise Unavailable(f"deployment {dep.id} did not report its health; retry shortly",
+                                  code="no_replica") from None
+            if upstream.status != 200:
+                raise Unavailable(f"deployment {dep.id} is {health.status.value}"
+                                  + (f": {health.error}" if health.error else "; retry shortly"),
+                                  code="loading" if health.error is None else "failed")
+            methods = frozenset((health.model_extra or {}).get("methods") or ["predict"])
+        self._methods[dep.id] = methods
+        return methods
+
+
+def unavailable(exc: Unavailable) -> ASGIApp:
+    """503: with `Retry-After` while the deployment is on its way, without once it failed."""
+    headers = {"Retry-After": RETRY_AFTER_S} if exc.code in RETRYABLE else None
+    return error_response(exc, headers=headers)
