@@ -133,6 +133,11 @@ def test_a_key_limited_to_a_model_cannot_call_another(server, pushed):
     slug = call(server, key, "POST", "/v1/chat/completions",
                 json={"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
     assert slug.status_code == 403 and builtin in slug.json()["error"]["message"]
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    for bridged in ({"model": f"baseten/{other}", **chat},
+                    {"model": "x", "baseten": {"model_id": other}, **chat}):
+        resp = call(server, key, "POST", "/v1/chat/completions", json=bridged)
+        assert resp.status_code == 403 and other in resp.json()["error"]["message"]
     assert call(server, key, "POST", "/api/endpoints/e1/completions", json={}).status_code == 403
 
     llm_key = server.cli_json("keys", "create", "llm-only", "--model", builtin)["key"]
