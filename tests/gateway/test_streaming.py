@@ -5,9 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import ROOT, wait_for
+import pytest
+
+from support import ROOT, start_server, wait_for
 
 GATED = ROOT / "tests" / "gateway" / "models" / "gated"
+
+
+@pytest.fixture(scope="module")
+def shared_files(tmp_path_factory):
+    """A gateway whose workers share the test's files: the gated model reads its gate and writes
+    what it saw in files the test names, so these workers run without the sandbox."""
+    srv = start_server(tmp_path_factory.mktemp("home"), "--no-builtin", env={"TRESTLE_SANDBOX": "off"})
+    yield srv
+    srv.stop()
 
 
 def _wait_for_text(path: Path) -> str:
@@ -15,7 +26,8 @@ def _wait_for_text(path: Path) -> str:
     return wait_for(lambda: path.exists() and path.read_text(), f"{path.name} to be written")
 
 
-def test_chunks_are_relayed_before_the_model_finishes(server, tmp_path):
+def test_chunks_are_relayed_before_the_model_finishes(shared_files, tmp_path):
+    server = shared_files
     m = server.push(GATED)["model"]["id"]
     gate, seen = tmp_path / "gate", tmp_path / "disconnected"
     with server.client() as http:
@@ -30,7 +42,8 @@ def test_chunks_are_relayed_before_the_model_finishes(server, tmp_path):
     assert not seen.exists()
 
 
-def test_client_disconnect_reaches_the_worker(server, tmp_path):
+def test_client_disconnect_reaches_the_worker(shared_files, tmp_path):
+    server = shared_files
     m = server.push(GATED)["model"]["id"]
     gate, seen = tmp_path / "gate", tmp_path / "disconnected"
     with server.client() as http:
