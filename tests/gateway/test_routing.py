@@ -10,11 +10,14 @@ import openai
 from support import EXAMPLES
 
 
-def test_push_prints_model_id_deployment_id_and_urls(server):
-    res = server.cli("push", str(EXAMPLES / "typed_input"))
+def test_push_prints_model_id_deployment_id_and_urls(server, tmp_path):
+    # a model of its own: the first push of a model is what points production at it
+    folder = shutil.copytree(EXAMPLES / "typed_input", tmp_path / "typed_input")
+    (folder / "config.yaml").write_text("model_name: push-output-check\n")
+    res = server.cli("push", str(folder))
     out = res.stdout
     models = {m["name"]: m for m in server.cli_json("models", "list")["models"]}
-    model = models["keyword-extractor"]
+    model = models["push-output-check"]
     deps = server.cli_json("deployments", "list", "--model", model["id"])["deployments"]
     dep_id = deps[-1]["id"]  # newest last: the one this push made
     assert f"model id:      {model['id']}" in out and f"deployment id: {dep_id}  [active]" in out

@@ -28,7 +28,7 @@ def test_loading_then_ready(workers, model_folder, tmp_path):
     gate = tmp_path / "gate"
     worker = workers.start(model_folder(GATED_LOAD), env={"LOAD_GATE": str(gate)}, wait="listening")
     health = worker.health()
-    assert health.status_code == 503 and health.json() == {"status": "loading"}
+    assert health.status_code == 503 and health.json() == {"status": "loading", "methods": ["predict"]}
     with worker.client() as c:
         for res in (c.post("/predict", json={}), c.get("/anything")):
             message = assert_envelope(res, 503, type="service_unavailable_error")
@@ -77,7 +77,7 @@ def test_load_runs_once(workers, model_folder, tmp_path):
     with worker.client() as c:
         answers = [c.post("/predict", json={}).json() for _ in range(3)]
     assert answers == ["x", "x", "x"]
-    assert wait_for(lambda: worker.health().json() == {"status": "ready"}, "health")
+    assert wait_for(lambda: worker.health().json() == {"status": "ready", "methods": ["predict"]}, "health")
 
 
 def test_engine_worker_answers_the_same_health_contract(workers, tmp_path):

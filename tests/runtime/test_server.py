@@ -21,7 +21,7 @@ def test_serves_on_a_unix_socket(workers):
             return await c.get("/health"), await c.post("/predict", json={"name": "socket"})
 
     health, res = asyncio.run(call())
-    assert health.json() == {"status": "ready"}
+    assert health.json() == {"status": "ready", "methods": ["predict"]}
     assert res.json() == {"message": "Hello, socket!"}
 
 
