@@ -7,13 +7,13 @@
 The target (`trestle.protocol.bridge`) is looked up in the routing table: production when no
 deployment is named, that exact deployment when one is. Then, by what the deployment serves:
 
-- an OpenAI mode (an engine deployment, or a Model with `chat_completions` / `completions`):
-  the body less `baseten` goes to the worker's own OpenAI route and the answer is relayed as is,
-  unbuffered (`trestle.gateway.proxy.Relay`);
+- an OpenAI mode (an engine deployment, a Model with `chat_completions` / `completions`, or an
+  external upstream, `trestle.deploy.upstream`): the body less `baseten` goes to the replica's
+  own OpenAI route and the answer is relayed as is, unbuffered (`trestle.gateway.proxy.Relay`);
 - `predict` only: the body less `baseten` goes to `/predict` and the result is wrapped into the
   OpenAI shapes (`trestle.gateway.bridge_legacy`). The direct routes refuse such a model.
 
-What a deployment serves is known from its config (an engine) or asked once from its worker
+What a deployment serves is known from its config (an engine, an upstream) or asked once from its worker
 (`GET /health` lists the Model's `methods`) and remembered: a deployment never changes.
 A deployment that is loading (or has no replica running) answers 503 with `Retry-After`.
 """
@@ -125,7 +125,7 @@ class Bridge:
         known = self._methods.get(dep.id)
         if known is not None:
             return known
-        if (dep.config or {}).get("engine"):
+        if (dep.config or {}).get("engine") or (dep.config or {}).get("upstream"):
             methods = OPENAI_METHODS
         else:
             upstream = await replica.send("GET", "/health", [], b"")
