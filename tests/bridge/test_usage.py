@@ -132,3 +132,21 @@ def test_a_file_that_is_no_tokenizer_fails_the_push(server, tmp_path):
 @pytest.fixture(scope="module")
 def wordy_plain(server) -> str:
     return server.push(MODELS / "wordy")["model"]["id"]
+
+
+def test_langchain_chat_openai_against_a_predict_only_model(server, by_json):
+    """LangChain's ChatOpenAI, as its docs show it, reaching a predict-only model by the bridge."""
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="wordy", base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0,
+                     extra_body={"baseten": {"model_id": by_json}}, stream_usage=True)
+    reply = llm.invoke("ping pong")
+    assert reply.content == ANSWER
+    assert reply.usage_metadata["output_tokens"] == hf_count(ANSWER, special=False)  # counted, not zero
+    chunks = list(llm.stream("ping pong"))
+    assert "".join(c.content for c in chunks) == ANSWER + " "  # the generator's pieces
+    assert sum(c.usage_metadata["output_tokens"] for c in chunks if c.usage_metadata) == \
+        hf_count(ANSWER + " ", special=False)
+    routed = ChatOpenAI(model=f"baseten/{by_json}", base_url=f"{server.url}/v1", api_key=server.api_key,
+                        max_retries=0)
+    assert routed.invoke("ping pong").content == ANSWER
