@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from trestle import __version__
 from trestle.protocol import management as wire
+from trestle.protocol.bridge import BridgeTarget
 from trestle.protocol.errors import ErrorResponse
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
 from trestle.protocol.openai.responses import ChatCompletion, Completion, ModelList
@@ -27,6 +28,15 @@ from trestle.protocol.openai.responses import ChatCompletion, Completion, ModelL
 REF = "#/components/schemas/{model}"
 JSON_VALUE: dict[str, Any] = {"description": "any JSON value: the model's own input or output"}
 TEXT: dict[str, Any] = {"type": "string"}
+# The direct bridge passes the body on as is: any OpenAI request the deployment's server takes,
+# plus the routing field.
+DIRECT_REQUEST: dict[str, Any] = {
+    "type": "object", "required": ["baseten"], "additionalProperties": True,
+    "properties": {"baseten": {"$ref": REF.format(model=BridgeTarget.__name__)}},
+    "description": "an OpenAI request for the deployment, passed on as is, less `baseten`",
+}
+DIRECT_RESPONSE: dict[str, Any] = {"description": "the deployment's own answer (JSON, or server-sent "
+                                                  "events when `stream` is true), byte for byte"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,10 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/v1/completions", "Text completion from a Model API (by `model` slug)",
        request=CompletionRequest, response=Completion, tags=("model apis",)),
     Op("get", "/v1/models", "The Model API slugs served here", response=ModelList, tags=("model apis",)),
+    *(Op("post", f"/v1/direct/{route}", f"{what} from a deployment that speaks OpenAI itself (an "
+         "engine, a Model with that method, an upstream), named in `baseten`; its answer as is",
+         request=DIRECT_REQUEST, response=DIRECT_RESPONSE, tags=("bridge",))
+      for route, what in (("chat/completions", "Chat completion"), ("completions", "Text completion"))),
     Op("post", f"{API}/push", "Push a model folder (a gzip tar, as `trestle push` sends it)",
        request={"type": "string", "format": "binary"}, request_media="application/octet-stream",
        response=wire.PushResponse, status=201,
@@ -130,8 +144,8 @@ def _operation(op: Op) -> dict:
 @cache
 def document() -> dict:
     models = {tp for op in OPERATIONS for tp in (op.request, op.response) if isinstance(tp, type)}
-    models.add(ErrorResponse)
-    inputs = {op.request for op in OPERATIONS if isinstance(op.request, type)}
+    models |= {ErrorResponse, BridgeTarget}
+    inputs = {op.request for op in OPERATIONS if isinstance(op.request, type)} | {BridgeTarget}
     pairs = [(tp, "validation" if tp in inputs else "serialization")
              for tp in sorted(models, key=lambda t: t.__name__)]
     _, schemas = models_json_schema(pairs, ref_template=REF)
