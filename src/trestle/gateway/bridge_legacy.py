@@ -220,6 +220,7 @@ class LegacyAnswer:
         headers = [*SSE_HEADERS, (USAGE_HEADER, source)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         usage, finish, sent = None, "stop", []
+        keep = counted and self.include_usage and self.counter is not None  # the text, to count
 
         async def event(value: dict) -> None:
             data = b"data: " + json.dumps(value, ensure_ascii=False).encode() + b"\n\n"
@@ -232,7 +233,8 @@ class LegacyAnswer:
                 if isinstance(text, Report):
                     usage, finish = text.usage or usage, finish_of(text.finish_reason or finish)
                 elif text:
-                    sent.append(text)
+                    if keep:
+                        sent.append(text)
                     await event(self._chunk(text))
         except UpstreamError as exc:
             log.warning("deployment %s: the stream broke: %s", self.replica.deployment_id, exc.message)
@@ -241,7 +243,7 @@ class LegacyAnswer:
             return
         await event(self._chunk(None, finish=finish))
         if self.include_usage:
-            if usage is None and counted:
+            if usage is None and keep:
                 usage, _ = await self._usage(None, "".join(sent))
             if usage is not None:
                 await event(self._usage_chunk(usage))
