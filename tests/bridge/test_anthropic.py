@@ -190,6 +190,21 @@ def test_a_chat_completions_model_calls_a_tool_and_a_whole_answer_streams(client
     assert final.usage.output_tokens == 5
 
 
+def test_a_stream_that_breaks_ends_with_an_error_event(server, client, echo):
+    body = {"model": f"baseten/{echo}", "max_tokens": 20, "stream": True,
+            "messages": [{"role": "user", "content": "break"}]}
+    with server.client() as http:
+        resp = http.post("/v1/messages", json=body)
+    events = events_of(resp)
+    assert [name for name, _ in events] == ["message_start", "content_block_start", "content_block_delta", "error"]
+    assert events[2][1]["delta"] == {"type": "text_delta", "text": "so far"}
+    assert events[-1][1]["error"]["type"] == "api_error"
+    with pytest.raises(anthropic.APIStatusError) as err:
+        for _ in client.messages.create(**body):
+            pass
+    assert err.value.body["error"]["type"] == "api_error"
+
+
 # -- tool use with the engine --------------------------------------------------------------------
 def test_a_forced_tool_call_and_its_result_with_the_engine(client):
     forced = dict(model=SLUG, max_tokens=60, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"},
