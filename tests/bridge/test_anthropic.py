@@ -125,10 +125,14 @@ def test_max_tokens_and_stop_sequences(client):
 
 
 # -- deployments through the bridge --------------------------------------------------------------
-def test_the_engine_by_baseten_model_and_by_baseten_field(client, engine_id, colour):
+def test_the_engine_by_baseten_model_and_by_baseten_field(server, client, engine_id, colour):
     by_model = client.messages.create(**{**COLOUR, "model": f"baseten/{engine_id}"})
     assert by_model.model == f"baseten/{engine_id}"
     assert by_model.content[0].text == colour.content[0].text
+    with server.client() as http:
+        dep = http.get("/api/v1/deployments", params={"model_id": engine_id}).json()["deployments"][0]["id"]
+    pinned = client.messages.create(**{**COLOUR, "model": f"baseten/{engine_id}/{dep}"})
+    assert pinned.content[0].text == colour.content[0].text
     extra = {**COLOUR["extra_body"], "baseten": {"model_id": engine_id}}
     with client.messages.stream(**{**COLOUR, "model": "any-name", "extra_body": extra}) as stream:
         assert "".join(stream.text_stream) == colour.content[0].text

@@ -25,6 +25,7 @@ from trestle.protocol.openai.responses import ChatCompletion, ChatCompletionChun
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
+
 # -- request: Anthropic -> OpenAI chat --------------------------------------------------------------
 def _parts(blocks: list[a.TextBlock]) -> list[dict[str, str]]:
     return [{"type": "text", "text": block.text} for block in blocks]
