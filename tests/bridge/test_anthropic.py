@@ -314,6 +314,13 @@ def test_errors_of_routing_in_anthropics_shape(server, client):
     assert resp.status_code == 405 and resp.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_token_counting_is_not_served_and_says_so(server, echo):
+    client = anthropic_client(server, api_key=None, default_headers={"x-api-key": server.api_key})
+    with pytest.raises(anthropic.APIStatusError) as err:
+        client.messages.count_tokens(model=f"baseten/{echo}", messages=ASK_WEATHER)
+    assert err.value.status_code == 501 and "not served" in err.value.body["error"]["message"]
+
+
 def test_a_loading_deployment_is_a_503_with_retry_after(server):
     m = server.push(MODELS / "slow_load", "--no-wait")["model"]["id"]
     with server.client() as http:

@@ -31,13 +31,14 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle import requestid
 from trestle.deploy.routing import RoutingTable
 from trestle.deploy.transport import Replica, Upstream
 from trestle.disconnect import race_disconnect
-from trestle.errors import BadRequest, TrestleError, Unavailable, UpstreamError
+from trestle.errors import BadRequest, NotImplementedYet, TrestleError, Unavailable, UpstreamError
 from trestle.gateway import auth
 from trestle.gateway.bridge import RETRY_AFTER_S, RETRYABLE, Bridge, parse_body
 from trestle.gateway.bridge_legacy import USAGE_HEADER
@@ -115,6 +116,12 @@ class Messages:
         if stops:
             chat["include_stop_str_in_output"] = True
         return Answer(replica, chat, req, stops, request.scope["headers"], request.state.request_id)
+
+
+async def count_tokens(request: Request) -> Response:
+    """`/v1/messages/count_tokens` (the client's `messages.count_tokens`): not served, said so."""
+    return a.error_response(NotImplementedYet("token counting (/v1/messages/count_tokens) is not served "
+                                              "by trestle; a Message's `usage` has the counts of each request"))
 
 
 # -- the exchange with the replica --------------------------------------------------------------------
