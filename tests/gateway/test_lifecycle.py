@@ -46,7 +46,7 @@ def test_requirements_get_their_own_virtualenv(server):
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["ascii"] == "AEroskobing"
-    assert body["prefix"].endswith("/venv") and str(server.home) in body["prefix"]
+    assert "/.venvs/" in body["prefix"] and str(server.home) in body["prefix"]
     log = server.cli("deployments", "logs", push["deployment"]["id"]).stdout
     assert "building a virtualenv with 1 requirement(s)" in log
 

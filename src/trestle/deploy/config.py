@@ -21,14 +21,16 @@ from __future__ import annotations
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from trestle.errors import BadRequest
 from trestle.protocol.validation import to_bad_request
-from trestle.settings import Limits
+
+if TYPE_CHECKING:
+    from trestle.settings import Limits
 
 CONFIG_FILE = "config.yaml"
 MAX_NUMBER_CHARS = 100  # a number in config.yaml (int("9" * 5000) is slow, and no setting needs it)
@@ -39,7 +41,7 @@ TRUSTED_DEPTH = 256  # nesting bound without `limits` (a folder the gateway has 
 TRUSS_ONLY_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({
         "model_metadata", "description", "examples_filename", "data_dir", "external_data",
-        "external_package_dirs", "python_version", "base_image", "requirements_file",
+        "external_package_dirs", "python_version", "base_image",
         "system_packages", "resources", "build", "build_commands", "docker_server",
         "model_cache", "hf_cache", "trt_llm", "input_type", "model_framework", "model_type",
         "bundled_packages_dir", "use_local_src", "cache_internal", "live_reload",
@@ -107,6 +109,9 @@ class ModelConfig(BaseModel):
     environment_variables: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, str | None] = Field(default_factory=dict)  # name -> placeholder
     requirements: list[str] = Field(default_factory=list)
+    # A pip requirements file in the folder (comments, options, `-r` includes), installed
+    # together with `requirements` (trestle.deploy.requirements).
+    requirements_file: str | None = None
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     engine: EngineConfig | None = None

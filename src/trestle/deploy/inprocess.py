@@ -83,7 +83,8 @@ class InProcessBackend:
 
     async def prepare(self, spec: DeploymentSpec) -> None:
         raise ReadinessError("the in-process backend cannot install requirements "
-                             f"({', '.join(spec.requirements)}); use the local process backend")
+                             f"({', '.join(spec.requirements) or spec.requirements_file}); use the local "
+                             "process backend")
 
     async def start(self, spec: DeploymentSpec) -> None:
         from trestle.runtime.secrets import Secrets

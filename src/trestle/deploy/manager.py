@@ -23,6 +23,7 @@ from pathlib import Path
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig
 from trestle.deploy.package import pack, unpack
+from trestle.deploy.requirements import read_requirements
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
 from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.settings import Settings
@@ -119,6 +120,7 @@ class DeploymentManager:
         config = ModelConfig.load(staging, limits)
         if config.engine is None:
             self._check_model_code(staging, config)
+        read_requirements(staging, config.requirements, config.requirements_file)  # a bad file: 400
         return config
 
     async def _check_slug(self, config: ModelConfig, model_name: str) -> None:
@@ -208,9 +210,11 @@ class DeploymentManager:
     async def _bring_up(self, dep: Deployment) -> None:
         config = ModelConfig.from_dict(dep.config, unknown="drop")  # older records may have more
         try:
-            if config.requirements:
+            if config.requirements or config.requirements_file:
                 dep = await self._set_status(dep, Status.BUILDING)
-                self._log(dep, f"building a virtualenv with {len(config.requirements)} requirement(s)")
+                listed = f" and {config.requirements_file}" if config.requirements_file else ""
+                self._log(dep, f"building a virtualenv with {len(config.requirements)} "
+                               f"requirement(s){listed}")
                 await self.backend.prepare(self._spec(dep, config, {}))
             dep = await self._set_status(dep, Status.DEPLOYING)
             all_secrets = await self.store.get_secrets()
@@ -239,7 +243,8 @@ class DeploymentManager:
     def _spec(self, dep: Deployment, config: ModelConfig, secrets: dict[str, str]) -> DeploymentSpec:
         return DeploymentSpec(
             deployment_id=dep.id, model_id=dep.model_id, home=Path(dep.source_dir).parent,
-            requirements=tuple(config.requirements), replicas=config.scaling.min_replicas or 1,
+            requirements=tuple(config.requirements),
+            requirements_file=config.requirements_file, replicas=config.scaling.min_replicas or 1,
             secrets=secrets, environment=self._environment_of(dep),
             request_timeout=config.runtime.request_timeout,
             liveness_timeout=config.runtime.liveness_timeout,

@@ -130,11 +130,11 @@ def _contains(outer: Path, inner: Path) -> bool:
 
 
 def command(sandbox: Sandbox, args: list[str], *, deployment_id: str, folder: Path,
-            home: Path, writable: Path) -> list[str]:
+            home: Path, writable: Path, readable: list[Path] = ()) -> list[str]:
     """`args` (the worker's command line) wrapped in bubblewrap, or as is when it is off.
 
-    `folder` (the deployment's folder) is mounted read-only, `home` and `writable` (the replica's
-    socket folder) read-write, all at their own paths.
+    `folder` (the deployment's folder) and `readable` (its virtualenv) are mounted read-only,
+    `home` and `writable` (the replica's socket folder) read-write, all at their own paths.
     """
     if not sandbox.enabled:
         return args
@@ -158,7 +158,9 @@ def command(sandbox: Sandbox, args: list[str], *, deployment_id: str, folder: Pa
             log.warning("not mounting %s into the sandbox: it contains trestle's data", path)
             continue
         mounts.append(("--ro-bind", path))
-    mounts += [("--ro-bind", folder), ("--bind", home), ("--bind", writable)]
+    mounts += [("--ro-bind", folder)]
+    mounts += [("--ro-bind", path) for path in readable if not _contains(folder, path)]
+    mounts += [("--bind", home), ("--bind", writable)]
     # The folders leading to the mounts exist in the sandbox, traversable by the worker's user
     # (bubblewrap would copy their modes: /root is 0700).
     made: set[Path] = set()
