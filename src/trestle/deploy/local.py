@@ -15,6 +15,7 @@ and a dead gateway's (its pid is inside) on start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -30,6 +31,7 @@ from pathlib import Path
 from trestle.deploy import logfile, sandbox
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.transport import HTTPTransport, Replica
+from trestle.deploy.build import run_build_commands
 from trestle.deploy.requirements import read_requirements
 from trestle.deploy.venv import BuildError, build_venv, venv_python
 from trestle.errors import UpstreamError
@@ -115,11 +117,17 @@ class LocalProcessBackend:
     # -- ReplicaBackend ------------------------------------------------------------------------
     async def prepare(self, spec: DeploymentSpec) -> None:
         reqs = read_requirements(spec.source_dir, list(spec.requirements), spec.requirements_file)
+        if spec.build_commands:  # they may change the venv: it must be the deployment's own
+            reqs = dataclasses.replace(reqs, shareable=False)
         # Shared venvs sit beside the deployments' folders, keyed by their requirements.
         cache = spec.home.parent / ".venvs"
+        log_file = deployment_log(spec.home)
         try:
-            self._venvs[spec.deployment_id] = await build_venv(
-                cache, reqs, spec.source_dir, deployment_log(spec.home), own=spec.home / "venv")
+            venv = await build_venv(cache, reqs, spec.source_dir, log_file, own=spec.home / "venv")
+            self._venvs[spec.deployment_id] = venv
+            await run_build_commands(list(spec.build_commands), deployment_id=spec.deployment_id,
+                                     home=spec.home, source_dir=spec.source_dir, venv=venv,
+                                     log_file=log_file)
         except BuildError as exc:
             raise ReadinessError(exc.message) from None
 

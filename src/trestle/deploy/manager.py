@@ -118,7 +118,7 @@ class DeploymentManager:
         limits = self.settings.limits
         unpack(archive, staging, limits)
         config = ModelConfig.load(staging, limits)
-        if config.engine is None:
+        if config.engine is None and config.docker_server is None:
             self._check_model_code(staging, config)
         read_requirements(staging, config.requirements, config.requirements_file)  # a bad file: 400
         return config
@@ -155,7 +155,9 @@ class DeploymentManager:
         if config.ignored_keys:
             self._log(dep, f"config.yaml keys trestle does not use: {', '.join(config.ignored_keys)}")
 
-        envs, notes = [DEVELOPMENT], []
+        envs, notes = [DEVELOPMENT], list(config.notes)
+        for note in notes:
+            self._log(dep, note)
         stuck = self._production_never_served(model.id)
         if first or promote or stuck:
             envs.append(PRODUCTION)
@@ -210,7 +212,7 @@ class DeploymentManager:
     async def _bring_up(self, dep: Deployment) -> None:
         config = ModelConfig.from_dict(dep.config, unknown="drop")  # older records may have more
         try:
-            if config.requirements or config.requirements_file:
+            if config.requirements or config.requirements_file or config.build_commands:
                 dep = await self._set_status(dep, Status.BUILDING)
                 listed = f" and {config.requirements_file}" if config.requirements_file else ""
                 self._log(dep, f"building a virtualenv with {len(config.requirements)} "
@@ -244,7 +246,8 @@ class DeploymentManager:
         return DeploymentSpec(
             deployment_id=dep.id, model_id=dep.model_id, home=Path(dep.source_dir).parent,
             requirements=tuple(config.requirements),
-            requirements_file=config.requirements_file, replicas=config.scaling.min_replicas or 1,
+            requirements_file=config.requirements_file,
+            build_commands=tuple(config.build_commands), replicas=config.scaling.min_replicas or 1,
             secrets=secrets, environment=self._environment_of(dep),
             request_timeout=config.runtime.request_timeout,
             liveness_timeout=config.runtime.liveness_timeout,
@@ -309,6 +312,8 @@ def openai_methods(folder: Path, config: ModelConfig) -> list[str]:
     defines (read from the source without running it; a class built dynamically shows none)."""
     if config.engine is not None:
         return list(OPENAI_METHODS)
+    if config.docker_server is not None:
+        return []  # its own server: reached under sync/
     path = folder / config.model_module_dir / config.model_class_filename
     try:
         tree = ast.parse(path.read_bytes())

@@ -12,8 +12,12 @@ build run while others with the same key wait and then reuse it; a venv counts a
 once its `READY_MARKER` is written, so a build that failed or was killed half way is redone.
 A failed install raises `BuildError` with pip's error lines (server paths replaced).
 
-The venv sees the gateway's own packages (trestle and its dependencies) through a `.pth` file;
-the deployment's requirements are installed into it and take precedence.
+Isolation: the venv does not see the gateway's site-packages. It holds trestle itself (a link to
+the gateway's `trestle` package) and `RUNTIME_REQUIREMENTS`, what a model worker imports, with
+loose bounds, installed in the same `pip install` as the deployment's requirements, so pip
+resolves them together and the user's pins win: a model that pins `pydantic<2` gets pydantic 1,
+and the worker copes with it (`trestle.pydantic_compat`). A deployment without requirements runs
+on the gateway's own interpreter and packages.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import hashlib
 import os
 import platform
 import shutil
-import site
 import sys
 import sysconfig
 import time
@@ -36,8 +39,22 @@ from trestle.deploy.requirements import Requirements
 from trestle.errors import TrestleError
 
 READY_MARKER = ".trestle-ready"
-LAYOUT = "1"  # bump when what a venv holds besides the requirements changes
+LAYOUT = "2"  # bump when what a venv holds besides the requirements changes
 ERROR_LINES = 20
+# What `python -m trestle.runtime` imports for a model folder (and fastapi, which Truss models
+# import without listing it), with the oldest versions it works with. docs/deployments.md lists
+# them for users.
+RUNTIME_REQUIREMENTS = (
+    "pydantic>=1.10",
+    "starlette>=0.27",
+    "uvicorn>=0.23",
+    "uvloop>=0.17",
+    "httptools>=0.5",
+    "pyyaml>=6",
+    "fastapi>=0.100",
+    "msgpack>=1.0",
+    "httpx>=0.24",  # a docker_server worker's proxy
+)
 
 
 class BuildError(TrestleError):
@@ -47,8 +64,8 @@ class BuildError(TrestleError):
 def venv_key(reqs: Requirements) -> str:
     """The cache key of the venv for `reqs` on this interpreter."""
     h = hashlib.sha256()
-    for part in (LAYOUT, sys.implementation.name, platform.python_version(), platform.machine(),
-                 reqs.digest):
+    for part in (LAYOUT, *RUNTIME_REQUIREMENTS, sys.implementation.name, platform.python_version(),
+                 platform.machine(), reqs.digest):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:32]
 
@@ -99,17 +116,17 @@ async def build_venv(cache: Path, reqs: Requirements, folder: Path, log_file: Pa
     venv = cache / key if reqs.shareable else own
     async with _locked(cache / f"{key}.lock" if reqs.shareable else own.parent / ".venv.lock"):
         if (venv / READY_MARKER).exists():
-            _log(log_file, f"reusing the virtualenv built for these requirements ({key[:12]})")
+            log_line(log_file, f"reusing the virtualenv built for these requirements ({key[:12]})")
             return venv
         shutil.rmtree(venv, ignore_errors=True)  # a build that did not finish
-        _log(log_file, f"installing requirements into a new virtualenv ({key[:12]})")
+        log_line(log_file, f"installing requirements into a new virtualenv ({key[:12]})")
         hide = {str(venv): "<venv>", str(folder): "."}
         try:
             await _run("creating the virtualenv", [sys.executable, "-m", "venv", "--without-pip", str(venv)], log_file)
-            _see_parent_packages(venv)
+            _link_trestle(venv)
             await _run("pip install", [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install",
                         "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-                        *reqs.pip_args(folder)], log_file, cwd=folder, hide=hide)
+                        *RUNTIME_REQUIREMENTS, *reqs.pip_args(folder)], log_file, cwd=folder, hide=hide)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
@@ -117,12 +134,17 @@ async def build_venv(cache: Path, reqs: Requirements, folder: Path, log_file: Pa
         return venv
 
 
-def _see_parent_packages(venv: Path) -> None:
+def _link_trestle(venv: Path) -> None:
+    """Make the gateway's `trestle` package importable in the venv, and nothing else of its."""
+    import trestle
+
     purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
-    parent_paths = [p for p in sys.path if p and Path(p).is_dir()] + site.getsitepackages()
-    (purelib / "_trestle_parent.pth").write_text("\n".join(dict.fromkeys(parent_paths)) + "\n")
+    purelib.mkdir(parents=True, exist_ok=True)
+    (purelib / "trestle").symlink_to(Path(trestle.__file__).resolve().parent,
+                                     target_is_directory=True)
 
 
-def _log(log_file: Path, message: str) -> None:
+def log_line(log_file: Path, message: str) -> None:
+    """A line of trestle's own in the deployment log."""
     with open(log_file, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [trestle] {message}\n")
