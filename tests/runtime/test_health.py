@@ -6,7 +6,7 @@ import json
 
 from trestle.protocol.health import WorkerHealth, WorkerState
 
-from support import EXAMPLES, wait_for
+from support import EXAMPLES, log_entries, wait_for
 
 from .conftest import assert_envelope, assert_truss_error
 
@@ -52,7 +52,8 @@ def test_failed_load_reports_the_error(workers):
         res = c.post("/predict", json={})
     message = assert_truss_error(res, 503, "500")
     assert message.startswith("the model failed to load") and "weights file model.bin is missing" in message
-    assert 'examples/load_fails/model/model.py", line 3, in load' in worker.log()
+    messages = "\n".join(e["message"] for e in log_entries(worker.log()))
+    assert 'examples/load_fails/model/model.py", line 3, in load' in messages
 
 
 def test_missing_secret_fails_load_saying_how_to_set_it(workers):

@@ -25,7 +25,7 @@ from trestle.errors import TrestleError
 from trestle.requestid import configure_logging
 from trestle.runtime.config import load_config
 from trestle.runtime.engines import app_builder
-from trestle.runtime.logs import RequestIdMiddleware
+from trestle.runtime.logs import JsonLines, RequestIdMiddleware
 from trestle.runtime.parent import exit_with_parent
 from trestle.runtime.secrets import Secrets, SecretsFileError, read_secrets_file
 
@@ -62,7 +62,7 @@ def build_worker_app(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # the model's print()s reach the log as they happen
-    configure_logging()
+    configure_logging(formatter=JsonLines(args.deployment_id))
     exit_with_parent()
     secrets = Secrets()
     if args.secrets_file is not None:
