@@ -139,6 +139,18 @@ def start_server(home: Path, *args: str, wait_for_slug: bool = False,
 DEADLINE_S = 120
 
 
+def log_entries(text: str) -> list[dict]:
+    """The JSON lines of a worker's log (what the model prints is left out)."""
+    entries = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                pass
+    return entries
+
+
 def wait_for(predicate: Callable[[], object], what: str, deadline_s: float = DEADLINE_S) -> object:
     """Poll `predicate` until it returns something truthy; fail the test at the deadline.
 

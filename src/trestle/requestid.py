@@ -54,11 +54,12 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """One stderr handler on the root logger, stamping the request id on every line."""
+def configure_logging(level: int = logging.INFO, formatter: logging.Formatter | None = None) -> None:
+    """One stderr handler on the root logger, stamping the request id on every line (written by
+    `formatter`, default `LOG_FORMAT`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(formatter or logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

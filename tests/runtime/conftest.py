@@ -64,6 +64,17 @@ def model_folder(tmp_path_factory) -> Callable[..., Path]:
     return write
 
 
+def assert_truss_error(res: httpx.Response, status: int, code: str) -> str:
+    """Check `res` is Truss's error shape (a model's Truss routes: /predict, ...) with `status`
+    and Baseten's error code `code` (700 client, 600 model code, 500 trestle); returns the message."""
+    assert res.status_code == status, res.text
+    body = res.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str), body
+    assert res.headers["x-baseten-error-source"] == "04", res.headers
+    assert res.headers["x-baseten-error-code"] == code, res.headers
+    return body["error"]
+
+
 def assert_envelope(res: httpx.Response, status: int, *, type: str | None = None, param: str | None = None) -> str:
     """Check `res` is the error envelope with `status`; returns its message."""
     assert res.status_code == status, res.text

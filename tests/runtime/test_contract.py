@@ -8,7 +8,7 @@ import pytest
 
 from support import EXAMPLES
 
-from .conftest import assert_envelope
+from .conftest import assert_truss_error
 
 
 def test_init_gets_everything_with_kwargs(workers, model_folder):
@@ -223,20 +223,20 @@ def test_returned_response_is_sent_as_is(flexible):
 def test_value_that_is_not_json_is_a_clear_500(flexible):
     with flexible.client() as c:
         res = c.post("/predict", content=b"", headers={"x-kind": "numpy"})
-    message = assert_envelope(res, 500, type="server_error")
+    message = assert_truss_error(res, 500, "500")
     assert "returned a ndarray, which cannot be sent as JSON" in message
 
 
 def test_starlette_http_exception_keeps_status(flexible):
     with flexible.client() as c:
         res = c.post("/predict", content=b"", headers={"x-kind": "starlette-http"})
-    assert assert_envelope(res, 409, type="conflict_error") == "already running"
+    assert assert_truss_error(res, 409, "700") == "already running"
 
 
 def test_http_exception_detail_that_is_not_text_is_json(flexible):
     with flexible.client() as c:
         res = c.post("/predict", content=b"", headers={"x-kind": "detail-dict"})
-    assert json.loads(assert_envelope(res, 422)) == {"field": "size", "problem": "too big"}
+    assert json.loads(assert_truss_error(res, 422, "700")) == {"field": "size", "problem": "too big"}
 
 
 def test_sibling_modules_import_as_the_model_package(workers, model_folder):

@@ -6,9 +6,9 @@ import json
 
 from trestle.protocol.health import WorkerHealth, WorkerState
 
-from support import EXAMPLES, wait_for
+from support import EXAMPLES, log_entries, wait_for
 
-from .conftest import assert_envelope
+from .conftest import assert_envelope, assert_truss_error
 
 GATED_LOAD = """
     import os, time
@@ -30,10 +30,12 @@ def test_loading_then_ready(workers, model_folder, tmp_path):
     health = worker.health()
     assert health.status_code == 503 and health.json() == {"status": "loading", "methods": ["predict"]}
     with worker.client() as c:
-        for res in (c.post("/predict", json={}), c.get("/anything")):
-            message = assert_envelope(res, 503, type="service_unavailable_error")
+        for res in (c.post("/predict", json={}), c.get("/anything")):  # Truss routes
+            message = assert_truss_error(res, 503, "500")
             assert "still loading" in message
-            assert res.json()["error"]["code"] == "loading"
+        res = c.post("/v1/chat/completions", json={})  # an OpenAI route: the envelope
+        assert "still loading" in assert_envelope(res, 503, type="service_unavailable_error")
+        assert res.json()["error"]["code"] == "loading"
         gate.touch()
         worker.wait_ready()
         assert c.post("/predict", json={}).json() == {"served": True}
@@ -48,10 +50,10 @@ def test_failed_load_reports_the_error(workers):
     assert "Model.load" in health.json()["error"]
     with worker.client() as c:
         res = c.post("/predict", json={})
-    message = assert_envelope(res, 503, type="service_unavailable_error")
+    message = assert_truss_error(res, 503, "500")
     assert message.startswith("the model failed to load") and "weights file model.bin is missing" in message
-    assert res.json()["error"]["code"] == "load_failed"
-    assert 'examples/load_fails/model/model.py", line 3, in load' in worker.log()
+    messages = "\n".join(e["message"] for e in log_entries(worker.log()))
+    assert 'examples/load_fails/model/model.py", line 3, in load' in messages
 
 
 def test_missing_secret_fails_load_saying_how_to_set_it(workers):

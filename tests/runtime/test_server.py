@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from support import EXAMPLES, wait_for
+from support import EXAMPLES, log_entries, wait_for
 
 
 def test_serves_on_a_unix_socket(workers):
@@ -32,11 +32,14 @@ def test_request_id_is_echoed_and_on_every_log_line_of_the_request(workers):
         fresh = c.post("/predict", json={"steps": 1})
     assert res.headers["x-request-id"] == "rid-7f3a"
     assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["x-request-id"])
-    lines = wait_for(lambda: [l for l in worker.log().splitlines() if "[rid-7f3a]" in l and "POST /predict" in l],
+    lines = wait_for(lambda: [e for e in log_entries(worker.log())
+                              if e["request_id"] == "rid-7f3a" and "POST /predict" in e["message"]],
                      "the request's log line")
-    assert "-> 200" in lines[0]
+    assert "-> 200" in lines[0]["message"] and lines[0]["level"] == "INFO"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["time"])
     # The model's own log line (logging in user code) carries the id too.
-    assert re.search(r"\[rid-7f3a\] model\.model: started", worker.log())
+    assert any(e["request_id"] == "rid-7f3a" and e["logger"] == "model.model"
+               and e["message"].startswith("started") for e in log_entries(worker.log()))
 
 
 def run_worker(*args: str) -> subprocess.CompletedProcess:
@@ -88,9 +91,10 @@ def test_sync_code_in_threads_logs_with_the_request_id(workers, model_folder):
         c.post("/predict", json={"who": "a"}, headers={"x-request-id": "thread-rid-1"})
         c.post("/predict", json={"who": "b", "stream": True}, headers={"x-request-id": "thread-rid-2"})
     log = wait_for(lambda: "sync generator for b" in worker.log() and worker.log(), "the log lines")
-    assert "[thread-rid-1] my.model: sync predict for a" in log
-    assert "[thread-rid-2] my.model: sync predict for b" in log
-    assert "[thread-rid-2] my.model: sync generator for b" in log
+    said = {(e["request_id"], e["logger"], e["message"]) for e in log_entries(log)}
+    assert ("thread-rid-1", "my.model", "sync predict for a") in said
+    assert ("thread-rid-2", "my.model", "sync predict for b") in said
+    assert ("thread-rid-2", "my.model", "sync generator for b") in said
 
 
 def test_runtime_workers_do_not_import_the_engine():

@@ -10,7 +10,7 @@ import pytest
 
 from support import EXAMPLES, wait_for
 
-from .conftest import assert_envelope
+from .conftest import assert_truss_error
 
 
 def test_sync_generator_streams_text(workers):
@@ -100,7 +100,7 @@ def failing(workers, model_folder):
 def test_generator_error_before_first_chunk_is_a_500(failing):
     with failing.client() as c:
         res = c.post("/predict", json={"fail": "first"})
-    message = assert_envelope(res, 500, type="server_error")
+    message = assert_truss_error(res, 500, "600")
     assert "secret internal detail" not in message
     assert "KeyError: 'secret internal detail'" in failing.log()
 
@@ -108,7 +108,7 @@ def test_generator_error_before_first_chunk_is_a_500(failing):
 def test_generator_http_exception_before_first_chunk_keeps_status(failing):
     with failing.client() as c:
         res = c.post("/predict", json={"fail": "teapot"})
-    assert assert_envelope(res, 418) == "short and stout"
+    assert assert_truss_error(res, 418, "700") == "short and stout"
 
 
 def test_generator_error_mid_stream_breaks_the_stream(failing):

@@ -8,7 +8,7 @@ def test_an_encoded_question_mark_stays_in_the_path(edge, echo):
         resp = http.post(f"/model/{echo}/production/sync/predict%3Fx%3D1%23y", json={})
     # the worker got the path `/predict%3Fx%3D1%23y`, which it does not serve: not `/predict` + `x=1`
     assert resp.status_code == 404, resp.text
-    assert resp.json()["error"]["message"] == "no route /predict%3Fx=1%23y"
+    assert resp.json()["error"] == "no route /predict%3Fx=1%23y"
 
 
 def test_the_query_and_its_encoding_reach_the_worker_as_sent(edge, echo):
@@ -24,5 +24,5 @@ def test_the_model_subdomain_forwards_the_raw_path_too(edge, echo):
         encoded = http.post("/production/sync/predict%3Fx%3D1", json={}, headers=host)
         plain = http.post("/production/sync/predict?x=1", json={}, headers=host)
     assert encoded.status_code == 404, encoded.text
-    assert encoded.json()["error"]["message"] == "no route /predict%3Fx=1"
+    assert encoded.json()["error"] == "no route /predict%3Fx=1"
     assert plain.status_code == 200 and plain.json()["query"] == "x=1"

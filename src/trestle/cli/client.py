@@ -65,7 +65,9 @@ class Client:
         if resp.status_code == 401 and not self.api_key:
             raise click.ClickException(no_key_message())
         try:
-            message = resp.json()["error"]["message"]
+            error = resp.json()["error"]
+            # the envelope, or Truss's `{"error": "..."}` on a model's Truss routes
+            message = error if isinstance(error, str) else error["message"]
         except (ValueError, KeyError, TypeError):
             message = resp.text.strip() or resp.reason_phrase
         if resp.status_code == 401:

@@ -33,6 +33,8 @@ class DeploymentSpec:
     model_id: str
     home: Path  # the deployment's folder on the gateway: `src/` is the pushed model folder
     requirements: tuple[str, ...] = ()  # pip requirements from config.yaml
+    requirements_file: str | None = None  # config.yaml `requirements_file`, in `source_dir`
+    build_commands: tuple[str, ...] = ()  # config.yaml `build_commands`
     replicas: int = 1
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     environment: str | None = None
@@ -53,7 +55,8 @@ class ReplicaBackend(Protocol):
     async def prepare(self, spec: DeploymentSpec) -> None:
         """Make what the replicas need beyond the pushed folder (its `requirements`).
 
-        Called before `start` when the spec has requirements; may take minutes. Raises
+        Called before `start` when the spec has requirements (a list or a file) or build
+        commands; may take minutes. Raises
         `ReadinessError` with the reason when it cannot.
         """
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 import yarl
@@ -29,7 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from trestle.errors import BadRequest
 from trestle.protocol.validation import to_bad_request
-from trestle.settings import Limits
+from trestle.runtime.config import env_strings
+
+if TYPE_CHECKING:
+    from trestle.settings import Limits
 
 CONFIG_FILE = "config.yaml"
 MAX_NUMBER_CHARS = 100  # a number in config.yaml (int("9" * 5000) is slow, and no setting needs it)
@@ -40,12 +43,13 @@ TRUSTED_DEPTH = 256  # nesting bound without `limits` (a folder the gateway has 
 TRUSS_ONLY_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({
         "model_metadata", "description", "examples_filename", "data_dir", "external_data",
-        "external_package_dirs", "python_version", "base_image", "requirements_file",
-        "system_packages", "resources", "build", "build_commands", "docker_server",
+        "python_version", "base_image",
+        "system_packages", "resources", "build",
         "model_cache", "hf_cache", "trt_llm", "input_type", "model_framework", "model_type",
-        "bundled_packages_dir", "use_local_src", "cache_internal", "live_reload",
+        "use_local_src", "cache_internal", "live_reload",
         "apply_library_patches", "spec_version",
     }),
+    "docker_server": frozenset({"setup_command", "run_as_user_id"}),
     "runtime": frozenset({
         "streaming_read_timeout", "enable_tracing_data", "enable_debug_logs",
         "is_websocket_endpoint", "health_checks", "num_workers",
@@ -156,6 +160,18 @@ class ScalingConfig(BaseModel):
     max_replicas: int = Field(default=1, ge=1)
 
 
+class DockerServerConfig(BaseModel):
+    """A model that is its own HTTP server (trestle.runtime.docker_server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_command: str = Field(min_length=1)  # run with /bin/sh -c in the model folder
+    server_port: int = Field(default=8000, ge=1, le=65535)
+    predict_endpoint: str = Field(default="/predict", pattern=r"^/")  # POST /predict goes here
+    readiness_endpoint: str = Field(default="/", pattern=r"^/")  # 200 once it can serve
+    liveness_endpoint: str = Field(default="/", pattern=r"^/")  # 200 while it is alive
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -163,16 +179,44 @@ class ModelConfig(BaseModel):
     model_module_dir: str = "model"
     model_class_filename: str = "model.py"
     model_class_name: str = "Model"
+    # Set in the worker's environment before the model is imported; numbers and booleans are
+    # turned into strings as Truss does (`true`/`false`, `str()`), null into "".
     environment_variables: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, str | None] = Field(default_factory=dict)  # name -> placeholder
     requirements: list[str] = Field(default_factory=list)
+    # A pip requirements file in the folder (comments, options, `-r` includes), installed
+    # together with `requirements` (trestle.deploy.requirements).
+    requirements_file: str | None = None
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     engine: EngineConfig | None = None
     upstream: UpstreamConfig | None = None
     bridge: BridgeConfig = Field(default_factory=BridgeConfig)
+    docker_server: DockerServerConfig | None = None
+    # Folders of importable code put on the worker's sys.path, as in Truss: the bundled one
+    # inside the model folder, and others named relative to it (`trestle push` uploads those
+    # that lie outside the folder with it).
+    bundled_packages_dir: str = "packages"
+    external_package_dirs: list[str] = Field(default_factory=list)
+    # Shell commands run in order in the deployment's folder before it loads (trestle.deploy.build).
+    build_commands: list[str] = Field(default_factory=list)
 
     _ignored: list[str] = PrivateAttr(default_factory=list)
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("environment_variables", mode="before")
+    @classmethod
+    def _scalars_as_strings(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        scalars = {k: v for k, v in value.items() if not isinstance(v, (dict, list))}
+        return {**value, **env_strings(scalars)}
+
+    @property
+    def notes(self) -> list[str]:
+        """One line for each Truss key in the file that trestle cannot honour on this machine,
+        saying what it does instead (`truss_notes`)."""
+        return list(self._notes)
 
     @property
     def ignored_keys(self) -> list[str]:
@@ -211,6 +255,7 @@ class ModelConfig(BaseModel):
                              "deployment either fronts a server elsewhere or runs an engine here",
                              param="upstream")
         config._ignored = ignored
+        config._notes = truss_notes(data)
         return config
 
     @classmethod
@@ -232,6 +277,29 @@ class ModelConfig(BaseModel):
         except UnicodeDecodeError:
             raise BadRequest(f"{CONFIG_FILE} is not UTF-8 text") from None
         return cls.parse(text, limits)
+
+
+def truss_notes(data: dict) -> list[str]:
+    """What trestle does instead of the Truss keys in `data` that it cannot honour here."""
+    import platform
+
+    notes = []
+    if data.get("python_version"):
+        notes.append(f"python_version {data['python_version']}: workers run on the gateway's Python "
+                     f"{platform.python_version()}")
+    if data.get("resources"):
+        notes.append("resources: nothing is reserved; workers share this machine's CPUs, memory "
+                     "and GPUs (scale with scaling.min_replicas / max_replicas)")
+    if data.get("system_packages"):
+        notes.append("system_packages: not installed; install them on the gateway's machine "
+                     "(e.g. apt-get install), or use build_commands")
+    if data.get("base_image"):
+        notes.append("base_image: no container is built; workers run on the gateway's Python, "
+                     "with requirements in a virtualenv")
+    if data.get("model_cache"):
+        notes.append("model_cache: nothing is downloaded; ship the weights in the folder (data/) "
+                     "or in a Python package listed in requirements")
+    return notes
 
 
 def _sort_keys(data: dict, model: type[BaseModel], path: str, ignored: list[str],

@@ -82,8 +82,8 @@ class InProcessBackend:
         self._deployments: dict[str, _Deployment] = {}
 
     async def prepare(self, spec: DeploymentSpec) -> None:
-        raise ReadinessError("the in-process backend cannot install requirements "
-                             f"({', '.join(spec.requirements)}); use the local process backend")
+        raise ReadinessError("the in-process backend cannot install requirements or run build "
+                             "commands; use the local process backend")
 
     async def start(self, spec: DeploymentSpec) -> None:
         from trestle.runtime.secrets import Secrets

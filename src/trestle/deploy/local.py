@@ -15,6 +15,7 @@ and a dead gateway's (its pid is inside) on start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -30,7 +31,9 @@ from pathlib import Path
 from trestle.deploy import logfile, sandbox
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.transport import HTTPTransport, Replica
-from trestle.deploy.venv import BuildError, build_venv
+from trestle.deploy.build import run_build_commands
+from trestle.deploy.requirements import read_requirements
+from trestle.deploy.venv import BuildError, build_venv, venv_python
 from trestle.errors import UpstreamError
 
 log = logging.getLogger("trestle.deploy")
@@ -107,13 +110,24 @@ class LocalProcessBackend:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         self._deployments: dict[str, _Deployment] = {}
+        self._venvs: dict[str, Path] = {}  # deployment id -> its virtualenv (trestle.deploy.venv)
         box = sandbox.detect()
         (log.info if box.enabled else log.warning)("%s", box.describe())
 
     # -- ReplicaBackend ------------------------------------------------------------------------
     async def prepare(self, spec: DeploymentSpec) -> None:
+        reqs = read_requirements(spec.source_dir, list(spec.requirements), spec.requirements_file)
+        if spec.build_commands:  # they may change the venv: it must be the deployment's own
+            reqs = dataclasses.replace(reqs, shareable=False)
+        # Shared venvs sit beside the deployments' folders, keyed by their requirements.
+        cache = spec.home.parent / ".venvs"
+        log_file = deployment_log(spec.home)
         try:
-            await build_venv(spec.home / "venv", list(spec.requirements), deployment_log(spec.home))
+            venv = await build_venv(cache, reqs, spec.source_dir, log_file, own=spec.home / "venv")
+            self._venvs[spec.deployment_id] = venv
+            await run_build_commands(list(spec.build_commands), deployment_id=spec.deployment_id,
+                                     home=spec.home, source_dir=spec.source_dir, venv=venv,
+                                     log_file=log_file)
         except BuildError as exc:
             raise ReadinessError(exc.message) from None
 
@@ -164,11 +178,9 @@ class LocalProcessBackend:
             (self.run_dir / PID_FILE).unlink(missing_ok=True)
 
     # -- processes -----------------------------------------------------------------------------
-    @staticmethod
-    def _python(spec: DeploymentSpec) -> str:
-        if spec.requirements:
-            return str(spec.home / "venv" / "bin" / "python")
-        return sys.executable
+    def _python(self, spec: DeploymentSpec) -> str:
+        venv = self._venvs.get(spec.deployment_id)
+        return str(venv_python(venv)) if venv is not None else sys.executable
 
     async def _launch(self, p: _Process) -> None:
         spec = p.spec
@@ -192,8 +204,10 @@ class LocalProcessBackend:
         if spec.secrets:
             args += ["--secrets-file", str(self._write_secrets(p))]
         box = sandbox.detect()
+        venv = self._venvs.get(spec.deployment_id)
         args = sandbox.command(box, args, deployment_id=spec.deployment_id, folder=spec.home,
-                               home=home, writable=p.socket.parent)
+                               home=home, writable=p.socket.parent,
+                               readable=[venv] if venv is not None else [])
         # Inside the sandbox the worker's parent is the sandbox's first process (pid 1).
         parent = "1" if box.enabled else str(os.getpid())
         log_file = deployment_log(spec.home)

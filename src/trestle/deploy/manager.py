@@ -24,6 +24,7 @@ from trestle import tokencount
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig
 from trestle.deploy.package import pack, unpack
+from trestle.deploy.requirements import read_requirements
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
 from trestle.deploy.upstream import UpstreamBackend
 from trestle.errors import BadRequest, Conflict, NotFound
@@ -121,10 +122,11 @@ class DeploymentManager:
         config = ModelConfig.load(staging, limits)
         if config.upstream is not None:
             self._check_no_model_code(staging, config)
-        elif config.engine is None:
+        elif config.engine is None and config.docker_server is None:
             self._check_model_code(staging, config)
         if config.bridge.tokenizer is not None:  # read it now: a bad file fails the push, not usage
             tokencount.load_for(config.bridge.tokenizer, staging).close()
+        read_requirements(staging, config.requirements, config.requirements_file)  # a bad file: 400
         return config
 
     async def _check_slug(self, config: ModelConfig, model_name: str) -> None:
@@ -159,7 +161,9 @@ class DeploymentManager:
         if config.ignored_keys:
             self._log(dep, f"config.yaml keys trestle does not use: {', '.join(config.ignored_keys)}")
 
-        envs, notes = [DEVELOPMENT], []
+        envs, notes = [DEVELOPMENT], list(config.notes)
+        for note in notes:
+            self._log(dep, note)
         stuck = self._production_never_served(model.id)
         if first or promote or stuck:
             envs.append(PRODUCTION)
@@ -214,9 +218,11 @@ class DeploymentManager:
     async def _bring_up(self, dep: Deployment) -> None:
         config = ModelConfig.from_dict(dep.config, unknown="drop")  # older records may have more
         try:
-            if config.requirements:
+            if config.requirements or config.requirements_file or config.build_commands:
                 dep = await self._set_status(dep, Status.BUILDING)
-                self._log(dep, f"building a virtualenv with {len(config.requirements)} requirement(s)")
+                listed = f" and {config.requirements_file}" if config.requirements_file else ""
+                self._log(dep, f"building a virtualenv with {len(config.requirements)} "
+                               f"requirement(s){listed}")
                 await self.backend.prepare(self._spec(dep, config, {}))
             dep = await self._set_status(dep, Status.DEPLOYING)
             all_secrets = await self.store.get_secrets()
@@ -247,7 +253,9 @@ class DeploymentManager:
     def _spec(self, dep: Deployment, config: ModelConfig, secrets: dict[str, str]) -> DeploymentSpec:
         return DeploymentSpec(
             deployment_id=dep.id, model_id=dep.model_id, home=Path(dep.source_dir).parent,
-            requirements=tuple(config.requirements), replicas=config.scaling.min_replicas or 1,
+            requirements=tuple(config.requirements),
+            requirements_file=config.requirements_file,
+            build_commands=tuple(config.build_commands), replicas=config.scaling.min_replicas or 1,
             secrets=secrets, environment=self._environment_of(dep),
             request_timeout=config.runtime.request_timeout,
             liveness_timeout=config.runtime.liveness_timeout, upstream=config.upstream,
@@ -322,6 +330,8 @@ def openai_methods(folder: Path, config: ModelConfig) -> list[str]:
     shows none)."""
     if config.engine is not None or config.upstream is not None:
         return list(OPENAI_METHODS)
+    if config.docker_server is not None:
+        return []  # its own server: reached under sync/
     path = folder / config.model_module_dir / config.model_class_filename
     try:
         tree = ast.parse(path.read_bytes())

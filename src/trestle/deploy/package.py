@@ -1,6 +1,8 @@
 """A model folder on the wire: a gzip tar made by `trestle push`, received and unpacked by the gateway.
 
-    pack(folder) -> bytes                              the client side
+    pack(folder) -> bytes                              the client side (with the config's
+                                                       `external_package_dirs` that lie outside
+                                                       the folder, under `.external_packages/N/`)
     await receive(chunks, into_dir, limits) -> Path    the push body, written to disk as it arrives
     unpack(archive, dest, limits)                      the folder, written into an empty `dest`
 
@@ -34,7 +36,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+import yaml
+
 from trestle.errors import BadRequest, PayloadTooLarge, TrestleError
+from trestle.runtime.config import CONFIG_FILE, EXTERNAL_DIR
 from trestle.settings import Limits
 
 EXCLUDED = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache"}
@@ -66,7 +71,32 @@ def pack(folder: Path) -> bytes:
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for child in sorted(folder.iterdir()):
             tar.add(child, arcname=child.name, filter=keep)
+        for index, outside in _external_dirs(folder):
+            for child in sorted(outside.iterdir()):
+                tar.add(child, arcname=f"{EXTERNAL_DIR}/{index}/{child.name}", filter=keep)
     return buf.getvalue()
+
+
+def _external_dirs(folder: Path) -> list[tuple[int, Path]]:
+    """config.yaml's `external_package_dirs` that lie outside `folder`, with their index: they
+    travel in the archive under `EXTERNAL_DIR/{index}/` (`trestle.runtime.config.external_dir`)."""
+    try:
+        data = yaml.safe_load((folder / CONFIG_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return []  # the config is checked, with a proper message, by ModelConfig
+    names = data.get("external_package_dirs") if isinstance(data, dict) else None
+    if not isinstance(names, list):
+        return []
+    root = folder.resolve()
+    out = []
+    for index, name in enumerate(names):
+        path = (folder / str(name)).resolve()
+        if path == root or root in path.parents:
+            continue  # inside the folder: packed with it
+        if not path.is_dir():
+            raise ValueError(f"external_package_dirs: {name} is not a folder")
+        out.append((index, path))
+    return out
 
 
 # -- receiving the push body ----------------------------------------------------------------------

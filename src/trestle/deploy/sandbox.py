@@ -130,11 +130,13 @@ def _contains(outer: Path, inner: Path) -> bool:
 
 
 def command(sandbox: Sandbox, args: list[str], *, deployment_id: str, folder: Path,
-            home: Path, writable: Path) -> list[str]:
+            home: Path, writable: Path | list[Path], readable: list[Path] = (),
+            cwd: Path | None = None) -> list[str]:
     """`args` (the worker's command line) wrapped in bubblewrap, or as is when it is off.
 
-    `folder` (the deployment's folder) is mounted read-only, `home` and `writable` (the replica's
-    socket folder) read-write, all at their own paths.
+    `folder` (the deployment's folder) and `readable` (its virtualenv) are mounted read-only,
+    `home` and `writable` (the replica's socket folder; the folder and virtualenv while build
+    commands run) read-write, all at their own paths. It starts in `cwd` (default: `home`).
     """
     if not sandbox.enabled:
         return args
@@ -158,7 +160,10 @@ def command(sandbox: Sandbox, args: list[str], *, deployment_id: str, folder: Pa
             log.warning("not mounting %s into the sandbox: it contains trestle's data", path)
             continue
         mounts.append(("--ro-bind", path))
-    mounts += [("--ro-bind", folder), ("--bind", home), ("--bind", writable)]
+    mounts += [("--ro-bind", folder)]
+    mounts += [("--ro-bind", path) for path in readable if not _contains(folder, path)]
+    writable = [writable] if isinstance(writable, Path) else writable
+    mounts += [("--bind", home)] + [("--bind", path) for path in writable]
     # The folders leading to the mounts exist in the sandbox, traversable by the worker's user
     # (bubblewrap would copy their modes: /root is 0700).
     made: set[Path] = set()
@@ -170,7 +175,7 @@ def command(sandbox: Sandbox, args: list[str], *, deployment_id: str, folder: Pa
             cmd += ["--perms", "0755", "--dir", str(parent)]
     for how, path in mounts:
         cmd += [how, str(path), str(path)]
-    cmd += ["--chdir", str(home)]
+    cmd += ["--chdir", str(cwd or home)]
     if drops_privileges():
         uid = str(worker_uid(deployment_id))
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
@@ -184,6 +189,17 @@ def give(path: Path, deployment_id: str) -> None:
     if detect().enabled and drops_privileges():
         uid = worker_uid(deployment_id)
         os.chown(path, uid, uid)
+
+
+def give_tree(path: Path, deployment_id: str) -> None:
+    """`give` for `path` and everything under it (a folder the build commands may write)."""
+    if not (detect().enabled and drops_privileges()):
+        return
+    uid = worker_uid(deployment_id)
+    os.lchown(path, uid, uid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
 
 
 def share(path: Path) -> None:

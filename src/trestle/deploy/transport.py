@@ -119,7 +119,9 @@ class HTTPTransport:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout),
             auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            # no Content-Type of aiohttp's own (octet-stream for bytes): the client's, or none
+            # (a worker reads application/octet-stream as msgpack)
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
 
     @classmethod

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trestle.errors import Forbidden, Unauthorized
 from trestle.gateway.throttle import KeyThrottle
 from trestle.protocol import anthropic
-from trestle.protocol.errors import error_response
+from trestle.protocol.errors import error_for
 from trestle.store import ApiKey, Store
 from trestle.store.keys import ADMIN
 
@@ -155,7 +155,7 @@ class _HashChecks:
 def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
     if conn.scope["path"] in ANTHROPIC_PATHS:
         return anthropic.error_response(Unauthorized(str(exc).replace(HOW, HOW_ANTHROPIC)))
-    return error_response(Unauthorized(str(exc)))
+    return error_for(conn.scope["path"], Unauthorized(str(exc)), worker=False)
 
 
 def calling_key(scope: Scope) -> ApiKey | None:

@@ -20,7 +20,8 @@ made-up zero). The `x-trestle-usage` header says which: `model`, `tokenizer`, `n
 (a stream sends it before the model's report can come: `tokenizer` when one is configured, else
 `not-computed`; a report at the end of the stream is sent in the usage chunk either way).
 When the client asks for a stream and the model returns a whole value, the value is sent as one
-streamed delta. An error answer of the worker (its status and envelope) is relayed as is.
+streamed delta. An error answer of the worker keeps its status; its body becomes the envelope (predict
+answers errors in Truss's shape).
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ from trestle.deploy.transport import Replica, Upstream
 from trestle.disconnect import race_disconnect
 from trestle.errors import UpstreamError
 from trestle.gateway.proxy import DROP_REQUEST, DROP_RESPONSE, sse_error_event
+from trestle.protocol.errors import envelope_from_truss
 from trestle.tokencount import TokenCounter
 from trestle.protocol.openai.responses import (
     ChatCompletion, ChatCompletionChoice, ChatCompletionChunk, ChatCompletionChunkChoice, ChatDelta,
     ChatMessage, Completion, CompletionChoice, Usage, chat_completion_id, completion_id, now,
 )
+
+MAX_ERROR_BYTES = 64 * 1024  # a predict error body read whole to turn it into the envelope
 
 log = logging.getLogger("trestle.gateway")
 
@@ -142,9 +146,22 @@ class LegacyAnswer:
                                  usage=source)
 
     async def _relay(self, upstream: Upstream, send: Send) -> None:
+        """An error of predict, in the envelope (predict answers errors in Truss's shape)."""
         headers = [(k.lower(), v) for k, v in upstream.headers if k.lower() not in DROP_RESPONSE]
+        body, rest = b"", upstream.chunks.__aiter__()
+        async for chunk in rest:
+            body += chunk
+            if len(body) > MAX_ERROR_BYTES:  # not an error message: relay it as it comes
+                break
+        envelope = envelope_from_truss(upstream.status, body) if len(body) <= MAX_ERROR_BYTES else None
+        if envelope is not None:
+            body = envelope
+            headers = [(k, v) for k, v in headers if k not in (b"content-length", b"content-type")]
+            headers += [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
-        async for chunk in upstream.chunks:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        async for chunk in rest:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 

@@ -18,6 +18,7 @@ import enum
 from pydantic import BaseModel, ConfigDict
 
 from trestle.errors import Unavailable
+from trestle.pydantic_compat import V1, dump
 
 
 class WorkerState(str, enum.Enum):
@@ -29,7 +30,11 @@ class WorkerState(str, enum.Enum):
 class WorkerHealth(BaseModel):
     """The body of `GET /health`; extra keys are a worker's counters (the engine's scheduler)."""
 
-    model_config = ConfigDict(extra="allow")
+    if V1:  # a worker in a deployment that pins pydantic<2 (trestle.pydantic_compat)
+        class Config:
+            extra = "allow"
+    else:
+        model_config = ConfigDict(extra="allow")
 
     status: WorkerState
     error: str | None = None  # with `failed`: why loading failed
@@ -39,7 +44,7 @@ class WorkerHealth(BaseModel):
         return 200 if self.status is WorkerState.READY else 503
 
     def body(self) -> dict:
-        return self.model_dump(mode="json", exclude={"error"} if self.error is None else None)
+        return dump(self, exclude={"error"} if self.error is None else None)
 
 
 def not_ready(state: WorkerState, error: str | None, *, model: str = "the model") -> Unavailable:

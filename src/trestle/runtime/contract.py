@@ -8,9 +8,12 @@
         def postprocess(self, model_output): ...        # optional, not with a streaming predict
         def chat_completions(self, model_input): ...    # POST /v1/chat/completions
         def completions(self, model_input): ...         # POST /v1/completions
+        def embeddings(self, model_input): ...          # POST /v1/embeddings
+        def messages(self, model_input): ...            # POST /v1/messages (Anthropic-style)
+        def responses(self, model_input): ...           # POST /v1/responses
 
-Every method may be `def` or `async def`; predict, chat_completions and completions may also be
-generators (`yield`), which are streamed. A method takes the input as its first argument
+Every method may be `def` or `async def`; the endpoint methods (all but load and the hooks) may
+also be generators (`yield`), which are streamed. A method takes the input as its first argument
 (annotate it with a pydantic model to have it validated) and may take a parameter annotated
 `fastapi.Request` / `starlette.requests.Request` to get the live request. `describe_model`
 turns an instance into a `ModelSpec`, or raises `ModelDefinitionError` saying what to change.
@@ -29,7 +32,8 @@ from starlette.requests import Request
 
 from trestle.runtime.loader import ModelDefinitionError
 
-ENDPOINT_METHODS = ("predict", "chat_completions", "completions")
+ENDPOINT_METHODS = ("predict", "chat_completions", "completions", "embeddings", "messages",
+                    "responses")
 HOOK_METHODS = ("preprocess", "postprocess")
 
 
@@ -45,6 +49,7 @@ class Method:
     input_param: str | None  # the parameter that receives the input, if any
     input_model: type[BaseModel] | None  # its pydantic annotation, if any
     request_param: str | None  # the parameter annotated Request, if any
+    output_model: type[BaseModel] | None = None  # its return annotation, if a pydantic model
 
     @property
     def streams(self) -> bool:
@@ -67,6 +72,9 @@ class ModelSpec:
     postprocess: Method | None
     chat_completions: Method | None
     completions: Method | None
+    embeddings: Method | None
+    messages: Method | None
+    responses: Method | None
 
     def endpoint(self, name: str) -> Method | None:
         return getattr(self, name) if name in ENDPOINT_METHODS else None
@@ -120,6 +128,7 @@ def describe_method(model: object, name: str, *, takes_input: bool) -> Method | 
                 f"Model.{name} requires a parameter {param.name!r} that trestle cannot fill; "
                 f"define it as def {name}{wanted}, optionally with a parameter annotated fastapi.Request"
             )
+    returns = hints.get("return")
     is_async_gen = inspect.isasyncgenfunction(fn)
     is_gen = inspect.isgeneratorfunction(fn)
     return Method(
@@ -131,6 +140,7 @@ def describe_method(model: object, name: str, *, takes_input: bool) -> Method | 
         input_param=input_param,
         input_model=input_model,
         request_param=request_param,
+        output_model=returns if _is_pydantic(returns) else None,
     )
 
 
@@ -147,7 +157,7 @@ def describe_model(model: object) -> ModelSpec:
     methods = {name: describe_method(model, name, takes_input=True) for name in ENDPOINT_METHODS + HOOK_METHODS}
     if not any(methods[name] for name in ENDPOINT_METHODS):
         raise ModelDefinitionError(
-            "the Model class defines none of predict, chat_completions, completions; "
+            f"the Model class defines none of {', '.join(ENDPOINT_METHODS)}; "
             "define at least `def predict(self, model_input)`"
         )
     predict = methods["predict"]

@@ -26,14 +26,14 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from trestle import requestid
-from trestle.deploy.config import CONFIG_FILE, ModelConfig
+from trestle.runtime.config import CONFIG_FILE
 from trestle.errors import TrestleError
 from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
 from trestle.runtime.contract import ENDPOINT_METHODS, Method, ModelSpec, describe_model
@@ -42,11 +42,17 @@ from trestle.runtime.secrets import Secrets
 from trestle.runtime.streaming import BufferedStream
 from trestle.runtime.tracebacks import user_traceback
 
+if TYPE_CHECKING:
+    from trestle.deploy.config import ModelConfig
+    from trestle.runtime.config import WorkerConfig
+
 logger = logging.getLogger("trestle.runtime")
 
 
 class UserCodeError(TrestleError):
     """The model's code raised; the client gets no details, the log gets the traceback."""
+
+    truss_code = "600"  # Truss: the error comes from the model's code
 
 
 class Slot:
@@ -72,7 +78,7 @@ class LoadedModel:
 
     def __init__(
         self,
-        config: ModelConfig,
+        config: ModelConfig | WorkerConfig,
         model_dir: Path,
         *,
         secrets: Secrets | None = None,
@@ -160,7 +166,7 @@ class LoadedModel:
             result = await result
         return result
 
-    def _user_error(self, exc: Exception, method: str, *, logged: bool = False) -> TrestleError:
+    def user_error(self, exc: Exception, method: str, *, logged: bool = False) -> TrestleError:
         if not logged:
             logger.error("Model.%s raised:\n%s", method, user_traceback(exc, self._roots))
         return UserCodeError(
@@ -209,7 +215,7 @@ class LoadedModel:
         except (HTTPException, TrestleError):
             raise
         except Exception as exc:
-            raise self._user_error(exc, step) from None
+            raise self.user_error(exc, step) from None
         return result
 
     async def open_stream(self, generator: Any, method: str, slot: Slot) -> tuple[BufferedStream, bytes | None]:
@@ -228,7 +234,7 @@ class LoadedModel:
         except (HTTPException, TrestleError):
             raise
         except Exception as exc:
-            raise self._user_error(exc, method, logged=True) from None
+            raise self.user_error(exc, method, logged=True) from None
         except BaseException:
             await stream.aclose()
             raise

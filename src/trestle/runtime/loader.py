@@ -20,9 +20,11 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trestle.deploy.config import ModelConfig
+if TYPE_CHECKING:
+    from trestle.deploy.config import ModelConfig
+
 
 PACKAGES_DIR = "packages"
 DATA_DIR = "data"
@@ -34,17 +36,30 @@ class ModelDefinitionError(Exception):
     """The model folder or class breaks the contract; the message says what to change."""
 
 
+def package_dirs(model_dir: Path, config: ModelConfig) -> list[Path]:
+    """The folders of importable code besides the model's: `bundled_packages_dir`, then
+    `external_package_dirs` (as uploaded by `trestle push`: `trestle.deploy.package`)."""
+    from trestle.runtime.config import external_dir
+
+    model_dir = Path(model_dir).resolve()
+    dirs = [model_dir / getattr(config, "bundled_packages_dir", PACKAGES_DIR)]
+    dirs += [external_dir(model_dir, i, name)
+             for i, name in enumerate(getattr(config, "external_package_dirs", []))]
+    return dirs
+
+
 def code_roots(model_dir: Path, config: ModelConfig) -> list[Path]:
     """The folders that hold user code (for trimming tracebacks)."""
     model_dir = Path(model_dir).resolve()
-    return [model_dir / config.model_module_dir, model_dir / PACKAGES_DIR]
+    return [model_dir / config.model_module_dir, *package_dirs(model_dir, config)]
 
 
 def prepare_environment(model_dir: Path, config: ModelConfig) -> None:
-    """Set the config's environment variables and make the folder's code importable."""
+    """Set the config's environment variables and make the folder's code importable: the
+    folder first, then its package dirs in order (as Truss orders them)."""
     os.environ.update(config.environment_variables)
     model_dir = Path(model_dir).resolve()
-    for path in (model_dir / PACKAGES_DIR, model_dir):  # model_dir ends up first
+    for path in reversed([model_dir, *package_dirs(model_dir, config)]):
         entry = str(path)
         if path.is_dir() and entry not in sys.path:
             sys.path.insert(0, entry)

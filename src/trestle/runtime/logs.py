@@ -1,10 +1,22 @@
-"""The worker's per-request middleware: it sets the request id (see `trestle.requestid`) for
-the request, echoes it back, and writes one log line per request."""
+"""The worker's log: JSON lines, and one line per request.
+
+`JsonLines` writes every log record of the worker (trestle's, uvicorn's and the model's own
+`logging` calls) as one JSON object per line, as Truss's model server does, with the request id:
+
+    {"time": "2026-11-22T03:50:01.123Z", "level": "INFO", "request_id": "req-42",
+     "logger": "trestle.runtime", "message": "POST /predict -> 200 (12 ms)"}
+
+`request_id` is null outside a request; a model's traceback is in `message`, trimmed to the
+user's frames (`trestle.runtime.tracebacks`). What the model prints goes to the log as it is.
+`RequestIdMiddleware` sets the request id (see `trestle.requestid`) for the request, echoes it
+back, and writes one log line per request."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from datetime import datetime, timezone
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +24,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from trestle import requestid
 
 logger = logging.getLogger("trestle.runtime")
+
+
+class JsonLines(logging.Formatter):
+    """A log record as one JSON object (see the module docstring)."""
+
+    def __init__(self, deployment_id: str | None = None) -> None:
+        super().__init__()
+        self.deployment_id = deployment_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = getattr(record, "request_id", requestid.NO_REQUEST)
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc)
+                    .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "request_id": None if rid == requestid.NO_REQUEST else rid,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["message"] += "\n" + self.formatException(record.exc_info)
+        if self.deployment_id:
+            entry["deployment"] = self.deployment_id
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class RequestIdMiddleware:

@@ -17,16 +17,20 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from trestle.deploy.config import ModelConfig
 from trestle.errors import TrestleError
 from trestle.requestid import configure_logging
+from trestle.runtime.config import load_config
 from trestle.runtime.engines import app_builder
-from trestle.runtime.logs import RequestIdMiddleware
+from trestle.runtime.logs import JsonLines, RequestIdMiddleware
 from trestle.runtime.parent import exit_with_parent
 from trestle.runtime.secrets import Secrets, SecretsFileError, read_secrets_file
+
+if TYPE_CHECKING:
+    from trestle.deploy.config import ModelConfig
 
 logger = logging.getLogger("trestle.runtime")
 
@@ -58,7 +62,7 @@ def build_worker_app(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # the model's print()s reach the log as they happen
-    configure_logging()
+    configure_logging(formatter=JsonLines(args.deployment_id))
     exit_with_parent()
     secrets = Secrets()
     if args.secrets_file is not None:
@@ -68,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.error("%s", exc)
             return EXIT_BAD_ARGUMENTS
     try:
-        config = ModelConfig.load(args.model_dir)
+        config = load_config(args.model_dir)
         app = build_worker_app(config, args.model_dir, secrets=secrets, environment=args.environment)
     except TrestleError as exc:
         logger.error("cannot serve %s: %s", args.model_dir, exc.message)

@@ -23,10 +23,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-import pydantic_core
 from starlette.types import Receive, Scope, Send
 
 from trestle.disconnect import race_disconnect
+from trestle.pydantic_compat import to_json
 
 STREAM_BUFFER_CHUNKS = 1024
 
@@ -52,7 +52,7 @@ def encode_chunk(item: Any) -> bytes:
         return bytes(item)
     if kind == "text":
         return item.encode("utf-8")
-    return pydantic_core.to_json(item, inf_nan_mode="null") + b"\n"
+    return to_json(item) + b"\n"
 
 
 class BufferedStream:

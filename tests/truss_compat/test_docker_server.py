@@ -1,0 +1,86 @@
+"""A `docker_server:` folder: its start_command runs as the replica's process (no Docker) and
+the gateway reaches it like any worker, readiness and liveness polled on its own paths."""
+
+from __future__ import annotations
+
+import json
+
+from support import free_port
+
+SERVER = """
+    import json
+    import os
+    import sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("x-served-by", "tiny-server")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path in ("/ready", "/alive"):
+                self._send(200, {"ok": True})
+            else:
+                self._send(404, {"missing": self.path})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])) or b"{}")
+            if self.path == "/infer":
+                self._send(200, {"echo": body, "greeting": os.environ["GREETING"]})
+            elif self.path == "/teapot":
+                self._send(418, {"short": "and stout"})
+            else:
+                self._send(404, {"missing": self.path})
+
+        def log_message(self, *args):
+            print("tiny-server:", self.path, flush=True)
+
+
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_docker_server_folder_is_started_and_proxied(server, tmp_path, push):
+    port = free_port()
+    root = tmp_path / "tiny"
+    root.mkdir()
+    (root / "server.py").write_text(__import__("textwrap").dedent(SERVER))
+    (root / "config.yaml").write_text(json.dumps({
+        "model_name": "tiny-server",
+        "environment_variables": {"GREETING": "hi"},
+        "docker_server": {"start_command": f"python server.py {port}", "server_port": port,
+                          "predict_endpoint": "/infer", "readiness_endpoint": "/ready",
+                          "liveness_endpoint": "/alive"},
+    }))
+    result = push(root)
+    assert result["deployment"]["status"] == "active", result["deployment"]["error"]
+    base = f"/model/{result['model']['id']}/production"
+    with server.client() as http:
+        resp = http.post(f"{base}/predict", json={"x": 1})
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"echo": {"x": 1}, "greeting": "hi"}
+        assert resp.headers["x-served-by"] == "tiny-server"
+        teapot = http.post(f"{base}/sync/teapot", json={})
+        assert teapot.status_code == 418 and teapot.json() == {"short": "and stout"}
+        missing = http.get(f"{base}/sync/elsewhere")
+        assert missing.status_code == 404 and missing.json() == {"missing": "/elsewhere"}
+    log = server.cli("deployments", "logs", result["deployment"]["id"]).stdout
+    assert "tiny-server: /infer" in log
+
+
+def test_a_docker_server_that_exits_fails_the_deployment(server, tmp_path, push):
+    root = tmp_path / "dies"
+    root.mkdir()
+    (root / "config.yaml").write_text(json.dumps({
+        "model_name": "dies", "docker_server": {"start_command": "echo no weights >&2; exit 4"}}))
+    result = push(root)
+    dep = result["deployment"]
+    assert dep["status"] == "failed"
+    assert "exited with code 4 before it was ready" in dep["error"]

@@ -1,0 +1,43 @@
+"""The Model methods Truss added after chat_completions: `embeddings`, `messages` and
+`responses`, served at their OpenAI / Anthropic paths under `sync/`."""
+
+from __future__ import annotations
+
+MODEL = """
+    class Model:
+        def embeddings(self, model_input):
+            texts = model_input["input"]
+            return {"object": "list",
+                    "data": [{"object": "embedding", "index": i, "embedding": [float(len(t))]}
+                             for i, t in enumerate(texts)]}
+
+        def messages(self, model_input):
+            text = model_input["messages"][-1]["content"]
+            for word in text.split():
+                yield f"event: content_block_delta\\ndata: {word}\\n\\n"
+
+        async def responses(self, model_input):
+            return {"object": "response", "output_text": model_input["input"][::-1]}
+"""
+
+
+def test_embeddings_messages_and_responses_are_served_under_sync(server, folder, push):
+    result = push(folder("more-methods", {}, MODEL))
+    assert result["deployment"]["status"] == "active", result["deployment"]["error"]
+    base = f"/model/{result['model']['id']}/production/sync/v1"
+    with server.client() as http:
+        emb = http.post(f"{base}/embeddings", json={"input": ["ab", "abcd"]})
+        assert emb.status_code == 200, emb.text
+        assert [d["embedding"] for d in emb.json()["data"]] == [[2.0], [4.0]]
+
+        msg = http.post(f"{base}/messages", json={"messages": [{"role": "user", "content": "hi there"}]})
+        assert msg.status_code == 200 and msg.headers["content-type"].startswith("text/event-stream")
+        assert msg.text == ("event: content_block_delta\ndata: hi\n\n"
+                            "event: content_block_delta\ndata: there\n\n")
+
+        resp = http.post(f"{base}/responses", json={"input": "abc"})
+        assert resp.status_code == 200 and resp.json()["output_text"] == "cba"
+
+        # no predict on this model: a Truss-shaped 404 naming it
+        missing = http.post(f"/model/{result['model']['id']}/production/predict", json={})
+        assert missing.status_code == 404 and "does not implement predict" in missing.json()["error"]
