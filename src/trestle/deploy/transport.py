@@ -74,6 +74,15 @@ class Transport(Protocol):
         """Release connections (idempotent)."""
 
 
+class Sender(Protocol):
+    """What a request is sent through: one `Replica`, or a deployment's set of them
+    (`trestle.deploy.replicas.ReplicaSet`, which picks one per request)."""
+
+    deployment_id: str
+
+    async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream: ...
+
+
 @dataclass
 class Replica:
     """A running copy of a deployment: `await replica.send(method, path, headers, body)`."""
