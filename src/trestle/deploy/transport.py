@@ -128,6 +128,7 @@ class HTTPTransport:
 
     @classmethod
     def unix(cls, socket_path: str, name: str, read_timeout: float | None = None) -> "HTTPTransport":
+        # below the worker's own keep-alive (trestle.runtime.server.KEEP_ALIVE_S): we close first
         connector = aiohttp.UnixConnector(path=socket_path, limit=0, keepalive_timeout=60)
         return cls(connector, "http://worker", name, read_timeout)
 
