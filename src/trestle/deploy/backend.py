@@ -1,7 +1,9 @@
 """The one interface between the deployment manager and whatever runs replicas.
 
 The manager never knows which backend runs a deployment: it hands the backend a `DeploymentSpec`,
-and the routing table asks it for a `Replica` to `send` a request to (`trestle.deploy.transport`).
+and the routing table asks it what to `send` a request through (`trestle.deploy.transport`): the
+deployment's `ReplicaSet` (`trestle.deploy.replicas`: balancing, restarts, autoscaling), which a
+backend fills by launching and stopping one replica at a time.
 
 - `trestle.deploy.local`: replicas as local worker processes on Unix sockets (the default);
   it builds a virtualenv for `requirements` and writes the workers' output to the deployment log.
