@@ -18,10 +18,10 @@ def test_a_push_comes_up_and_is_routed_by_environment_deployment_and_id(tmp_path
         async with open_manager(tmp_path / "home") as manager:
             result = await push(manager, EXAMPLES / "hello")
             model, dep = result.model.id, result.deployment.id
-            # the deployment was only recorded: routing says why it cannot serve yet
-            with pytest.raises(Unavailable, match="still building"):
-                manager.routing.route(model)
+            # the deployment was only recorded: a request waits for it rather than failing
+            early = asyncio.create_task(predict(manager.routing.route(model), {"name": "early"}))
             assert (await settled(manager, dep)).status == ACTIVE
+            assert await early == (200, {"message": "Hello, early!"})
             for replica in (
                 manager.routing.route(model),
                 manager.routing.route(model, environment="development"),

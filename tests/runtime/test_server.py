@@ -103,3 +103,28 @@ def test_runtime_workers_do_not_import_the_engine():
         "assert 'trestle.engine.app' not in sys.modules and 'llama_cpp' not in sys.modules"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_an_idle_connection_outlives_the_gateways_pool_timeout(workers):
+    """The gateway keeps idle connections to a worker for 60 s; the worker must not close them
+    sooner (uvicorn's default 5 s), or a request reusing one as it closes fails with a 502."""
+    import socket
+    import time
+
+    worker = workers.start(EXAMPLES / "hello", unix_socket=True)
+
+    def health(s: socket.socket) -> bytes:
+        s.sendall(b"GET /health HTTP/1.1\r\nhost: worker\r\n\r\n")
+        answer = b""
+        while not re.search(rb"\r\n\r\n\{.*\}", answer, re.S):
+            chunk = s.recv(65536)
+            if not chunk:
+                return answer + b"<closed>"
+            answer += chunk
+        return answer
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(worker.socket_path))
+        assert health(s).startswith(b"HTTP/1.1 200")
+        time.sleep(6)  # idle past uvicorn's default keep-alive: the subject of the test
+        assert health(s).startswith(b"HTTP/1.1 200")

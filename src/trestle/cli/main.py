@@ -225,6 +225,36 @@ def deployments_list(client: Client, model_id: str | None, output: str) -> None:
     emit(output, data, text)
 
 
+@deployments.command("scale")
+@click.argument("deployment_id")
+@click.option("--min", "min_replicas", type=int, required=True, help="replicas kept running (0: scale to zero)")
+@click.option("--max", "max_replicas", type=int, required=True, help="most replicas under load")
+@click.option("--target-concurrency", type=int, default=None,
+              help="in-flight requests per replica before another starts")
+@click.option("--scale-down-delay", type=float, default=None,
+              help="seconds of low load before replicas above the minimum stop")
+@output_option
+@pass_client
+def deployments_scale(client: Client, deployment_id: str, min_replicas: int, max_replicas: int,
+                      target_concurrency: int | None, scale_down_delay: float | None, output: str) -> None:
+    """Set a deployment's replica bounds (its config.yaml `scaling`), applied at once."""
+    body = {"min_replicas": min_replicas, "max_replicas": max_replicas,
+            "target_concurrency": target_concurrency, "scale_down_delay": scale_down_delay}
+    data = client.request("POST", f"/api/v1/deployments/{deployment_id}/scale",
+                          json={k: v for k, v in body.items() if v is not None}).json()
+    dep = wire.DeploymentOut.model_validate(data)
+
+    def text() -> None:
+        scaling = (dep.config or {}).get("scaling", {})
+        click.echo(f"{dep.id}: scaling {json.dumps(scaling, sort_keys=True)}")
+        table = Table("replica", "state", "in flight", "restarts")
+        for r in dep.replicas or []:
+            table.add_row(str(r.index), r.state, str(r.in_flight), str(r.restarts))
+        Console().print(table)
+
+    emit(output, data, text)
+
+
 @deployments.command("logs")
 @click.argument("deployment_id")
 @pass_client

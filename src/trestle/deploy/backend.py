@@ -1,7 +1,9 @@
 """The one interface between the deployment manager and whatever runs replicas.
 
 The manager never knows which backend runs a deployment: it hands the backend a `DeploymentSpec`,
-and the routing table asks it for a `Replica` to `send` a request to (`trestle.deploy.transport`).
+and the routing table asks it what to `send` a request through (`trestle.deploy.transport`): the
+deployment's `ReplicaSet` (`trestle.deploy.replicas`: balancing, restarts, autoscaling), which a
+backend fills by launching and stopping one replica at a time.
 
 - `trestle.deploy.local`: replicas as local worker processes on Unix sockets (the default);
   it builds a virtualenv for `requirements` and writes the workers' output to the deployment log.
@@ -20,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from trestle.deploy.config import UpstreamConfig
-from trestle.deploy.transport import Replica
+from trestle.deploy.config import ScalingConfig, UpstreamConfig
+from trestle.deploy.transport import Replica, Sender
 from trestle.errors import UpstreamError
 
 
@@ -35,7 +37,7 @@ class DeploymentSpec:
     requirements: tuple[str, ...] = ()  # pip requirements from config.yaml
     requirements_file: str | None = None  # config.yaml `requirements_file`, in `source_dir`
     build_commands: tuple[str, ...] = ()  # config.yaml `build_commands`
-    replicas: int = 1
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)  # config.yaml `scaling`
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     environment: str | None = None
     request_timeout: float = 300.0  # config.yaml `runtime.request_timeout`
@@ -60,17 +62,31 @@ class ReplicaBackend(Protocol):
         `ReadinessError` with the reason when it cannot.
         """
 
-    async def start(self, spec: DeploymentSpec) -> None:
+    async def start(self, spec: DeploymentSpec,
+                    on_failed: Callable[[str], object] | None = None) -> None:
         """Launch the replicas of `spec` and return once they are ready to serve.
 
-        Raises `ReadinessError` with the reason when they cannot be made ready.
+        Raises `ReadinessError` with the reason when they cannot be made ready. If the
+        deployment later fails for good (its replicas keep crashing), the backend stops it and
+        calls `on_failed(reason)`.
         """
 
     async def stop(self, deployment_id: str) -> None:
         """Stop every replica of the deployment (idempotent)."""
 
-    def replica(self, deployment_id: str) -> Replica | None:
-        """A ready replica to send the next request to, or None when none is running."""
+    def replica(self, deployment_id: str) -> Sender | None:
+        """What to send the deployment's next request to (it picks a replica, or waits a
+        bounded time for one), or None when the deployment is not running."""
+
+    def scale(self, deployment_id: str, scaling: ScalingConfig) -> None:
+        """Apply new scaling bounds to a running deployment (no-op if it is not running)."""
+
+    def settle(self, deployment_id: str) -> None:
+        """The deployment no longer serves an environment: once its in-flight requests have
+        finished, scale it down to its `min_replicas` without waiting for `scale_down_delay`."""
+
+    def replicas(self, deployment_id: str) -> list[dict] | None:
+        """Each replica's state (`ReplicaOut` fields), or None when the deployment is not running."""
 
     async def close(self) -> None:
         """Stop everything."""

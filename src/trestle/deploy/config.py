@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 import yarl
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trestle.errors import BadRequest
 from trestle.protocol.validation import to_bad_request
@@ -153,11 +153,31 @@ class BridgeConfig(BaseModel):
         return value
 
 
+MAX_REPLICAS = 64
+
+
 class ScalingConfig(BaseModel):
+    """How many replicas a deployment runs (`trestle.deploy.replicas` acts on it)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=1, ge=1)
+    # 0: scale to zero when idle (the next request waits for a cold start)
+    min_replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    # in-flight requests per replica above which another replica is started (up to max_replicas)
+    target_concurrency: int = Field(default=4, ge=1, le=10_000)
+    # seconds of low load before replicas above what the load needs are stopped (down to min)
+    scale_down_delay: float = Field(default=300, ge=0, le=86400)
+    # seconds a request waits for a ready replica (deployment loading, scaling from zero, every
+    # replica restarting) before a 503
+    cold_start_timeout: float = Field(default=120, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ScalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is more than max_replicas "
+                             f"({self.max_replicas})")
+        return self
 
 
 class DockerServerConfig(BaseModel):

@@ -4,7 +4,8 @@ The same worker app `python -m trestle.runtime` serves (`build_worker_app`), sta
 ASGI lifespan and reached through an `ASGITransport`: no subprocess, no socket, no log file. It
 runs the request path end to end — routing, transport, the worker app, the model — in one event
 loop. It cannot install `requirements` (it has no interpreter of its own to put them in), and a
-replica that dies is not restarted: `kill` one in a test to see what routing does then.
+replica that dies is not restarted: `kill` one in a test to see what routing does then. It runs
+`scaling.min_replicas` replicas (at least one), round robin, with no autoscaling.
 
 One process has one `sys.modules`: model folders all import their code as `model.model`, so
 before loading a folder the backend forgets the previous folder's modules (replicas already
@@ -19,12 +20,13 @@ import importlib
 import itertools
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message
 
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, wait_ready
-from trestle.deploy.config import ModelConfig
+from trestle.deploy.config import ModelConfig, ScalingConfig
 from trestle.deploy.transport import ASGITransport, Replica
 from trestle.errors import TrestleError
 
@@ -85,7 +87,8 @@ class InProcessBackend:
         raise ReadinessError("the in-process backend cannot install requirements or run build "
                              "commands; use the local process backend")
 
-    async def start(self, spec: DeploymentSpec) -> None:
+    async def start(self, spec: DeploymentSpec,
+                    on_failed: Callable[[str], object] | None = None) -> None:
         from trestle.runtime.secrets import Secrets
         from trestle.runtime.server import build_worker_app
 
@@ -96,7 +99,7 @@ class InProcessBackend:
                 config = ModelConfig.load(spec.source_dir)
             except TrestleError as exc:
                 raise ReadinessError(exc.message) from None
-            for index in range(max(spec.replicas, 1)):
+            for index in range(max(spec.scaling.min_replicas, 1)):
                 _forget_modules(config.model_module_dir)
                 app = build_worker_app(config, spec.source_dir, secrets=Secrets(spec.secrets),
                                        environment=spec.environment)
@@ -120,6 +123,20 @@ class InProcessBackend:
             if r.alive:
                 return r.replica
         return None
+
+    def scale(self, deployment_id: str, scaling: ScalingConfig) -> None:
+        """Recorded by the manager; replicas here stay as started (no autoscaling in-process)."""
+
+    def settle(self, deployment_id: str) -> None:
+        """Nothing to scale down in-process."""
+
+    def replicas(self, deployment_id: str) -> list[dict] | None:
+        dep = self._deployments.get(deployment_id)
+        if dep is None:
+            return None
+        return [{"index": r.replica.index, "state": "ready" if r.alive else "stopped",
+                 "in_flight": None, "pid": None, "restarts": 0, "last_exit": None}
+                for r in dep.replicas]
 
     async def kill(self, deployment_id: str, index: int = 0) -> None:
         """End one replica as if its process had died (for tests): it is not restarted."""

@@ -4,10 +4,11 @@ Each replica is `python -m trestle.runtime --model-dir ... --socket ...` run by 
 interpreter, or by the deployment's own virtualenv when its config.yaml lists `requirements`
 (`prepare` builds it under the deployment's folder), inside a bubblewrap sandbox with a scrubbed
 environment (`trestle.deploy.sandbox`). The workers' output is pumped into the deployment log,
-rotated by size (`trestle.deploy.logfile`). The backend polls the worker's `/health` until it is
-ready or failed, restarts a replica that dies after it was ready or stops answering its health
-check for the deployment's `runtime.liveness_timeout` (e.g. a stopped or wedged process: it is
-killed, then restarted), and reaches each replica through an `HTTPTransport` on its socket.
+rotated by size (`trestle.deploy.logfile`). The backend launches one worker at a time for the
+deployment's `ReplicaSet` (`trestle.deploy.replicas`: balancing, restarts, autoscaling): it polls
+the worker's `/health` until it is ready or failed, kills one that stops answering its health
+check for the deployment's `runtime.liveness_timeout` (a stopped or wedged process; the replica
+set then restarts it), and reaches each worker through an `HTTPTransport` on its socket.
 Sockets live in a run folder, `/tmp/trestle-*`, one folder per replica; it is removed on close,
 and a dead gateway's (its pid is inside) on start.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
+import functools
 import json
 import logging
 import os
@@ -25,11 +26,14 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from trestle.deploy import logfile, sandbox
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
+from trestle.deploy.config import ScalingConfig
+from trestle.deploy.replicas import ReplicaSet
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.build import run_build_commands
 from trestle.deploy.requirements import read_requirements
@@ -39,7 +43,6 @@ from trestle.errors import UpstreamError
 log = logging.getLogger("trestle.deploy")
 
 STOP_GRACE_S = 10.0
-RESTART_BACKOFF_S = 1.0
 LIVENESS_INTERVAL_S = 5.0
 
 
@@ -75,24 +78,59 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@dataclass
+@dataclass(eq=False)
 class _Process:
+    """One worker process: a `Launched` replica of `trestle.deploy.replicas`."""
+
     spec: DeploymentSpec
     index: int
     socket: Path
     proc: asyncio.subprocess.Process | None = None
     replica: Replica | None = None
     stopping: bool = False
-    watcher: asyncio.Task | None = None
     liveness: asyncio.Task | None = None
     pump: asyncio.Task | None = None  # the worker's output into the deployment log
 
+    @property
+    def pid(self) -> int | None:
+        """The worker's own process (inside the sandbox's, when there is one)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return None
+        return sandbox.signal_target(self.proc.pid)
 
-@dataclass
-class _Deployment:
-    spec: DeploymentSpec
-    processes: list[_Process] = field(default_factory=list)
-    cycle: itertools.cycle | None = None
+    async def exited(self) -> str:
+        code = await self.proc.wait()
+        if self.pump is not None:
+            try:  # its last words into the log
+                await asyncio.wait_for(asyncio.shield(self.pump), 1.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        return f"exit code {code}"
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self.liveness is not None and self.liveness is not asyncio.current_task():
+            self.liveness.cancel()
+        if self.replica is not None:
+            await self.replica.close()
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            try:
+                os.kill(sandbox.signal_target(proc.pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self.pump is not None and self.pump is not asyncio.current_task():
+            try:  # its last lines into the log
+                await asyncio.wait_for(asyncio.shield(self.pump), 2.0)
+            except (asyncio.TimeoutError, Exception):
+                self.pump.cancel()
+        self.socket.unlink(missing_ok=True)
+        shutil.rmtree(self.socket.parent, ignore_errors=True)
 
 
 class LocalProcessBackend:
@@ -109,7 +147,7 @@ class LocalProcessBackend:
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix=RUN_PREFIX))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
-        self._deployments: dict[str, _Deployment] = {}
+        self._deployments: dict[str, ReplicaSet] = {}
         self._venvs: dict[str, Path] = {}  # deployment id -> its virtualenv (trestle.deploy.venv)
         box = sandbox.detect()
         (log.info if box.enabled else log.warning)("%s", box.describe())
@@ -131,42 +169,42 @@ class LocalProcessBackend:
         except BuildError as exc:
             raise ReadinessError(exc.message) from None
 
-    async def start(self, spec: DeploymentSpec) -> None:
+    async def start(self, spec: DeploymentSpec,
+                    on_failed: Callable[[str], object] | None = None) -> None:
         await self.stop(spec.deployment_id)
-        dep = _Deployment(spec)
-        self._deployments[spec.deployment_id] = dep
-        dep.processes = [
-            _Process(spec, i, self.run_dir / f"{spec.deployment_id}-{i}" / "w.sock")
-            for i in range(max(spec.replicas, 1))
-        ]
+        log_file = deployment_log(spec.home)
+        replicas = ReplicaSet(spec, functools.partial(self._launch, spec), on_failed=on_failed,
+                              log_tail=lambda: log_tail(log_file))
+        self._deployments[spec.deployment_id] = replicas
         try:
-            await asyncio.gather(*(self._launch(p) for p in dep.processes))
+            await replicas.start()
         except BaseException:
             await self.stop(spec.deployment_id)
             raise
-        for p in dep.processes:
-            p.watcher = asyncio.create_task(self._watch(p))
-            p.liveness = asyncio.create_task(self._check_liveness(p))
-        dep.cycle = itertools.cycle(dep.processes)
 
     async def stop(self, deployment_id: str) -> None:
-        dep = self._deployments.pop(deployment_id, None)
-        if dep is None:
+        replicas = self._deployments.pop(deployment_id, None)
+        if replicas is None:
             return
-        await asyncio.gather(*(self._stop_process(p) for p in dep.processes))
-        out = self._logs.pop(deployment_log(dep.spec.home), None)
+        await replicas.close()
+        out = self._logs.pop(deployment_log(replicas.home), None)
         if out is not None:
             out.close()
 
-    def replica(self, deployment_id: str) -> Replica | None:
-        dep = self._deployments.get(deployment_id)
-        if dep is None or dep.cycle is None:
-            return None
-        for _ in range(len(dep.processes)):
-            p = next(dep.cycle)
-            if p.replica is not None:
-                return p.replica
-        return None
+    def replica(self, deployment_id: str) -> ReplicaSet | None:
+        return self._deployments.get(deployment_id)
+
+    def scale(self, deployment_id: str, scaling: ScalingConfig) -> None:
+        if (replicas := self._deployments.get(deployment_id)) is not None:
+            replicas.rescale(scaling)
+
+    def settle(self, deployment_id: str) -> None:
+        if (replicas := self._deployments.get(deployment_id)) is not None:
+            replicas.settle()
+
+    def replicas(self, deployment_id: str) -> list[dict] | None:
+        replicas = self._deployments.get(deployment_id)
+        return replicas.describe() if replicas is not None else None
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
@@ -182,8 +220,9 @@ class LocalProcessBackend:
         venv = self._venvs.get(spec.deployment_id)
         return str(venv_python(venv)) if venv is not None else sys.executable
 
-    async def _launch(self, p: _Process) -> None:
-        spec = p.spec
+    async def _launch(self, spec: DeploymentSpec, index: int) -> _Process:
+        """Start worker `index` of the deployment; return it once it is ready."""
+        p = _Process(spec, index, self.run_dir / f"{spec.deployment_id}-{index}" / "w.sock")
         shutil.rmtree(p.socket.parent, ignore_errors=True)  # a previous life's socket and secrets
         # The replica's own folder for its socket (and secrets file): the only one of the run
         # folder the worker can reach; its home, beside the pushed folder.
@@ -233,13 +272,14 @@ class LocalProcessBackend:
             return (f"worker exited with code {p.proc.returncode} before it was ready; "
                     f"last log lines:\n{log_tail(log_file)}")
 
+        p.replica = replica
         try:
             await wait_ready(replica, gone, listening=p.socket.exists)
         except BaseException:
-            await replica.close()
-            await self._stop_process(p)
+            await p.stop()
             raise
-        p.replica = replica
+        p.liveness = asyncio.create_task(self._check_liveness(p))
+        return p
 
     async def _pump(self, stream: asyncio.StreamReader, path: Path) -> None:
         """Copy a worker's output into its deployment's log, rotating it by size."""
@@ -256,30 +296,9 @@ class LocalProcessBackend:
         sandbox.give(Path(path), p.spec.deployment_id)
         return Path(path)
 
-    async def _watch(self, p: _Process) -> None:
-        """Restart a replica that dies while it should be serving."""
-        while not p.stopping:
-            code = await p.proc.wait()
-            if p.stopping:
-                return
-            log.error(
-                "deployment %s replica %d exited with code %s; restarting",
-                p.spec.deployment_id, p.index, code,
-            )
-            if p.replica is not None:
-                await p.replica.close()
-                p.replica = None
-            await asyncio.sleep(RESTART_BACKOFF_S)
-            try:
-                await self._launch(p)
-            except ReadinessError as exc:
-                log.error("deployment %s replica %d did not come back: %s",
-                          p.spec.deployment_id, p.index, exc)
-                return
-
     async def _check_liveness(self, p: _Process) -> None:
         """Kill a running replica that has not answered `/health` for `liveness_timeout` seconds;
-        `_watch` then restarts it."""
+        its replica set then restarts it."""
         loop = asyncio.get_running_loop()
         timeout = p.spec.liveness_timeout
         interval = min(LIVENESS_INTERVAL_S, timeout / 3)
@@ -300,31 +319,3 @@ class LocalProcessBackend:
                               "restarting it", p.spec.deployment_id, p.index, loop.time() - last_answer)
                     proc.kill()
                     last_answer = loop.time()
-
-    async def _stop_process(self, p: _Process) -> None:
-        p.stopping = True
-        if p.liveness is not None and p.liveness is not asyncio.current_task():
-            p.liveness.cancel()
-        if p.watcher is not None and p.watcher is not asyncio.current_task():
-            p.watcher.cancel()
-        if p.replica is not None:
-            await p.replica.close()
-            p.replica = None
-        proc = p.proc
-        if proc is not None and proc.returncode is None:
-            try:
-                os.kill(sandbox.signal_target(proc.pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if p.pump is not None and p.pump is not asyncio.current_task():
-            try:  # its last lines into the log
-                await asyncio.wait_for(asyncio.shield(p.pump), 2.0)
-            except (asyncio.TimeoutError, Exception):
-                p.pump.cancel()
-        p.socket.unlink(missing_ok=True)
-        shutil.rmtree(p.socket.parent, ignore_errors=True)

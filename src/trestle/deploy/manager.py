@@ -20,14 +20,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from trestle import tokencount
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
-from trestle.deploy.config import ModelConfig
+from trestle.deploy.config import ModelConfig, ScalingConfig
 from trestle.deploy.package import pack, unpack
 from trestle.deploy.requirements import read_requirements
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
 from trestle.deploy.upstream import UpstreamBackend
 from trestle.errors import BadRequest, Conflict, NotFound
+from trestle.protocol.validation import to_bad_request
 from trestle.settings import Settings
 from trestle.store import Deployment, Model, Status, Store
 from trestle.store.store import check_environment_name
@@ -205,14 +208,30 @@ class DeploymentManager:
         if dep.status not in RESUMABLE:
             raise BadRequest(f"deployment {deployment_id} is {dep.status}; only a live deployment "
                              "can be promoted", param="deployment_id")
-        await self._set_intended(model_id, environment, deployment_id,
-                                 live=dep.status == Status.ACTIVE)
+        await self._set_intended(model_id, environment, deployment_id)
+        if dep.status == Status.ACTIVE:
+            self._go_live(deployment_id)
         self._log(dep, f"environment {environment} now points at this deployment")
 
-    async def _set_intended(self, model_id: str, env: str, deployment_id: str, *,
-                            live: bool = False) -> None:
+    async def scale(self, deployment_id: str, changes: dict) -> ScalingConfig:
+        """New scaling bounds for a deployment (`changes`: ScalingConfig fields): recorded in its
+        config, applied to its running replicas at once. Bad bounds are a BadRequest."""
+        dep = self.deployment(deployment_id)
+        config = dict(dep.config or {})
+        try:
+            scaling = ScalingConfig.model_validate({**config.get("scaling", {}), **changes})
+        except ValidationError as exc:
+            raise to_bad_request(exc, ScalingConfig) from None
+        config["scaling"] = scaling.model_dump(exclude_defaults=True)
+        dep = await self.store.set_deployment_config(deployment_id, config)
+        self.routing.record(dep)
+        self.backend.scale(deployment_id, scaling)
+        self._log(dep, f"scaling set to {scaling.model_dump()}")
+        return scaling
+
+    async def _set_intended(self, model_id: str, env: str, deployment_id: str) -> None:
         await self.store.set_environment(model_id, env, deployment_id)
-        self.routing.point((model_id, env), deployment_id, live=live)
+        self.routing.point((model_id, env), deployment_id)
 
     # -- bringing a deployment up --------------------------------------------------------------
     async def _bring_up(self, dep: Deployment) -> None:
@@ -233,7 +252,7 @@ class DeploymentManager:
             if missing:
                 self._log(dep, f"secrets not set (use `trestle secrets set NAME`): {', '.join(missing)}")
             spec = self._spec(dep, config, {k: v for k, v in all_secrets.items() if k in wanted})
-            await self.backend.start(spec)
+            await self.backend.start(spec, on_failed=lambda reason: self._spawn(self._failed(dep, reason)))
         except (ReadinessError, BadRequest) as exc:
             self._log(dep, f"deployment failed: {exc}")
             await self._set_status(dep, Status.FAILED, error=str(exc))
@@ -247,15 +266,29 @@ class DeploymentManager:
             await self._revert_intended(dep)
             return
         dep = await self._set_status(dep, Status.ACTIVE)
-        self.routing.go_live(dep.id)
+        self._go_live(dep.id)
         self._log(dep, "deployment is active")
+
+    def _go_live(self, deployment_id: str) -> None:
+        """Point the environments meant for the deployment at it; a deployment that no longer
+        serves any environment drains, then scales to its minimum (it stays reachable by id)."""
+        for old in self.routing.go_live(deployment_id):
+            self.backend.settle(old)
+            self._log(self.routing.deployments[old], "no environment points here any more: "
+                      "scaling to min_replicas once in-flight requests finish")
+
+    async def _failed(self, dep: Deployment, reason: str) -> None:
+        """The backend gave up on a running deployment (its replicas kept crashing)."""
+        await self.backend.stop(dep.id)
+        self._log(dep, f"deployment failed: {reason}")
+        await self._set_status(dep, Status.FAILED, error=reason)
 
     def _spec(self, dep: Deployment, config: ModelConfig, secrets: dict[str, str]) -> DeploymentSpec:
         return DeploymentSpec(
             deployment_id=dep.id, model_id=dep.model_id, home=Path(dep.source_dir).parent,
             requirements=tuple(config.requirements),
             requirements_file=config.requirements_file,
-            build_commands=tuple(config.build_commands), replicas=config.scaling.min_replicas or 1,
+            build_commands=tuple(config.build_commands), scaling=config.scaling,
             secrets=secrets, environment=self._environment_of(dep),
             request_timeout=config.runtime.request_timeout,
             liveness_timeout=config.runtime.liveness_timeout, upstream=config.upstream,

@@ -7,18 +7,23 @@
     routing.target(model_id, deployment_id=...)              the Deployment only (lookups)
 
 Every caller that sends a request to a model — the `/model/...` data plane, the `/v1` Model APIs,
-the OpenAI bridge, prompt endpoints — asks here, then `send`s through the replica it gets
-(`trestle.deploy.transport`). The deployment manager keeps this table up to date: it records
+the OpenAI bridge, prompt endpoints — asks here, then `send`s through what it gets: the
+deployment's replica set (`trestle.deploy.replicas`, which picks the least busy replica per
+request), as `trestle.deploy.transport.Replica.send` does. The deployment manager keeps this table up to date: it records
 deployments as their status changes, what each environment should point at (`intended`), and
 what it points at now (`live`: moved only once the new deployment is active, so the old one
-keeps serving until then). Errors say exactly why nothing can serve: no such model, no such
-environment, still deploying, failed.
+keeps serving until then). A request for a deployment still loading waits until it is active
+(bounded). Errors say exactly why nothing can serve: no such model, no such environment, still
+deploying after the wait, failed.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from trestle.deploy.backend import ReplicaBackend
-from trestle.deploy.transport import Replica
+from trestle.deploy.config import ScalingConfig
+from trestle.deploy.transport import Headers, Sender, Upstream
 from trestle.errors import BadRequest, NotFound, Unavailable
 from trestle.protocol.management import Status
 from trestle.store import Deployment
@@ -27,6 +32,7 @@ PRODUCTION = "production"
 DEVELOPMENT = "development"
 
 Key = tuple[str, str]  # (model_id, environment)
+LOADING = (Status.BUILDING, Status.DEPLOYING)
 
 
 class RoutingTable:
@@ -36,10 +42,25 @@ class RoutingTable:
         self.live: dict[Key, str] = {}  # (model_id, env) -> deployment serving it now
         self.intended: dict[Key, str] = {}  # what the store says it should be
         self._slugs: dict[str, str] = {}  # Model API slug -> model_id
+        self._loaded: dict[str, asyncio.Event] = {}  # deployment still loading -> set once not
+
+    async def wait_loaded(self, deployment_id: str, timeout: float) -> Deployment:
+        """The deployment once it is no longer loading; Unavailable (`loading`) after `timeout`."""
+        dep = self.deployments[deployment_id]
+        if dep.status in LOADING:
+            loaded = self._loaded.setdefault(deployment_id, asyncio.Event())
+            try:
+                async with asyncio.timeout(timeout):
+                    await loaded.wait()
+            except TimeoutError:
+                raise Unavailable(f"deployment {deployment_id} is still {dep.status} after {timeout:g}s "
+                                  "(its scaling.cold_start_timeout); retry when it is active",
+                                  code="loading") from None
+        return self.deployments[deployment_id]
 
     # -- the hot path --------------------------------------------------------------------------
     def route(self, model_id: str | None = None, *, environment: str | None = None,
-              deployment_id: str | None = None, slug: str | None = None) -> Replica:
+              deployment_id: str | None = None, slug: str | None = None) -> Sender:
         """A replica for the request, or the error (NotFound, Unavailable) that says why none."""
         if slug is not None:
             model_id = self._slugs.get(slug)
@@ -72,21 +93,21 @@ class RoutingTable:
             raise NotFound(f"model {model_id} has no environment {key[1]!r}", param=param)
         return self.deployments[target]
 
-    def replica(self, dep: Deployment) -> Replica:
-        """A running replica of the deployment, or Unavailable saying why none (code: `loading`,
-        `failed`, `no_replica`)."""
+    def replica(self, dep: Deployment) -> Sender:
+        """What to send a request for the deployment to, or Unavailable saying why nothing can
+        serve it (code: `failed`, `no_replica`). A deployment still loading is sent to once it is
+        active: the request waits, up to its `scaling.cold_start_timeout` (then `loading`)."""
         return self._replica(dep)
 
-    def _replica(self, dep: Deployment) -> Replica:
+    def _replica(self, dep: Deployment) -> Sender:
         if dep.status == Status.ACTIVE:
             replica = self.backend.replica(dep.id)
             if replica is not None:
                 return replica
             raise Unavailable(f"deployment {dep.id} has no running replica right now; retry shortly",
                               code="no_replica")
-        if dep.status in (Status.BUILDING, Status.DEPLOYING):
-            raise Unavailable(f"deployment {dep.id} is still {dep.status}; retry when it is active",
-                              code="loading")
+        if dep.status in LOADING:
+            return _Pending(self, dep)
         if dep.status == Status.FAILED:
             raise Unavailable(f"deployment {dep.id} failed: {dep.error}", code="failed")
         raise Unavailable(f"deployment {dep.id} is {dep.status}")
@@ -113,6 +134,8 @@ class RoutingTable:
     def record(self, dep: Deployment) -> None:
         """A deployment, new or with a new status."""
         self.deployments[dep.id] = dep
+        if dep.status not in LOADING and (loaded := self._loaded.pop(dep.id, None)) is not None:
+            loaded.set()
         engine = (dep.config or {}).get("engine")
         if engine and engine.get("slug"):
             self._slugs[engine["slug"]] = dep.model_id
@@ -123,11 +146,32 @@ class RoutingTable:
         if live:
             self.live[key] = deployment_id
 
-    def go_live(self, deployment_id: str) -> None:
-        """The deployment is active: every environment meant to point at it now does."""
+    def go_live(self, deployment_id: str) -> list[str]:
+        """The deployment is active: every environment meant to point at it now does. Returns
+        the deployments this left without any live environment."""
+        replaced = set()
         for key, target in self.intended.items():
             if target == deployment_id:
+                previous = self.live.get(key)
+                if previous is not None and previous != deployment_id:
+                    replaced.add(previous)
                 self.live[key] = deployment_id
+        return sorted(d for d in replaced if d not in self.live.values())
 
     def environments_of(self, deployment_id: str) -> list[str]:
         return [env for (_, env), d in self.intended.items() if d == deployment_id]
+
+
+class _Pending:
+    """A deployment still loading: a request sent here waits until it is active (bounded by its
+    `scaling.cold_start_timeout`), then goes to its replicas."""
+
+    def __init__(self, routing: RoutingTable, dep: Deployment):
+        self.routing = routing
+        self.deployment_id = dep.id
+        scaling = (dep.config or {}).get("scaling") or {}
+        self.timeout = scaling.get("cold_start_timeout", ScalingConfig.model_fields["cold_start_timeout"].default)
+
+    async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
+        dep = await self.routing.wait_loaded(self.deployment_id, self.timeout)
+        return await self.routing.replica(dep).send(method, path, headers, body)

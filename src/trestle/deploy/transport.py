@@ -76,6 +76,15 @@ class Transport(Protocol):
         """Release connections (idempotent)."""
 
 
+class Sender(Protocol):
+    """What a request is sent through: one `Replica`, or a deployment's set of them
+    (`trestle.deploy.replicas.ReplicaSet`, which picks one per request)."""
+
+    deployment_id: str
+
+    async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream: ...
+
+
 @dataclass
 class Replica:
     """A running copy of a deployment: `await replica.send(method, path, headers, body)`."""
@@ -126,6 +135,7 @@ class HTTPTransport:
 
     @classmethod
     def unix(cls, socket_path: str, name: str, read_timeout: float | None = None) -> "HTTPTransport":
+        # below the worker's own keep-alive (trestle.runtime.server.KEEP_ALIVE_S): we close first
         connector = aiohttp.UnixConnector(path=socket_path, limit=0, keepalive_timeout=60)
         return cls(connector, "http://worker", name, read_timeout)
 

@@ -26,13 +26,14 @@ server-sent-events stream with an error event).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import aiohttp
 
 from trestle import requestid
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend
-from trestle.deploy.config import UpstreamConfig
-from trestle.deploy.transport import Headers, HTTPTransport, Replica, Upstream
+from trestle.deploy.config import ScalingConfig, UpstreamConfig
+from trestle.deploy.transport import Headers, HTTPTransport, Replica, Sender, Upstream
 from trestle.errors import NotFound, TrestleError, UpstreamError
 
 ROUTE_PREFIX = "/v1/"
@@ -90,9 +91,10 @@ class UpstreamBackend:
         if spec.upstream is None:
             await self.inner.prepare(spec)
 
-    async def start(self, spec: DeploymentSpec) -> None:
+    async def start(self, spec: DeploymentSpec,
+                    on_failed: Callable[[str], object] | None = None) -> None:
         if spec.upstream is None:
-            await self.inner.start(spec)
+            await self.inner.start(spec, on_failed=on_failed)
             return
         await self.stop(spec.deployment_id)
         key = None
@@ -112,8 +114,22 @@ class UpstreamBackend:
         else:
             await self.inner.stop(deployment_id)
 
-    def replica(self, deployment_id: str) -> Replica | None:
+    def replica(self, deployment_id: str) -> Sender | None:
         return self._replicas.get(deployment_id) or self.inner.replica(deployment_id)
+
+    # An upstream deployment has one replica, the server elsewhere: nothing to scale.
+    def scale(self, deployment_id: str, scaling: ScalingConfig) -> None:
+        if deployment_id not in self._replicas:
+            self.inner.scale(deployment_id, scaling)
+
+    def settle(self, deployment_id: str) -> None:
+        if deployment_id not in self._replicas:
+            self.inner.settle(deployment_id)
+
+    def replicas(self, deployment_id: str) -> list[dict] | None:
+        if deployment_id in self._replicas:
+            return [{"index": 0, "state": "ready"}]
+        return self.inner.replicas(deployment_id)
 
     async def close(self) -> None:
         for deployment_id in list(self._replicas):

@@ -130,7 +130,19 @@ async def get_deployment(gw: Gateway, request: Request) -> JSONResponse:
     dep = await store.get_deployment(request.path_params["deployment_id"])
     if dep is None:
         raise NotFound(f"no deployment with id {request.path_params['deployment_id']}")
-    return _json(await _deployment_out(store, dep))
+    out = await _deployment_out(store, dep)
+    replicas = gw.manager.backend.replicas(dep.id)
+    if replicas is not None:
+        out.replicas = [wire.ReplicaOut(**r) for r in replicas]
+    return _json(out)
+
+
+async def scale_deployment(gw: Gateway, request: Request) -> JSONResponse:
+    """`POST /deployments/{id}/scale` with a `ScaleRequest`: answers the deployment."""
+    body = await _body(request, wire.ScaleRequest)
+    dep_id = request.path_params["deployment_id"]
+    await gw.manager.scale(dep_id, body.model_dump(exclude_none=True))
+    return await get_deployment(gw, request)
 
 
 LOG_TAIL_DEFAULT = 1000
@@ -217,6 +229,7 @@ def routes(gw: Gateway) -> list[Route]:
         Route(f"{PREFIX}/deployments", partial(list_deployments, gw), methods=["GET"]),
         Route(f"{PREFIX}/deployments/{{deployment_id}}", partial(get_deployment, gw), methods=["GET"]),
         Route(f"{PREFIX}/deployments/{{deployment_id}}/logs", partial(deployment_logs, gw), methods=["GET"]),
+        Route(f"{PREFIX}/deployments/{{deployment_id}}/scale", partial(scale_deployment, gw), methods=["POST"]),
         Route(f"{PREFIX}/models/{{model_id}}/environments/{{env}}", partial(promote, gw), methods=["POST"]),
         Route(f"{PREFIX}/keys", partial(create_key, gw), methods=["POST"]),
         Route(f"{PREFIX}/keys", partial(list_keys, gw), methods=["GET"]),

@@ -13,7 +13,8 @@ class Status(StrEnum):
     """Where a deployment is: the store records it, the manager moves it, the CLI shows it.
 
     building -> deploying -> active, or failed (with the reason). `building` only when its
-    config.yaml lists requirements. Nothing retires a deployment yet: an old one stays active.
+    config.yaml lists requirements; failed too when a running deployment's replicas keep crashing.
+A deployment no environment points at any more stays active at its `scaling.min_replicas`.
     """
 
     BUILDING = "building"
@@ -34,6 +35,18 @@ class ModelOut(BaseModel):
     environments: dict[str, str] = Field(default_factory=dict)  # env name -> deployment id
 
 
+class ReplicaOut(BaseModel):
+    """One replica of a running deployment (`trestle.deploy.replicas`)."""
+
+    index: int  # numbers are not reused: a scaled-up replica gets a new one
+    # starting | ready (in the rotation) | backoff (crashed, restarting soon) | draining | stopped
+    state: str
+    in_flight: int | None = None  # requests it is answering now
+    pid: int | None = None
+    restarts: int = 0  # times it ended and was restarted
+    last_exit: str | None = None  # how it last ended (e.g. "exit code -9")
+
+
 class DeploymentOut(BaseModel):
     id: str
     model_id: str
@@ -43,6 +56,21 @@ class DeploymentOut(BaseModel):
     updated_at: datetime
     config: dict[str, Any] = Field(default_factory=dict)
     environments: list[str] = Field(default_factory=list)
+    # GET /deployments/{id} only: its replicas now (None when it has none running, e.g. failed)
+    replicas: list[ReplicaOut] | None = None
+
+
+class ScaleRequest(BaseModel):
+    """`POST /deployments/{id}/scale`: new `scaling` bounds; fields left out keep their value.
+    The result is checked as `config.yaml`'s `scaling` is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_concurrency: int | None = None
+    scale_down_delay: float | None = None
+    cold_start_timeout: float | None = None
 
 
 class PushResponse(BaseModel):

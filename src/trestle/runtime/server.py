@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trestle.runtime")
 
 EXIT_BAD_ARGUMENTS = 2
+KEEP_ALIVE_S = 75
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -92,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
         log_config=None,  # keep our handler: every line carries the request id
         timeout_graceful_shutdown=30,
+        # Idle connections stay open longer than the gateway keeps them in its pool (60 s,
+        # trestle.deploy.transport), so the gateway always closes first: a worker closing one
+        # just as the gateway reuses it would fail a request (uvicorn's default is 5 s).
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     uvicorn.Server(uv_config).run()
     return 0

@@ -247,6 +247,17 @@ class Store:
             row.updated_at = _now()
         return _deployment(row)
 
+    async def set_deployment_config(self, deployment_id: str, config: dict) -> Deployment:
+        """Replace a deployment's recorded config (e.g. new scaling bounds)."""
+        json.dumps(config, allow_nan=False)
+        async with self._sessions.begin() as session:
+            row = await session.get(DeploymentRow, deployment_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no deployment {deployment_id!r}", param="deployment_id")
+            row.config = config
+            row.updated_at = _now()
+        return _deployment(row)
+
     # environments
 
     async def set_environment(self, model_id: str, name: str, deployment_id: str) -> Environment:

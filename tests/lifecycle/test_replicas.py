@@ -1,0 +1,242 @@
+"""Replicas, restarts, autoscaling and promotion on a real `trestle serve` with real workers.
+
+Load comes from threads of plain httpx clients; every condition is polled with a generous
+deadline (`wait_for`), never timed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from support import Server, start_server, wait_for
+
+TINY = Path(__file__).resolve().parent / "models" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory) -> Server:
+    server = start_server(tmp_path_factory.mktemp("home"), "--no-builtin")
+    yield server
+    server.stop()
+
+
+def tiny(into: Path, name: str, version: str = "v1", **scaling) -> Path:
+    """A copy of the tiny model named `name`, answering `version`, with `scaling` in its config."""
+    dest = into / f"{name}-{version}"
+    shutil.copytree(TINY, dest)
+    config = yaml.safe_load((dest / "config.yaml").read_text())
+    config["model_name"] = name
+    if scaling:
+        config["scaling"] = scaling
+    (dest / "config.yaml").write_text(yaml.safe_dump(config))
+    code = dest / "model" / "model.py"
+    code.write_text(code.read_text().replace('VERSION = "v1"', f'VERSION = "{version}"'))
+    return dest
+
+
+def deployment(srv: Server, dep_id: str) -> dict:
+    with srv.client() as http:
+        resp = http.get(f"/api/v1/deployments/{dep_id}")
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def ready(srv: Server, dep_id: str) -> list[dict]:
+    return [r for r in deployment(srv, dep_id)["replicas"] or [] if r["state"] == "ready"]
+
+
+class Load:
+    """Threads sending requests in a loop until stopped; every outcome is recorded."""
+
+    def __init__(self, srv: Server, url: str, bodies: list[dict], threads: int = 4):
+        self.srv, self.url, self.bodies = srv, url, bodies
+        self.results: list[tuple[int, str]] = []  # (status, body text)
+        self.errors: list[str] = []  # transport errors (a hang ends as a timeout here)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, i: int) -> None:
+        with httpx.Client(base_url=self.srv.url, headers=self.srv.headers, timeout=60) as http:
+            n = i
+            while not self._stop.is_set():
+                body = self.bodies[n % len(self.bodies)]
+                n += 1
+                try:
+                    resp = http.post(self.url, json=body)
+                    outcome = (resp.status_code, resp.text)
+                except httpx.HTTPError as exc:
+                    with self._lock:
+                        self.errors.append(repr(exc))
+                    continue
+                with self._lock:
+                    self.results.append(outcome)
+
+    def count(self, predicate: Callable[[tuple[int, str]], bool] = lambda r: True) -> int:
+        with self._lock:
+            return sum(1 for r in self.results if predicate(r))
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in self._threads), "a request hung"
+
+
+def test_promote_under_load_fails_no_request_and_streams_finish(srv, tmp_path):
+    first = srv.push(tiny(tmp_path, "promo", "v1"))
+    m, old = first["model"]["id"], first["deployment"]["id"]
+    url = f"/model/{m}/production/predict"
+    bodies = [{}, {"stream": 40}, {}, {"hold": 0.05}]
+    with Load(srv, url, bodies, threads=6) as load:
+        wait_for(lambda: load.count() >= 300, "load on the old deployment")
+        second = srv.push(tiny(tmp_path, "promo", "v2"), "--promote")
+        assert second["deployment"]["status"] == "active"
+        new = second["deployment"]["id"]
+        at_switch = load.count()
+        wait_for(lambda: load.count(lambda r: '"v2"' in r[1] or "v2:" in r[1]) >= 300
+                 and load.count() - at_switch >= 300, "load on the new deployment")
+    results = load.results
+    assert len(results) >= 1000 and not load.errors, load.errors[:3]
+    failed = [r for r in results if r[0] != 200]
+    assert not failed, failed[:3]
+    streams = [text for _, text in results if ":" in text and not text.startswith("{")]
+    assert streams and all(text.split() in ([f"v1:{i}" for i in range(40)], [f"v2:{i}" for i in range(40)])
+                           for text in streams), "a stream was cut"
+    versions = Counter("v2" if "v2" in text else "v1" for _, text in results)
+    assert versions["v1"] >= 300 and versions["v2"] >= 300, versions
+    # the old deployment drained; it stays reachable by id at its minimum (one replica here)
+    assert deployment(srv, new)["environments"] == ["development", "production"]
+    old_dep = wait_for(lambda: (d := deployment(srv, old)) and len(d["replicas"]) == 1 and d,
+                       "the old deployment to settle at its minimum")
+    assert old_dep["status"] == "active" and old_dep["environments"] == []
+    with srv.client() as http:
+        resp = http.post(f"/model/{m}/deployment/{old}/predict", json={})
+    assert resp.status_code == 200 and resp.json()["version"] == "v1"
+
+
+def test_a_replica_killed_mid_load_is_restarted_while_the_other_serves(srv, tmp_path):
+    push = srv.push(tiny(tmp_path, "twins", min_replicas=2, max_replicas=2))
+    dep = push["deployment"]["id"]
+    url = f"/model/{push['model']['id']}/production/predict"
+    replicas = wait_for(lambda: len(r := ready(srv, dep)) == 2 and r, "two ready replicas")
+    victim = replicas[0]
+    with Load(srv, url, [{}, {"stream": 20}, {"hold": 0.2}], threads=6) as load:
+        wait_for(lambda: load.count() >= 50, "load on both replicas")
+        os.kill(victim["pid"], signal.SIGKILL)
+        killed_at = load.count()
+        back = wait_for(
+            lambda: next((r for r in ready(srv, dep) if r["index"] == victim["index"] and r["restarts"] == 1), None),
+            "the killed replica to be restarted")
+        served_meanwhile = load.count(lambda r: r[0] == 200) - killed_at
+        wait_for(lambda: load.count() - killed_at >= 200, "load after the restart")
+    assert back["pid"] != victim["pid"] and back["last_exit"].startswith("exit code")
+    assert served_meanwhile > 0, "the other replica did not serve while the first restarted"
+    # Only requests in flight on the killed replica fail, at once and clearly: a 502 before the
+    # answer started, a stream cut off (never ended as if complete) after; none hung.
+    failed = [r for r in load.results if r[0] != 200]
+    assert all(s == 502 and "error" in text for s, text in failed), failed
+    assert all("incomplete chunked read" in e for e in load.errors), load.errors
+    assert len(failed) + len(load.errors) <= 6, (failed, load.errors)
+    assert len(ready(srv, dep)) == 2
+
+
+def test_a_deployment_scaled_to_zero_cold_starts_on_the_first_request(srv, tmp_path):
+    push = srv.push(tiny(tmp_path, "sleepy", min_replicas=0, max_replicas=1, scale_down_delay=0.5))
+    dep = push["deployment"]["id"]
+    assert push["deployment"]["status"] == "active"  # one replica proved it loads
+    wait_for(lambda: deployment(srv, dep)["replicas"] == [], "scale to zero")
+    with srv.client() as http:
+        resp = http.post(f"/model/{push['model']['id']}/production/predict", json={})
+    assert resp.status_code == 200 and resp.json()["version"] == "v1"
+    wait_for(lambda: deployment(srv, dep)["replicas"] == [], "scale to zero again once idle")
+
+
+def test_load_scales_up_to_max_and_back_down_after_the_delay(srv, tmp_path):
+    push = srv.push(tiny(tmp_path, "elastic", min_replicas=1, max_replicas=3,
+                         target_concurrency=2, scale_down_delay=1))
+    dep = push["deployment"]["id"]
+    url = f"/model/{push['model']['id']}/production/predict"
+    assert len(ready(srv, dep)) == 1
+    with Load(srv, url, [{"hold": 1}], threads=8) as load:
+        wait_for(lambda: len(ready(srv, dep)) == 3, "three ready replicas under load")
+        assert len(deployment(srv, dep)["replicas"]) == 3  # never above max_replicas
+    assert not load.errors and all(s == 200 for s, _ in load.results), load.results[:3]
+    # lighter load goes on while the extra replicas drain and stop: nothing in flight is lost
+    with Load(srv, url, [{"stream": 40}, {"hold": 0.3}], threads=2) as light:
+        wait_for(lambda: len(deployment(srv, dep)["replicas"]) == 1, "back down to min_replicas")
+    assert light.results and not light.errors, light.errors[:3]
+    assert all(s == 200 for s, _ in light.results), [r for r in light.results if r[0] != 200][:3]
+
+
+def test_a_crash_loop_marks_the_deployment_failed_with_its_last_log_lines(srv, tmp_path):
+    push = srv.push(tiny(tmp_path, "crashloop"))
+    dep = push["deployment"]["id"]
+    url = f"/model/{push['model']['id']}/production/predict"
+    statuses = Counter()
+
+    def failed() -> dict | None:
+        d = deployment(srv, dep)
+        if d["status"] == "failed":
+            return d
+        with srv.client() as http:
+            statuses[http.post(url, json={"crash": True}).status_code] += 1
+        return None
+
+    d = wait_for(failed, "the crash loop to fail the deployment", deadline_s=300)
+    assert set(statuses) <= {502, 503}, statuses
+    assert "crashed 5 times" in d["error"] and "crashing on purpose" in d["error"], d["error"]
+    assert d["replicas"] is None
+    with srv.client() as http:
+        resp = http.post(url, json={})
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "failed"
+
+
+def test_scale_from_the_cli_applies_at_once_and_is_checked(srv, tmp_path):
+    push = srv.push(tiny(tmp_path, "scaled"))
+    dep = push["deployment"]["id"]
+    out = srv.cli_json("deployments", "scale", dep, "--min", "2", "--max", "3", "--scale-down-delay", "5")
+    assert out["config"]["scaling"] == {"min_replicas": 2, "max_replicas": 3, "scale_down_delay": 5.0}
+    wait_for(lambda: len(ready(srv, dep)) == 2, "a second replica")
+    bad = srv.cli("deployments", "scale", dep, "--min", "4", "--max", "3", check=False)
+    assert bad.returncode != 0 and "min_replicas (4) is more than max_replicas (3)" in bad.stderr
+    with srv.client() as http:
+        resp = http.post(f"/api/v1/deployments/{dep}/scale", json={"max_replicas": 1000})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "max_replicas"
+        resp = http.post(f"/api/v1/deployments/{dep}/scale", json={"replicas": 2})
+        assert resp.status_code == 400
+    assert deployment(srv, dep)["config"]["scaling"]["min_replicas"] == 2  # unchanged by the refusals
+
+
+def test_requests_go_to_the_replica_with_the_fewest_in_flight(srv, tmp_path):
+    push = srv.push(tiny(tmp_path, "balanced", min_replicas=2, max_replicas=2))
+    dep = push["deployment"]["id"]
+    url = f"/model/{push['model']['id']}/production/predict"
+    wait_for(lambda: len(ready(srv, dep)) == 2, "two ready replicas")
+    held: list[httpx.Response] = []
+    holder = threading.Thread(target=lambda: held.append(
+        httpx.post(srv.url + url, json={"hold": 30}, headers=srv.headers, timeout=120)))
+    holder.start()
+    busy = wait_for(lambda: next((r for r in ready(srv, dep) if r["in_flight"] == 1), None),
+                    "the held request in flight")
+    with srv.client() as http:
+        answers = {http.post(url, json={}).json()["process"] for _ in range(10)}
+    assert len(answers) == 1  # all to the idle replica (round robin would send half to the busy one)
+    assert next(r for r in ready(srv, dep) if r["index"] == busy["index"])["in_flight"] == 1
+    holder.join(120)
+    assert held[0].status_code == 200 and held[0].json()["process"] not in answers
