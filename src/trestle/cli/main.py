@@ -488,3 +488,8 @@ def main() -> None:
     cli(prog_name="trestle")
 
 
+from trestle.cli.datasets import datasets  # noqa: E402  (a module of its own: it imports this one)
+
+cli.add_command(datasets)
+
+
