@@ -53,11 +53,6 @@ UPLOAD_LIMIT = MAX_UPLOAD_BYTES + FORM_OVERHEAD
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def is_upload(path: str) -> bool:
-    """An upload path, whose body this module bounds itself."""
-    return path.startswith(PREFIX + "/") and path.endswith("/upload") and path.count("/") == 4
-
-
 def error_json(exc: TrestleError) -> JSONResponse:
     return JSONResponse({"message": exc.message, **error_body(exc)}, status_code=exc.status_code,
                         headers=exc.headers)
