@@ -112,6 +112,11 @@ class Bridge:
             out["model"] = engine["slug"]
         return json.dumps(out).encode()
 
+    async def resolve(self, request: Request, target: BridgeTarget,
+                      payload: dict[str, Any]) -> tuple[Replica, frozenset[str]]:
+        """A replica of the target and what its deployment serves (`/v1/messages` uses it)."""
+        return await self._resolve(request, target, payload)
+
     async def _resolve(self, request: Request, target: BridgeTarget,
                        payload: dict[str, Any]) -> tuple[Replica, frozenset[str]]:
         auth.require_model(request.scope, target.model_id)  # an invoke key may be limited to models
