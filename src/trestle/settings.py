@@ -12,6 +12,7 @@ Request bodies are bounded while they stream in (413 past the limit), by route:
 
     /model/.../predict, /model/.../sync/...   TRESTLE_MAX_PREDICT_BODY_BYTES   default 64 MiB
     /api/v1/push                              the upload limit of `trestle.deploy.package`
+    /api/datasets/{id}/upload                 the upload limits of `trestle.endpoints.ingest`
     everything else (/v1/*, /api/*, ...)      TRESTLE_MAX_BODY_BYTES           default 8 MiB
 
 `Limits` bounds what a push may carry; each limit is a `trestle serve` option and an environment
@@ -121,6 +122,7 @@ class Settings:
     port: int = DEFAULT_PORT
     auth: bool = True
     builtin_models: bool = True
+    builtin_embeddings: bool = True  # the embeddings Model API too (when builtin_models)
     database_url: str | None = None
     # Each deployment's worker.log is rotated past this size, keeping this many old files
     # (worker.log.1, ...). Env: TRESTLE_WORKER_LOG_MAX_BYTES, TRESTLE_WORKER_LOG_BACKUPS.
@@ -135,8 +137,8 @@ class Settings:
         """The body limit of a route and the setting that sets it; None: the route has its own."""
         if path.startswith("/model/"):
             return self.max_predict_body_bytes, "TRESTLE_MAX_PREDICT_BODY_BYTES"
-        if path == PUSH_PATH:
-            return None
+        if path == PUSH_PATH or (path.startswith("/api/datasets/") and path.endswith("/upload")):
+            return None  # bounded by the route itself (trestle.deploy.package, gateway.datasets)
         return self.max_body_bytes, "TRESTLE_MAX_BODY_BYTES"
 
     limits: Limits = field(default_factory=Limits)

@@ -1,4 +1,4 @@
-"""The embeddings engine pushed as a deployment to `trestle serve`, called through the gateway,
+"""An embeddings engine folder pushed to `trestle serve` gets its own slug at `/v1/embeddings`,
 exactly as docs/datastores.md shows it (its config.yaml and its Python example)."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ def blocks(language: str) -> list[str]:
 
 def test_the_documented_engine_folder_deploys_and_serves_embeddings(server, tmp_path):
     config = blocks("yaml")[0]
-    assert yaml.safe_load(config)["engine"]["slug"] == MINILM_SLUG
+    slug = yaml.safe_load(config)["engine"]["slug"]
+    assert slug != MINILM_SLUG  # not the built-in one
     folder = tmp_path / "minilm"
     folder.mkdir()
     (folder / "config.yaml").write_text(config)
@@ -28,7 +29,8 @@ def test_the_documented_engine_folder_deploys_and_serves_embeddings(server, tmp_
     assert pushed["deployment"]["status"] == "active", pushed
 
     example = blocks("python")[0]
-    scope = {"URL": server.url, "MODEL_ID": pushed["model"]["id"], "KEY": server.api_key}
+    assert f'model="{slug}"' in example
+    scope = {"URL": server.url, "KEY": server.api_key}
     exec(compile(example, str(DOC), "exec"), scope)
     res = scope["res"]
     vectors = np.asarray([d.embedding for d in res.data], dtype=np.float32)

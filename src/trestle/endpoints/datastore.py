@@ -29,17 +29,47 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import json
+import uuid
+
 import numpy as np
 
 from trestle.endpoints.chunking import ChunkingOptions
 from trestle.endpoints.embedder import Embedder, Progress
-from trestle.endpoints.ingest import UploadedFile, ingest
+from trestle.endpoints.ingest import UploadedFile, check_metadata, ingest
 from trestle.endpoints.search import SearchIndex, check_query, search_index
 from trestle.errors import BadRequest
-from trestle.store.datasets import DatasetStore
+from trestle.store.datasets import DatasetStore, NewChunk, NewDocument, RowUpdate
 from trestle.store.records import Chunk, Dataset, Document
 
 MAX_QUERY_CHARS = 10_000
+MAX_ROW_TEXT = 20_000  # characters of an upserted row's text
+MAX_ROW_DATA_BYTES = 64 * 1024  # an upserted row's `data`, as JSON
+
+
+def check_row(i: int, row: dict[str, Any]) -> tuple[int | None, NewChunk, dict[str, Any]]:
+    """An upserted row as (id or None, chunk, metadata); BadRequest naming `rows.{i}...`."""
+    row_id, data, metadata = row.get("id"), row.get("data"), row.get("metadata")
+    text = data.get("text") if isinstance(data, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest(f"rows.{i}.data.text must be a non-empty string", param=f"rows.{i}.data.text")
+    if len(text) > MAX_ROW_TEXT:
+        raise BadRequest(f"rows.{i}.data.text is longer than {MAX_ROW_TEXT} characters",
+                         param=f"rows.{i}.data.text")
+    try:
+        encoded = json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        raise BadRequest(f"rows.{i}.data is not JSON", param=f"rows.{i}.data") from None
+    if len(encoded) > MAX_ROW_DATA_BYTES:
+        raise BadRequest(f"rows.{i}.data is larger than {MAX_ROW_DATA_BYTES} bytes",
+                         param=f"rows.{i}.data")
+    if row_id is not None and metadata is not None:
+        raise BadRequest(f"rows.{i}: metadata belongs to a row's document and is set when the "
+                         "row is added; leave it out when replacing a row by id",
+                         param=f"rows.{i}.metadata")
+    metadata = metadata or {}
+    check_metadata(f"rows.{i}", metadata)
+    return row_id, NewChunk(text=text, data=data, embedding=text), metadata
 
 
 @dataclass(frozen=True)
@@ -117,6 +147,30 @@ class Datastore:
         dataset = await self.get_dataset(ref)
         return await self.datasets.list_rows(dataset.id, limit=limit, after=after,
                                              document_id=document_id)
+
+    async def upsert_rows(self, ref: str, rows: list[dict[str, Any]]) -> list[Chunk]:
+        """Rows as `{"id"?, "data": {"text", ...}, "metadata"?}`: with `id`, that row gets the new
+        data (re-embedded, same document and position); without, a new document of one row with
+        the `metadata` (and a `url`). All or nothing; returns the rows in the order given."""
+        dataset = await self._usable(ref)
+        checked = [check_row(i, row) for i, row in enumerate(rows)]
+        vectors = await self.embedder.embed([chunk.embedding for _, chunk, _ in checked])
+        updates, documents = [], []
+        for (row_id, chunk, metadata), vector in zip(checked, vectors, strict=True):
+            if row_id is not None:
+                updates.append(RowUpdate(row_id, chunk, vector))
+            else:
+                doc_id = str(uuid.uuid4())
+                meta = {**metadata}
+                meta.setdefault("url", f"/{doc_id}/row")
+                documents.append(NewDocument("row", meta, [chunk], vector[None, :], id=doc_id))
+        _, change, new_ids = await self.datasets.upsert_rows(dataset.id, documents, updates,
+                                                             index=self.index.writer)
+        self.index.apply(dataset.id, change)
+        new = iter(new_ids)
+        ids = [row_id if row_id is not None else next(new) for row_id, _, _ in checked]
+        found = await self.datasets.get_rows(ids)
+        return [found[i][0] for i in ids]
 
     async def delete_document(self, ref: str, document_id: str) -> Document:
         dataset = await self.get_dataset(ref)

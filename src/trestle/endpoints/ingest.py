@@ -68,23 +68,28 @@ def check_files(files: list[UploadedFile]) -> None:
                 param="files",
             )
         total += len(f.content)
-        if not isinstance(f.metadata, dict):
-            raise BadRequest(f"{f.name}: metadata must be a JSON object", param="metadata")
-        try:
-            encoded = json.dumps(f.metadata, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(f"{f.name}: metadata is not JSON ({exc})", param="metadata") from None
-        if len(encoded) > MAX_METADATA_BYTES:
-            raise PayloadTooLarge(
-                f"{f.name}: metadata larger than {MAX_METADATA_BYTES} bytes", param="metadata"
-            )
-        if "url" in f.metadata and not isinstance(f.metadata["url"], str):
-            raise BadRequest(f"{f.name}: metadata.url must be a string", param="metadata.url")
+        check_metadata(f.name, f.metadata)
     if total > MAX_UPLOAD_BYTES:
         raise PayloadTooLarge(
             f"the upload is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB limit",
             param="files",
         )
+
+
+def check_metadata(what: str, metadata: Any) -> None:
+    """A document's metadata: a JSON object of at most MAX_METADATA_BYTES, `url` a string."""
+    if not isinstance(metadata, dict):
+        raise BadRequest(f"{what}: metadata must be a JSON object", param="metadata")
+    try:
+        encoded = json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise BadRequest(f"{what}: metadata is not JSON ({exc})", param="metadata") from None
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise PayloadTooLarge(
+            f"{what}: metadata larger than {MAX_METADATA_BYTES} bytes", param="metadata"
+        )
+    if "url" in metadata and not isinstance(metadata["url"], str):
+        raise BadRequest(f"{what}: metadata.url must be a string", param="metadata.url")
 
 
 def chunks_of(pieces: list[Piece], options: ChunkingOptions) -> list[NewChunk]:

@@ -49,6 +49,10 @@ class VectorIndex:
         return np.searchsorted(self.ids, chunk_ids)
 
     def added(self, change: Change) -> None:
+        """New rows, or rows whose vector was replaced (an upsert: their old entry goes)."""
+        if len(self.ids) and len(change.chunk_ids) and change.chunk_ids.min() <= self.ids[-1]:
+            keep = ~np.isin(self.ids, change.chunk_ids)
+            self.ids, self.matrix = self.ids[keep], self.matrix[keep]
         self.ids = np.concatenate([self.ids, change.chunk_ids])
         self.matrix = np.concatenate([self.matrix, change.vectors.astype(np.float32)])
         if len(self.ids) > 1 and not np.all(self.ids[1:] > self.ids[:-1]):

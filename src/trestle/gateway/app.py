@@ -2,7 +2,8 @@
 
     ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize] -> BodyLimit -> Dispatch
         /model/...   ModelRoutes (the data plane)          -> routing -> transport -> worker
-        otherwise    the edge router: /v1 Model APIs, /api/v1 management, /health, /metrics
+        otherwise    the edge router: /v1 Model APIs, /api/v1 management, /api/datasets,
+                     /health, /metrics
 
 `GatewayApp` answers the ASGI lifespan itself: at startup it opens the `Gateway` (store, manager
 and routing table, settings, metrics) and builds the request stack around it, passing it to
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.deploy.backend import ReplicaBackend
 from trestle.errors import NotFound
-from trestle.gateway import auth, management, openapi, routes
+from trestle.gateway import auth, datasets, management, openapi, routes
 from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
@@ -57,6 +58,7 @@ class Edge:
                 Route("/metrics", metrics, methods=["GET"]),
                 *management.routes(gateway),
                 *routes.routes(gateway.routing),
+                *datasets.routes(gateway),
             ],
             default=self.not_found,
         )

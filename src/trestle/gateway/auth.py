@@ -15,13 +15,16 @@ verified are remembered too, so a flood of wrong keys never locks a working key 
 
 `Authorize` (inside the authentication middleware) enforces the key's scope: `admin` may do
 everything; `invoke` only the data plane (`DATA_PLANE`), and, for a limited key, only the models
-and endpoints it lists. Routes that pick a model from the body (the `/v1` Model APIs by slug)
-call `require_model(scope, model_id)` themselves.
+and endpoints it lists. An `invoke` key that is not limited may also search datasets
+(`POST /api/datasets/{dataset}/search`); everything else about datasets needs `admin`. Routes
+that pick a model from the body (the `/v1` Model APIs by slug) call `require_model(scope,
+model_id)` themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import OrderedDict
 
@@ -44,6 +47,7 @@ from trestle.store.keys import ADMIN
 SCHEMES = ("api-key", "bearer")
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 DATA_PLANE = ("/model/", "/v1/", "/api/endpoints/")
+_DATASET_SEARCH = re.compile(r"^/api/datasets/[^/]+/search$")
 HOW = "send `Authorization: Api-Key YOUR_KEY` (or `Bearer YOUR_KEY`)"
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})  # where `x-api-key` is a key too
 HOW_ANTHROPIC = "send `x-api-key: YOUR_KEY` (or `Authorization: Bearer YOUR_KEY`)"
@@ -196,6 +200,11 @@ class Authorize:
     @staticmethod
     def check(key: ApiKey, scope: Scope) -> None:
         path = scope["path"]
+        if scope["method"] == "POST" and _DATASET_SEARCH.match(path):
+            if key.limited:
+                raise Forbidden(f"this API key ({key.name}) is limited to: {_limits(key)}; "
+                                "searching datasets needs an unlimited key", code="dataset_not_allowed")
+            return
         if not path.startswith(DATA_PLANE):
             raise Forbidden(
                 f"this API key has the `{key.scope}` scope, which calls models only; "

@@ -6,9 +6,13 @@
     /v1/direct/chat/completions, /v1/direct/completions   the direct bridge (OpenAI-mode deployments)
     /v1/messages                                     the Anthropic Messages API over the same targets
                                                      (`trestle.gateway.anthropic`; no count_tokens: 501)
+    /v1/embeddings                                   embedding Model APIs, by the `model` slug
     /v1/models, /v1/models/{id}                      the Model API slugs (a slug may contain `/`:
                                                      `org/name`) and `baseten/{model_id}`s
-    /v1/embeddings, /api/endpoints, /api/datasets    not built yet: a clear 501
+    /api/endpoints                                   not built yet: a clear 501
+
+A slug is served by an engine of one kind: an LLM (`llama_cpp`) for the completion routes, an
+embedding model (`sentence_transformers`) for `/v1/embeddings`; the wrong one is a 400 that says so.
 """
 
 from __future__ import annotations
@@ -39,9 +43,35 @@ async def model_api(routing: RoutingTable, bridge: Bridge, request: Request) -> 
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: a Model API slug (see GET /v1/models)", param="model")
-    if (model_id := routing.slug_model(model)) is not None:
+    return _relay_to_slug(routing, request, body, model, EMBEDDINGS_KIND, wanted=False)
+
+
+async def embeddings(routing: RoutingTable, request: Request) -> ASGIApp:
+    """`/v1/embeddings`: to the embedding model serving the `model` slug (its worker validates
+    the rest of the body: input, encoding_format, dimensions)."""
+    body = await request.body()
+    model = parse_body(body).get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("`model` is required: an embeddings Model API slug (see GET /v1/models)",
+                         param="model")
+    return _relay_to_slug(routing, request, body, model, EMBEDDINGS_KIND, wanted=True)
+
+
+EMBEDDINGS_KIND = "sentence_transformers"
+
+
+def _relay_to_slug(routing: RoutingTable, request: Request, body: bytes, slug: str, kind: str,
+                   *, wanted: bool) -> ASGIApp:
+    """Relay to the deployment serving `slug`, whose engine kind must be `kind` (`wanted`) or
+    must not be (`not wanted`)."""
+    if (model_id := routing.slug_model(slug)) is not None:
         auth.require_model(request.scope, model_id)
-    replica = routing.route(slug=model)
+        engine = (routing.target(model_id).config or {}).get("engine") or {}
+        if (engine.get("kind") == kind) != wanted:
+            what = "an embedding model" if engine.get("kind") == EMBEDDINGS_KIND else "a text-generation model"
+            raise BadRequest(f"the model `{slug}` is {what}: {request.url.path} is not served by it",
+                             param="model", code="wrong_model_kind")
+    replica = routing.route(slug=slug)
     return Relay(
         replica, "POST", request.url.path, request.url.query, request.scope["headers"], body,
         request.state.request_id,
@@ -95,6 +125,7 @@ def routes(routing: RoutingTable) -> list[Route]:
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/direct/chat/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/direct/completions", partial(direct, bridge), methods=["POST"]),
+        Route("/v1/embeddings", partial(embeddings, routing), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),
         Route("/v1/models/{slug:path}", partial(retrieve_model, routing), methods=["GET"]),
         *NOT_YET,
@@ -102,7 +133,5 @@ def routes(routing: RoutingTable) -> list[Route]:
 
 
 NOT_YET = [
-    Route("/v1/embeddings", not_yet("/v1/embeddings"), methods=ANY),
     Route("/api/endpoints/{rest:path}", not_yet("prompt endpoints"), methods=ANY),
-    Route("/api/datasets/{rest:path}", not_yet("datastores"), methods=ANY),
 ]

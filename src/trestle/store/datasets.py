@@ -60,9 +60,17 @@ class NewDocument:
 
 
 @dataclass(frozen=True)
+class RowUpdate:
+    id: int
+    chunk: NewChunk
+    vector: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Change:
-    """What an upload or a delete did: the dataset's new `version` and the chunks it added or
-    removed (`vectors` only for additions), so that an in-memory index can follow."""
+    """What an upload or a delete did: the dataset's new `version` and the chunks it added (or
+    replaced: same id, new vector) or removed (`vectors` only for additions), so that an
+    in-memory index can follow."""
 
     version: int
     chunk_ids: np.ndarray
@@ -184,6 +192,16 @@ class DatasetStore:
     ) -> tuple[list[Document], Change]:
         """Store the documents of one upload, all or nothing; returns them (with chunk counts)
         and the change made."""
+        added, change, _ = await self.upsert_rows(dataset_id, documents, [], index=index)
+        return added, change
+
+    async def upsert_rows(
+        self, dataset_id: str, documents: list[NewDocument], updates: list[RowUpdate], *,
+        index: IndexWriter | None = None,
+    ) -> tuple[list[Document], Change, list[int]]:
+        """Replace rows (same id, document and position; new text, data and vector) and add new
+        documents, all or nothing. Returns the documents added, the change made, and the ids of
+        the new documents' chunks in order. NotFound names a row id not in the dataset."""
         now = _now()
         added: list[Document] = []
         all_ids: list[int] = []
@@ -192,6 +210,13 @@ class DatasetStore:
             dataset = await session.get(DatasetRow, dataset_id, with_for_update=True)
             if dataset is None:
                 raise NotFound(f"no dataset {dataset_id!r}", param="dataset")
+            if updates:
+                ids, vectors = await self._replace(session, dataset, updates)
+                if index is not None:
+                    await index(session, dataset_id, ids, vectors)
+                all_ids.extend(ids)
+                all_vectors.append(vectors)
+            new_ids: list[int] = []
             for doc in documents:
                 vectors = np.asarray(doc.vectors, dtype=np.float32)
                 if vectors.shape != (len(doc.chunks), dataset.dimensions):
@@ -205,7 +230,7 @@ class DatasetStore:
                 )
                 session.add(row)
                 await session.flush()
-                ids: list[int] = []
+                ids = []
                 if doc.chunks:
                     result = await session.execute(
                         insert(ChunkRow).returning(ChunkRow.id, sort_by_parameter_order=True),
@@ -222,13 +247,43 @@ class DatasetStore:
                     if index is not None:
                         await index(session, dataset_id, ids, vectors)
                     all_ids.extend(ids)
+                    new_ids.extend(ids)
                     all_vectors.append(vectors)
                 added.append(_document(row, len(ids)))
             dataset.version += 1
             version = dataset.version
         vectors = (np.concatenate(all_vectors) if all_vectors
                    else np.zeros((0, dataset.dimensions), np.float32))
-        return added, Change(version, np.asarray(all_ids, dtype=np.int64), vectors)
+        return added, Change(version, np.asarray(all_ids, dtype=np.int64), vectors), new_ids
+
+    @staticmethod
+    async def _replace(session: AsyncSession, dataset: DatasetRow,
+                       updates: list[RowUpdate]) -> tuple[list[int], np.ndarray]:
+        """Delete the rows and insert them again with the same id, document and position (so
+        that keyword and vector index entries follow through their triggers and foreign keys)."""
+        ids = [u.id for u in updates]
+        if len(set(ids)) != len(ids):
+            raise BadRequest("a row id appears twice in one upsert", param="rows")
+        old = {r.id: r for r in await session.scalars(
+            select(ChunkRow).where(ChunkRow.id.in_(ids), ChunkRow.dataset_id == dataset.id)
+        )}
+        missing = [i for i in ids if i not in old]
+        if missing:
+            raise NotFound(f"no row {missing[0]} in this dataset", param="rows")
+        vectors = np.asarray([u.vector for u in updates], dtype=np.float32)
+        if vectors.shape != (len(updates), dataset.dimensions):
+            raise ValueError(f"{vectors.shape} vectors for {len(updates)} rows")
+        placed = [(old[u.id].document_id, old[u.id].position) for u in updates]
+        await session.execute(delete(ChunkRow).where(ChunkRow.id.in_(ids)))
+        await session.execute(insert(ChunkRow), [
+            {
+                "id": u.id, "dataset_id": dataset.id, "document_id": doc_id, "position": position,
+                "text": u.chunk.text, "data": u.chunk.data, "embedding": u.chunk.embedding,
+                "vector": vector_bytes(v), "last_accessed": None,
+            }
+            for u, v, (doc_id, position) in zip(updates, vectors, placed, strict=True)
+        ])
+        return ids, vectors
 
     async def list_documents(self, dataset_id: str) -> list[Document]:
         counts = (
