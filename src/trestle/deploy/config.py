@@ -21,10 +21,10 @@ from __future__ import annotations
 import difflib
 import typing
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-import yarl
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trestle.errors import BadRequest
@@ -115,17 +115,20 @@ class UpstreamConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
+        # the standard library's parser: workers import this module, and their venv holds only
+        # what the runtime needs (trestle.deploy.venv)
         try:
-            url = yarl.URL(value)
-        except (ValueError, TypeError):
+            url = urlsplit(value)
+            url.port  # noqa: B018 - a bad port raises here
+        except ValueError:
             raise ValueError("is not a URL") from None
-        if url.scheme not in ("http", "https") or not url.host:
+        if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError("must be an http:// or https:// URL with a host, "
                              "e.g. http://10.0.0.5:8000/v1")
-        if url.user or url.password:
+        if url.username or url.password:
             raise ValueError("must not hold credentials: set the key as a secret "
                              "(`trestle secrets set NAME`) and name it in upstream.api_key_secret")
-        if url.query_string or url.fragment:
+        if url.query or url.fragment:
             raise ValueError("must have no query or fragment")
         return value.rstrip("/")
 
