@@ -89,6 +89,9 @@ class RoutingTable:
                               code="loading")
         if dep.status == Status.FAILED:
             raise Unavailable(f"deployment {dep.id} failed: {dep.error}", code="failed")
+        if dep.status == Status.INACTIVE:
+            raise Unavailable(f"deployment {dep.id} is inactive (deactivated); activate it with "
+                              f"`trestle deployments activate {dep.id}`", code="inactive")
         raise Unavailable(f"deployment {dep.id} is {dep.status}")
 
     def slug_model(self, slug: str) -> str | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
 
 from trestle.deploy.backend import ReplicaBackend
+from trestle.deploy.lifecycle import Lifecycle
 from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.routing import RoutingTable
 from trestle.settings import Settings
@@ -52,6 +53,10 @@ class Gateway:
     store: Store
     manager: DeploymentManager
     metrics: Metrics
+    lifecycle: Lifecycle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lifecycle = Lifecycle(self.manager)
 
     @property
     def routing(self) -> RoutingTable:
