@@ -54,11 +54,14 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """One stderr handler on the root logger, stamping the request id on every line."""
+def configure_logging(level: int = logging.INFO, replica: int | None = None) -> None:
+    """One stderr handler on the root logger, stamping the request id on every line (and the
+    replica's index, for a worker that is told it: `trestle.runtime (replica 1): ...`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    fmt = LOG_FORMAT if replica is None else LOG_FORMAT.replace(
+        "%(name)s:", f"%(name)s (replica {int(replica)}):")
+    handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

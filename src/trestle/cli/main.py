@@ -227,10 +227,45 @@ def deployments_list(client: Client, model_id: str | None, output: str) -> None:
 
 @deployments.command("logs")
 @click.argument("deployment_id")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new lines until Ctrl-C")
+@click.option("--since", default=None, metavar="WHEN",
+              help="only lines from then on: a duration (30s, 5m, 2h, 1d) or a time "
+                   "(2026-11-22T13:00:00Z)")
+@click.option("--tail", "-n", type=click.IntRange(0, 100_000), default=1000, show_default=True,
+              help="at most this many lines from the end")
+@click.option("--raw", is_flag=True, help="the log file's own text instead of JSON lines")
 @pass_client
-def deployments_logs(client: Client, deployment_id: str) -> None:
-    """Print a deployment's build and worker log."""
-    click.echo(client.request("GET", f"/api/v1/deployments/{deployment_id}/logs").text, nl=False)
+def deployments_logs(client: Client, deployment_id: str, follow: bool, since: str | None, tail: int,
+                     raw: bool) -> None:
+    """Print a deployment's log: build, load and request lines, as JSON lines.
+
+    Each line: {"time", "source", "level", "request_id", "replica", "logger", "message"};
+    source is trestle (deployment events), build, worker or output (what the model printed)."""
+    url = f"/api/v1/deployments/{deployment_id}/logs"
+    if raw:
+        if follow or since:
+            raise click.UsageError("--raw prints the file as it is: no --follow or --since")
+        click.echo(client.request("GET", url, params={"tail": tail}).text, nl=False)
+        return
+    params = {"format": "json", "tail": tail}
+    if since:
+        params["since"] = since
+    if not follow:
+        click.echo(client.request("GET", url, params=params).text, nl=False)
+        return
+    params["follow"] = 1
+    try:
+        with client.http(timeout=None) as http, http.stream("GET", url, params=params) as resp:
+            if not resp.is_success:
+                resp.read()
+                client.check(resp)
+            for line in resp.iter_lines():
+                if line:
+                    click.echo(line)
+    except KeyboardInterrupt:
+        pass
+    except __import__("httpx").TransportError:
+        raise click.ClickException(f"lost the connection to trestle at {client.url}") from None
 
 
 def print_environment(env: dict, what: str) -> None:

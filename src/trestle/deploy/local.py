@@ -186,6 +186,7 @@ class LocalProcessBackend:
             "--model-dir", str(spec.source_dir),
             "--socket", str(p.socket),
             "--deployment-id", spec.deployment_id,
+            "--replica", str(p.index),
         ]
         if spec.environment:
             args += ["--environment", spec.environment]

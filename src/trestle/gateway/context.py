@@ -54,6 +54,8 @@ class Gateway:
     manager: DeploymentManager
     metrics: Metrics
     lifecycle: Lifecycle = field(init=False)
+    # Set when `trestle serve` was asked to stop: long-lived answers (a log being followed) end.
+    draining: bool = False
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self.manager)

@@ -17,6 +17,7 @@ from trestle.errors import BadRequest, NotFound, PayloadTooLarge
 from trestle.protocol import management as wire
 from trestle.protocol.errors import error_response
 from trestle.protocol.validation import parse_body
+from trestle.gateway import logstream
 from trestle.gateway.context import Gateway
 from trestle.store import Deployment, Environment, Model, Store
 
@@ -149,8 +150,17 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
 
 async def deployment_logs(gw: Gateway, request: Request) -> Response:
     """The deployment log: its last `tail` lines (default 1000), or `limit` bytes from byte
-    `offset`. Never reads more of the file than it answers; `x-log-size` is the file's size."""
+    `offset`. Never reads more of the file than it answers; `x-log-size` is the file's size.
+    `format=json`: JSON lines instead (`trestle.deploy.logrecords`), with `since` and `follow`."""
     path = gw.manager.log_file(request.path_params["deployment_id"])
+    fmt = request.query_params.get("format", "text")
+    if fmt == "json":
+        return await logstream.json_logs(gw, request, path)
+    if fmt != "text":
+        raise BadRequest("format must be text or json", param="format")
+    for name in ("since", "follow"):
+        if name in request.query_params:
+            raise BadRequest(f"{name} goes with format=json", param=name)
     offset = _int_param(request, "offset", None, 0, 2**62)
     if offset is not None:
         if "tail" in request.query_params:
