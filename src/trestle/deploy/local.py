@@ -32,6 +32,7 @@ from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_lo
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.venv import BuildError, build_venv
 from trestle.errors import UpstreamError
+from trestle.metrics import Metrics
 
 log = logging.getLogger("trestle.deploy")
 
@@ -93,6 +94,8 @@ class _Deployment:
 
 
 class LocalProcessBackend:
+    metrics: Metrics | None = None  # the gateway's (trestle.metrics): cold starts, restarts
+
     def __init__(self, run_dir: Path | None = None, *,
                  log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
                  log_backups: int = logfile.DEFAULT_BACKUPS):
@@ -154,6 +157,26 @@ class LocalProcessBackend:
                 return p.replica
         return None
 
+    def replicas(self, deployment_id: str) -> list[Replica]:
+        """Every ready replica of the deployment (for scraping their counters)."""
+        dep = self._deployments.get(deployment_id)
+        return [p.replica for p in dep.processes if p.replica is not None] if dep else []
+
+    def replica_states(self) -> dict[str, dict[str, int]]:
+        """{deployment id: {state: how many replicas}}: ready, starting, restarting."""
+        out: dict[str, dict[str, int]] = {}
+        for deployment_id, dep in self._deployments.items():
+            counts = out.setdefault(deployment_id, {})
+            for p in dep.processes:
+                if p.replica is not None:
+                    state = "ready"
+                elif p.proc is not None and p.proc.returncode is not None:
+                    state = "restarting"
+                else:
+                    state = "starting"
+                counts[state] = counts.get(state, 0) + 1
+        return out
+
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
         for out in self._logs.values():
@@ -198,6 +221,7 @@ class LocalProcessBackend:
         # Inside the sandbox the worker's parent is the sandbox's first process (pid 1).
         parent = "1" if box.enabled else str(os.getpid())
         log_file = deployment_log(spec.home)
+        launched = time.monotonic()
         p.proc = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL, env=sandbox.worker_env(home, parent),
@@ -227,6 +251,8 @@ class LocalProcessBackend:
             await self._stop_process(p)
             raise
         p.replica = replica
+        if self.metrics is not None:
+            self.metrics.cold_start(spec.model_id, spec.deployment_id, time.monotonic() - launched)
 
     async def _pump(self, stream: asyncio.StreamReader, path: Path) -> None:
         """Copy a worker's output into its deployment's log, rotating it by size."""
@@ -256,6 +282,8 @@ class LocalProcessBackend:
             if p.replica is not None:
                 await p.replica.close()
                 p.replica = None
+            if self.metrics is not None:
+                self.metrics.replica_restart(p.spec.model_id, p.spec.deployment_id, "crashed")
             await asyncio.sleep(RESTART_BACKOFF_S)
             try:
                 await self._launch(p)

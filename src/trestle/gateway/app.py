@@ -32,6 +32,7 @@ from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
 from trestle.settings import Settings
+from trestle.store import Status
 
 log = logging.getLogger("trestle.gateway")
 
@@ -40,11 +41,26 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+def engine_replicas(gateway: Gateway) -> list[tuple[str, str, str, object]]:
+    """(model, deployment, replica index, Replica) of every running engine replica: their
+    `/health` carries the scheduler's counters (`trestle_engine_*` on /metrics)."""
+    out = []
+    backend = gateway.manager.backend
+    for dep in gateway.routing.deployments.values():
+        if dep.status != Status.ACTIVE or not (dep.config or {}).get("engine"):
+            continue
+        listed = getattr(backend, "replicas", None)
+        replicas = listed(dep.id) if listed is not None else [backend.replica(dep.id)]
+        out += [(dep.model_id, dep.id, str(r.index), r) for r in replicas if r is not None]
+    return out
+
+
 class Edge:
     """Every route but the data plane, on a Starlette router; errors go up to the boundary."""
 
     def __init__(self, gateway: Gateway):
         async def metrics(request: Request) -> Response:
+            await gateway.metrics.engines.refresh(engine_replicas(gateway))
             return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
         async def openapi_json(request: Request) -> JSONResponse:
@@ -56,7 +72,7 @@ class Edge:
                 Route("/openapi.json", openapi_json, methods=["GET"]),
                 Route("/metrics", metrics, methods=["GET"]),
                 *management.routes(gateway),
-                *routes.routes(gateway.routing),
+                *routes.routes(gateway.routing, gateway.metrics),
             ],
             default=self.not_found,
         )
@@ -72,7 +88,8 @@ class Edge:
 
 def build_app(gateway: Gateway) -> ASGIApp:
     """The request stack around an open gateway."""
-    app: ASGIApp = BodyLimit(Dispatch(ModelRoutes(gateway.routing), Edge(gateway)), gateway.settings)
+    app: ASGIApp = BodyLimit(Dispatch(ModelRoutes(gateway.routing, gateway.metrics), Edge(gateway)),
+                             gateway.settings)
     if gateway.settings.auth:
         backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store,
                                                             registry=gateway.metrics.registry)

@@ -18,16 +18,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from trestle.deploy.routing import RoutingTable
+from trestle.deploy.routing import PRODUCTION, RoutingTable
 from trestle.errors import BadRequest, NotFound, NotImplementedYet
 from trestle.gateway import auth
 from trestle.gateway.bridge import Bridge, parse_body
 from trestle.gateway.proxy import Relay
+from trestle.metrics import Metrics
 from trestle.protocol.bridge import MODEL_PREFIX, target_of
 from trestle.protocol.openai.responses import ModelCard, ModelList
 
 
-async def model_api(routing: RoutingTable, bridge: Bridge, request: Request) -> ASGIApp:
+async def model_api(routing: RoutingTable, bridge: Bridge, request: Request,
+                    metrics: Metrics | None = None) -> ASGIApp:
     """`/v1/chat/completions` and `/v1/completions`: to the bridge target, else by the `model` slug."""
     body = await request.body()
     payload = parse_body(body)
@@ -40,10 +42,18 @@ async def model_api(routing: RoutingTable, bridge: Bridge, request: Request) -> 
     if (model_id := routing.slug_model(model)) is not None:
         auth.require_model(request.scope, model_id)
     replica = routing.route(slug=model)
+    if metrics is not None:
+        metrics.route_to(request.scope, routing.deployments[replica.deployment_id].model_id,
+                         replica.deployment_id, PRODUCTION)
     return Relay(
         replica, "POST", request.url.path, request.url.query, request.scope["headers"], body,
         request.state.request_id,
     )
+
+
+async def _model_api(routing: RoutingTable, bridge: Bridge, metrics: Metrics | None,
+                     request: Request) -> ASGIApp:
+    return await model_api(routing, bridge, request, metrics)
 
 
 async def direct(bridge: Bridge, request: Request) -> ASGIApp:
@@ -84,11 +94,12 @@ def not_yet(feature: str):
 ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def routes(routing: RoutingTable) -> list[Route]:
-    bridge = Bridge(routing)
+def routes(routing: RoutingTable, metrics: Metrics | None = None) -> list[Route]:
+    bridge = Bridge(routing, metrics)
+    api = partial(_model_api, routing, bridge, metrics)
     return [
-        Route("/v1/chat/completions", partial(model_api, routing, bridge), methods=["POST"]),
-        Route("/v1/completions", partial(model_api, routing, bridge), methods=["POST"]),
+        Route("/v1/chat/completions", api, methods=["POST"]),
+        Route("/v1/completions", api, methods=["POST"]),
         Route("/v1/direct/chat/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/direct/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),
