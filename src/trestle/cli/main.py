@@ -113,14 +113,20 @@ def limit_options(fn):
 @click.option("--no-auth", is_flag=True, help="serve without API keys (local use only)")
 @click.option("--no-builtin", is_flag=True, help="do not deploy the built-in Model APIs")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (env TRESTLE_DATABASE_URL)")
+@click.option("--drain-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
+              envvar="TRESTLE_DRAIN_TIMEOUT", show_envvar=True,
+              help="seconds that requests and streams in flight get to finish on SIGTERM or "
+                   "Ctrl-C, before the workers are stopped")
 @limit_options
-def serve(host, port, home, no_auth, no_builtin, database_url, **limits) -> None:
-    """Run the gateway (and its workers) in the foreground."""
+def serve(host, port, home, no_auth, no_builtin, database_url, drain_timeout, **limits) -> None:
+    """Run the gateway (and its workers) in the foreground.
+
+    SIGTERM or Ctrl-C stops it gracefully (a second Ctrl-C: at once)."""
     from trestle.gateway.app import CannotStart, run
 
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
                         builtin_models=not no_builtin, database_url=database_url,
-                        limits=Limits(**limits))
+                        drain_timeout=drain_timeout, limits=Limits(**limits))
     try:
         run(settings)
     except CannotStart as exc:

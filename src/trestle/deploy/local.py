@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trestle.deploy import logfile, sandbox
+from trestle.deploy import logfile, sandbox, stale
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.venv import BuildError, build_venv
@@ -56,6 +56,7 @@ def remove_stale_run_dirs(parent: Path | None = None) -> list[Path]:
             continue
         if _alive(pid):
             continue
+        stale.stop_workers_of(path)  # any of its workers that outlived it
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     if removed:

@@ -175,11 +175,34 @@ def run(settings: Settings) -> None:
     check_port(settings.host, settings.port)
     lock = lock_home(settings)
     configure_logging()
+    app = GatewayApp(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        lifespan="on", access_log=False, log_config=None,
+        timeout_graceful_shutdown=settings.drain_timeout,
+    )
     try:
-        uvicorn.run(
-            GatewayApp(settings), host=settings.host, port=settings.port, loop="uvloop",
-            http="httptools", lifespan="on", access_log=False, log_config=None,
-            timeout_graceful_shutdown=30,
-        )
+        draining_server(config, app).run()
     finally:
         lock.close()
+
+
+def draining_server(config, app: GatewayApp):
+    """uvicorn's server, telling the gateway when it is asked to stop.
+
+    On SIGTERM or Ctrl-C uvicorn stops accepting connections, closes idle ones, and waits up to
+    `Settings.drain_timeout` for the requests and streams in flight (then cancels them); the
+    ASGI lifespan's shutdown then stops the workers. Answers that would last forever (a log
+    being followed) end at once, on `Gateway.draining`."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if not self.should_exit:
+                log.info("stopping: letting requests in flight finish (up to %gs), then "
+                         "stopping the workers", app.settings.drain_timeout)
+            if app.gateway is not None:
+                app.gateway.draining = True
+            super().handle_exit(sig, frame)
+
+    return Server(config)
