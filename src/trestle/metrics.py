@@ -13,15 +13,15 @@ Label values are bounded: model, deployment and replica ids, environment names, 
     replicas{model,deployment,state}                                  gauge (read from the backend)
     deployments{status}                                               gauge
     cold_starts_total{model,deployment}, cold_start_duration_seconds  counter, histogram
-    replica_restarts_total{model,deployment,reason}                   counter
-    health_check_failures_total{model,deployment}                     counter (Model.is_healthy)
+    replica_restarts_total{model,deployment,reason}                   counter (crashed,
+                                                                      unhealthy, unresponsive)
     engine_*{model,deployment,replica}                                the engine workers' counters,
                                                                       read from their /health when
                                                                       /metrics is scraped
 
 The request path calls `RequestMetrics` (from `trestle.gateway.middleware.RequestContext`) and
 `Metrics.route_to` (where a request is routed); backends call the hooks `cold_start`,
-`queue_wait`, `replica_restart` and `health_check_failed` (`LocalProcessBackend.metrics`).
+`queue_wait` and `replica_restart` (`LocalProcessBackend.metrics`).
 """
 
 from __future__ import annotations
@@ -124,9 +124,6 @@ class Metrics:
                                             ["model", "deployment"], registry=r, buckets=STARTUP_BUCKETS)
         self.restarts = Counter("trestle_replica_restarts_total", "Replicas restarted, by reason",
                                 ["model", "deployment", "reason"], registry=r)
-        self.health_failures = Counter("trestle_health_check_failures_total",
-                                       "Failed Model.is_healthy checks seen by the supervisor",
-                                       ["model", "deployment"], registry=r)
         self.engines = EngineCollector()
         r.register(self.engines)
         self._target_gauges: dict[tuple[str, str], Any] = {}
@@ -154,11 +151,8 @@ class Metrics:
         self.queue_waits.labels(model_id, deployment_id).observe(seconds)
 
     def replica_restart(self, model_id: str, deployment_id: str, reason: str) -> None:
-        """`reason`: crashed, unhealthy (failed is_healthy), unresponsive (no health answer)."""
+        """`reason`: crashed, unhealthy (is_healthy kept failing), unresponsive (no health answer)."""
         self.restarts.labels(model_id, deployment_id, reason).inc()
-
-    def health_check_failed(self, model_id: str, deployment_id: str) -> None:
-        self.health_failures.labels(model_id, deployment_id).inc()
 
 
 class RequestMetrics:

@@ -111,3 +111,4 @@ def test_a_restart_after_sigkill_stops_the_workers_left_behind(tmp_path):
         first.stop()
         for pid in worker_pids(d):  # never leave one behind, even when the test fails
             os.kill(pid, signal.SIGKILL)
+

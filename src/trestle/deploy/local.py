@@ -33,6 +33,7 @@ from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.venv import BuildError, build_venv
 from trestle.errors import UpstreamError
 from trestle.metrics import Metrics
+from trestle.protocol.health import WorkerState, reported
 
 log = logging.getLogger("trestle.deploy")
 
@@ -85,6 +86,8 @@ class _Process:
     watcher: asyncio.Task | None = None
     liveness: asyncio.Task | None = None
     pump: asyncio.Task | None = None  # the worker's output into the deployment log
+    out_of_rotation: bool = False  # reported unhealthy: no new requests until it is restarted
+    restart_reason: str | None = None  # why the supervisor stopped it (metrics); None: it crashed
 
 
 @dataclass
@@ -154,7 +157,7 @@ class LocalProcessBackend:
             return None
         for _ in range(len(dep.processes)):
             p = next(dep.cycle)
-            if p.replica is not None:
+            if p.replica is not None and not p.out_of_rotation:
                 return p.replica
         return None
 
@@ -170,7 +173,7 @@ class LocalProcessBackend:
             counts = out.setdefault(deployment_id, {})
             for p in dep.processes:
                 if p.replica is not None:
-                    state = "ready"
+                    state = "unhealthy" if p.out_of_rotation else "ready"
                 elif p.proc is not None and p.proc.returncode is not None:
                     state = "restarting"
                 else:
@@ -252,6 +255,7 @@ class LocalProcessBackend:
             await self._stop_process(p)
             raise
         p.replica = replica
+        p.out_of_rotation = False
         if self.metrics is not None:
             self.metrics.cold_start(spec.model_id, spec.deployment_id, time.monotonic() - launched)
 
@@ -284,7 +288,9 @@ class LocalProcessBackend:
                 await p.replica.close()
                 p.replica = None
             if self.metrics is not None:
-                self.metrics.replica_restart(p.spec.model_id, p.spec.deployment_id, "crashed")
+                self.metrics.replica_restart(p.spec.model_id, p.spec.deployment_id,
+                                             p.restart_reason or "crashed")
+            p.restart_reason = None
             await asyncio.sleep(RESTART_BACKOFF_S)
             try:
                 await self._launch(p)
@@ -308,14 +314,37 @@ class LocalProcessBackend:
                 continue
             try:
                 async with asyncio.timeout(interval):
-                    await (await replica.send("GET", "/health", [], b"")).read()
+                    body = await (await replica.send("GET", "/health", [], b"")).read()
                 last_answer = loop.time()
+                health = reported(body)
+                if health is not None and health.status is WorkerState.UNHEALTHY and not p.out_of_rotation:
+                    self._restart_unhealthy(p, health.error)
             except (UpstreamError, TimeoutError):
                 if loop.time() - last_answer >= timeout and proc.returncode is None:
                     log.error("deployment %s replica %d has not answered its health check for %.0fs; "
                               "restarting it", p.spec.deployment_id, p.index, loop.time() - last_answer)
+                    p.restart_reason = "unresponsive"
                     proc.kill()
                     last_answer = loop.time()
+
+    def _restart_unhealthy(self, p: _Process, reason: str | None) -> None:
+        """The model's is_healthy() kept failing: no new requests to it, and a graceful stop
+        (the requests it has finish); `_watch` then starts it again."""
+        p.out_of_rotation = True
+        p.restart_reason = "unhealthy"
+        log.error("deployment %s replica %d is unhealthy (%s); out of rotation, restarting it",
+                  p.spec.deployment_id, p.index, reason)
+        proc = p.proc
+        try:
+            os.kill(sandbox.signal_target(proc.pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+        def kill_if_running() -> None:
+            if proc.returncode is None:
+                proc.kill()
+
+        asyncio.get_running_loop().call_later(STOP_GRACE_S, kill_if_running)
 
     async def _stop_process(self, p: _Process) -> None:
         p.stopping = True

@@ -8,6 +8,7 @@
         def postprocess(self, model_output): ...        # optional, not with a streaming predict
         def chat_completions(self, model_input): ...    # POST /v1/chat/completions
         def completions(self, model_input): ...         # POST /v1/completions
+        def is_healthy(self) -> bool: ...               # optional, polled once loaded
 
 Every method may be `def` or `async def`; predict, chat_completions and completions may also be
 generators (`yield`), which are streamed. A method takes the input as its first argument
@@ -67,6 +68,7 @@ class ModelSpec:
     postprocess: Method | None
     chat_completions: Method | None
     completions: Method | None
+    is_healthy: Method | None = None
 
     def endpoint(self, name: str) -> Method | None:
         return getattr(self, name) if name in ENDPOINT_METHODS else None
@@ -144,6 +146,12 @@ def describe_model(model: object) -> ModelSpec:
         )
     if load is not None and (load.request_param or load.input_param):
         raise ModelDefinitionError("Model.load takes no arguments besides self")
+    is_healthy = describe_method(model, "is_healthy", takes_input=False)
+    if is_healthy is not None and (is_healthy.streams or is_healthy.request_param):
+        raise ModelDefinitionError(
+            "Model.is_healthy must return True or False, without yield or arguments: "
+            "`def is_healthy(self) -> bool` or `async def is_healthy(self) -> bool`"
+        )
     methods = {name: describe_method(model, name, takes_input=True) for name in ENDPOINT_METHODS + HOOK_METHODS}
     if not any(methods[name] for name in ENDPOINT_METHODS):
         raise ModelDefinitionError(
@@ -168,4 +176,4 @@ def describe_model(model: object) -> ModelSpec:
             "Model.postprocess cannot be used with a generator predict: a stream is sent as it is produced; "
             "transform the chunks inside predict and remove postprocess"
         )
-    return ModelSpec(load=load, **methods)
+    return ModelSpec(load=load, is_healthy=is_healthy, **methods)
