@@ -96,7 +96,8 @@ class LoadedModel:
 
     # -- loading -------------------------------------------------------------------------
     async def load(self) -> None:
-        """Import, construct and load the model; sets `state` (never raises)."""
+        """Import, construct and load the model; sets `state` (never raises). Then, when the
+        Model defines `is_healthy`, polls it until it is unhealthy (`trestle.runtime.healthcheck`)."""
         started = time.perf_counter()
         step = f"importing {self.config.model_module_dir}/{self.config.model_class_filename}"
         try:
