@@ -111,6 +111,19 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, not {raw!r}") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not 0 <= value <= 86400:
+        raise ValueError(f"{name} must be from 0 to 86400 seconds, not {raw!r}")
+    return value
+
+
 def default_home() -> Path:
     return Path(os.environ.get("TRESTLE_HOME") or Path.home() / ".trestle").expanduser()
 
@@ -129,6 +142,9 @@ class Settings:
     worker_log_max_bytes: int = field(
         default_factory=lambda: _env_bytes("TRESTLE_WORKER_LOG_MAX_BYTES", 64 * MiB))
     worker_log_backups: int = field(default_factory=lambda: _env_int("TRESTLE_WORKER_LOG_BACKUPS", 3))
+    # On SIGTERM or Ctrl-C, `trestle serve` stops accepting connections and gives the requests
+    # and streams in flight this many seconds to finish before it stops the workers.
+    drain_timeout: float = field(default_factory=lambda: _env_float("TRESTLE_DRAIN_TIMEOUT", 30.0))
     max_body_bytes: int = field(default_factory=lambda: _env_bytes("TRESTLE_MAX_BODY_BYTES", 8 * MiB))
     max_predict_body_bytes: int = field(
         default_factory=lambda: _env_bytes("TRESTLE_MAX_PREDICT_BODY_BYTES", 64 * MiB))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import httpx
@@ -93,7 +94,8 @@ def test_request_id_is_honoured_echoed_and_logged_on_both_sides(server, pushed):
         assert len(fresh.headers["x-request-id"]) == 32
     assert "[trace-abc-123]" in server.log_text()
     worker_log = server.cli("deployments", "logs", push["deployment"]["id"]).stdout
-    assert '"request_id": "trace-abc-123"' in worker_log  # the worker's JSON lines
+    records = [json.loads(line) for line in worker_log.splitlines()]
+    assert any(r["request_id"] == "trace-abc-123" and r["source"] == "worker" for r in records)
 
 
 def test_user_errors_keep_their_status_and_bugs_are_generic_500s(server, pushed):

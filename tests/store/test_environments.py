@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trestle.errors import BadRequest, NotFound
+from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.store import Environment
 
 
@@ -84,3 +84,37 @@ def test_bad_name_is_bad_request(run, store, model, deployments, name):
     with pytest.raises(BadRequest) as info:
         run(store.set_environment(model.id, name, deployments[0].id))
     assert info.value.param == "name"
+
+
+def test_history_records_each_move_and_rewind_drops_what_came_after(run, store, model, deployments):
+    first, second = deployments
+    third = run(store.create_deployment(model.id, {}, "/d3"))
+    for dep in (first, second, second, third):  # pointing at the same one again is no move
+        run(store.set_environment(model.id, "production", dep.id))
+    assert run(store.environment_history(model.id, "production")) == [first.id, second.id, third.id]
+    env = run(store.rewind_environment(model.id, "production", first.id))
+    assert env.deployment_id == first.id
+    assert run(store.get_environment(model.id, "production")).deployment_id == first.id
+    assert run(store.environment_history(model.id, "production")) == [first.id]
+    with pytest.raises(NotFound):
+        run(store.rewind_environment(model.id, "production", third.id))
+
+
+def test_delete_environment_and_deployment(run, store, model, deployments):
+    first, second = deployments
+    run(store.set_environment(model.id, "staging", first.id))
+    run(store.set_environment(model.id, "staging", second.id))
+    with pytest.raises(Conflict) as info:
+        run(store.delete_deployment(second.id))
+    assert "staging" in info.value.message
+    run(store.delete_deployment(first.id))  # no longer pointed at: its history entries go too
+    assert run(store.get_deployment(first.id)) is None
+    assert run(store.environment_history(model.id, "staging")) == [second.id]
+    deleted = run(store.delete_environment(model.id, "staging"))
+    assert deleted.deployment_id == second.id
+    assert run(store.get_environment(model.id, "staging")) is None
+    assert run(store.environment_history(model.id, "staging")) == []
+    with pytest.raises(NotFound):
+        run(store.delete_environment(model.id, "staging"))
+    with pytest.raises(NotFound):
+        run(store.delete_deployment(first.id))

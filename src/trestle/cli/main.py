@@ -115,16 +115,22 @@ def limit_options(fn):
 @click.option("--no-builtin-embeddings", is_flag=True,
               help="do not deploy the built-in embeddings model (saves ~1.5 GiB of memory)")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (env TRESTLE_DATABASE_URL)")
+@click.option("--drain-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
+              envvar="TRESTLE_DRAIN_TIMEOUT", show_envvar=True,
+              help="seconds that requests and streams in flight get to finish on SIGTERM or "
+                   "Ctrl-C, before the workers are stopped")
 @limit_options
-def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url,
+def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url, drain_timeout,
           **limits) -> None:
-    """Run the gateway (and its workers) in the foreground."""
+    """Run the gateway (and its workers) in the foreground.
+
+    SIGTERM or Ctrl-C stops it gracefully (a second Ctrl-C: at once)."""
     from trestle.gateway.app import CannotStart, run
 
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
                         builtin_models=not no_builtin,
                         builtin_embeddings=not no_builtin_embeddings, database_url=database_url,
-                        limits=Limits(**limits))
+                        drain_timeout=drain_timeout, limits=Limits(**limits))
     try:
         run(settings)
     except CannotStart as exc:
@@ -206,7 +212,7 @@ def print_push(result: wire.PushResponse, dep: wire.DeploymentOut) -> None:
 
 @cli.group(context_settings=CONTEXT)
 def deployments() -> None:
-    """List deployments and read their logs."""
+    """Deployments: list, logs, promote, rollback, deactivate, activate, delete."""
 
 
 @deployments.command("list")
@@ -261,10 +267,177 @@ def deployments_scale(client: Client, deployment_id: str, min_replicas: int, max
 
 @deployments.command("logs")
 @click.argument("deployment_id")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new lines until Ctrl-C")
+@click.option("--since", default=None, metavar="WHEN",
+              help="only lines from then on: a duration (30s, 5m, 2h, 1d) or a time "
+                   "(2026-11-22T13:00:00Z)")
+@click.option("--tail", "-n", type=click.IntRange(0, 100_000), default=1000, show_default=True,
+              help="at most this many lines from the end")
+@click.option("--raw", is_flag=True, help="the log file's own text instead of JSON lines")
 @pass_client
-def deployments_logs(client: Client, deployment_id: str) -> None:
-    """Print a deployment's build and worker log."""
-    click.echo(client.request("GET", f"/api/v1/deployments/{deployment_id}/logs").text, nl=False)
+def deployments_logs(client: Client, deployment_id: str, follow: bool, since: str | None, tail: int,
+                     raw: bool) -> None:
+    """Print a deployment's log: build, load and request lines, as JSON lines.
+
+    Each line: {"time", "source", "level", "request_id", "replica", "logger", "message"};
+    source is trestle (deployment events), build, worker or output (what the model printed)."""
+    url = f"/api/v1/deployments/{deployment_id}/logs"
+    if raw:
+        if follow or since:
+            raise click.UsageError("--raw prints the file as it is: no --follow or --since")
+        click.echo(client.request("GET", url, params={"tail": tail}).text, nl=False)
+        return
+    params = {"format": "json", "tail": tail}
+    if since:
+        params["since"] = since
+    if not follow:
+        click.echo(client.request("GET", url, params=params).text, nl=False)
+        return
+    params["follow"] = 1
+    try:
+        with client.http(timeout=None) as http, http.stream("GET", url, params=params) as resp:
+            if not resp.is_success:
+                resp.read()
+                client.check(resp)
+            for line in resp.iter_lines():
+                if line:
+                    click.echo(line)
+    except KeyboardInterrupt:
+        pass
+    except __import__("httpx").TransportError:
+        raise click.ClickException(f"lost the connection to trestle at {client.url}") from None
+
+
+def print_environment(env: dict, what: str) -> None:
+    line = f"{what}: {env['name']} of {env['model_id']} -> {env['deployment_id']}"
+    if env.get("serving") and env["serving"] != env["deployment_id"]:
+        line += f" (serving {env['serving']} until it is active)"
+    click.echo(line)
+
+
+@deployments.command("promote")
+@click.argument("deployment_id")
+@click.option("--environment", "-e", default="production", show_default=True,
+              help="the environment to point at it (created if new)")
+@output_option
+@pass_client
+def deployments_promote(client: Client, deployment_id: str, environment: str, output: str) -> None:
+    """Point an environment at DEPLOYMENT_ID. Requests move to it once it is active."""
+    data = client.request("POST", f"/api/v1/deployments/{deployment_id}/promote",
+                          json={"environment": environment}).json()
+    emit(output, data, lambda: print_environment(data, "promoted"))
+
+
+@deployments.command("rollback")
+@click.argument("model")
+@click.option("--environment", "-e", default="production", show_default=True)
+@output_option
+@pass_client
+def deployments_rollback(client: Client, model: str, environment: str, output: str) -> None:
+    """Point back at the deployment used before.
+
+    MODEL is a model id or name; the environment goes back to the last active deployment it
+    pointed at before the current one (again: further back)."""
+    model_id = resolve_model(client, model)
+    data = client.request("POST", f"/api/v1/models/{model_id}/environments/{environment}/rollback").json()
+    emit(output, data, lambda: print_environment(data, "rolled back"))
+
+
+@deployments.command("deactivate")
+@click.argument("deployment_id")
+@output_option
+@pass_client
+def deployments_deactivate(client: Client, deployment_id: str, output: str) -> None:
+    """Stop a deployment's replicas, keeping its record.
+
+    Requests to it get a 503 until it is activated again."""
+    data = client.request("POST", f"/api/v1/deployments/{deployment_id}/deactivate").json()
+    emit(output, data, lambda: click.echo(f"deployment {deployment_id}: {data['status']}"))
+
+
+@deployments.command("activate")
+@click.argument("deployment_id")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="wait until the deployment is active (or failed)")
+@output_option
+@pass_client
+def deployments_activate(client: Client, deployment_id: str, wait: bool, output: str) -> None:
+    """Bring an inactive deployment back."""
+    data = client.request("POST", f"/api/v1/deployments/{deployment_id}/activate").json()
+    if wait:
+        data = wait_for(client, deployment_id).model_dump(mode="json")
+    emit(output, data, lambda: click.echo(f"deployment {deployment_id}: {data['status']}"
+                                          + (f" ({data['error']})" if data.get("error") else "")))
+    if data["status"] == wire.Status.FAILED:
+        sys.exit(1)
+
+
+@deployments.command("delete")
+@click.argument("deployment_id")
+@yes_option
+@output_option
+@pass_client
+def deployments_delete(client: Client, deployment_id: str, yes: bool, output: str) -> None:
+    """Delete a deployment: its replicas, record and files. Refused while an environment points
+    at it."""
+    confirm(f"Delete deployment {deployment_id} and its files?", yes)
+    data = client.request("DELETE", f"/api/v1/deployments/{deployment_id}").json()
+    emit(output, data, lambda: click.echo(f"deleted deployment {deployment_id}"))
+
+
+@cli.group(context_settings=CONTEXT)
+def environments() -> None:
+    """A model's environments: production, development and named ones."""
+
+
+@environments.command("list")
+@click.argument("model")
+@output_option
+@pass_client
+def environments_list(client: Client, model: str, output: str) -> None:
+    """List MODEL's environments (by id or name) and what each points at."""
+    model_id = resolve_model(client, model)
+    data = client.request("GET", f"/api/v1/models/{model_id}/environments").json()
+
+    def text() -> None:
+        table = Table("environment", "deployment", "serving", "history")
+        for e in wire.EnvironmentList.model_validate(data).environments:
+            table.add_row(e.name, e.deployment_id, e.serving or "(none yet)", " ".join(e.history))
+        Console().print(table)
+
+    emit(output, data, text)
+
+
+@environments.command("create")
+@click.argument("model")
+@click.argument("name")
+@click.option("--deployment", "deployment_id", default=None,
+              help="the deployment it points at (default: production's)")
+@output_option
+@pass_client
+def environments_create(client: Client, model: str, name: str, deployment_id: str | None,
+                        output: str) -> None:
+    """Create environment NAME for MODEL (by id or name).
+
+    It is served at /model/{model_id}/environments/NAME/..."""
+    model_id = resolve_model(client, model)
+    data = client.request("POST", f"/api/v1/models/{model_id}/environments",
+                          json={"name": name, "deployment_id": deployment_id}).json()
+    emit(output, data, lambda: print_environment(data, "created"))
+
+
+@environments.command("delete")
+@click.argument("model")
+@click.argument("name")
+@yes_option
+@output_option
+@pass_client
+def environments_delete(client: Client, model: str, name: str, yes: bool, output: str) -> None:
+    """Delete environment NAME of MODEL; its deployment keeps running."""
+    model_id = resolve_model(client, model)
+    confirm(f"Delete environment {name} of {model_id}? Its URLs stop working.", yes)
+    data = client.request("DELETE", f"/api/v1/models/{model_id}/environments/{name}").json()
+    emit(output, data, lambda: click.echo(f"deleted environment {name} of {model_id}"))
 
 
 @cli.command()

@@ -52,13 +52,28 @@ TRUSS_ONLY_KEYS: dict[str, frozenset[str]] = {
     "docker_server": frozenset({"setup_command", "run_as_user_id"}),
     "runtime": frozenset({
         "streaming_read_timeout", "enable_tracing_data", "enable_debug_logs",
-        "is_websocket_endpoint", "health_checks", "num_workers",
+        "is_websocket_endpoint", "num_workers",
+    }),
+    "runtime.health_checks": frozenset({
+        "restart_check_delay_seconds", "restart_threshold_seconds", "stop_traffic_threshold_seconds",
     }),
 }
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOLVER = yaml.resolver.Resolver()
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+class HealthChecksConfig(BaseModel):
+    """How the Model's `is_healthy()` is polled (when it defines one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: float = Field(default=10, ge=0.1, le=3600)  # seconds between two checks
+    # consecutive failed checks (False, an exception, or no answer within `timeout`) after which
+    # the replica is taken out of rotation and restarted
+    failure_threshold: int = Field(default=3, ge=1, le=1000)
+    timeout: float = Field(default=5, gt=0, le=3600)  # seconds one check may take
 
 
 class RuntimeConfig(BaseModel):
@@ -70,6 +85,7 @@ class RuntimeConfig(BaseModel):
     request_timeout: float = Field(default=300, gt=0, le=86400)
     # Seconds a running replica may go without answering its health check before it is restarted.
     liveness_timeout: float = Field(default=60, ge=1, le=3600)
+    health_checks: HealthChecksConfig = Field(default_factory=HealthChecksConfig)
 
 
 class EngineConfig(BaseModel):

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trestle.deploy import logfile, sandbox
+from trestle.deploy import logfile, sandbox, stale
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.config import ScalingConfig
 from trestle.deploy.replicas import ReplicaSet
@@ -39,6 +39,8 @@ from trestle.deploy.build import run_build_commands
 from trestle.deploy.requirements import read_requirements
 from trestle.deploy.venv import BuildError, build_venv, venv_python
 from trestle.errors import UpstreamError
+from trestle.metrics import Metrics
+from trestle.protocol.health import WorkerState, reported
 
 log = logging.getLogger("trestle.deploy")
 
@@ -61,6 +63,7 @@ def remove_stale_run_dirs(parent: Path | None = None) -> list[Path]:
             continue
         if _alive(pid):
             continue
+        stale.stop_workers_of(path)  # any of its workers that outlived it
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     if removed:
@@ -90,6 +93,9 @@ class _Process:
     stopping: bool = False
     liveness: asyncio.Task | None = None
     pump: asyncio.Task | None = None  # the worker's output into the deployment log
+    out_of_rotation: bool = False  # reported unhealthy: no new requests until it is restarted
+    restart_reason: str | None = None  # why the supervisor stopped it (metrics); None: it crashed
+    metrics: Metrics | None = None  # the gateway's: restarts are counted there
 
     @property
     def pid(self) -> int | None:
@@ -100,6 +106,9 @@ class _Process:
 
     async def exited(self) -> str:
         code = await self.proc.wait()
+        if self.metrics is not None and not self.stopping:
+            self.metrics.replica_restart(self.spec.model_id, self.spec.deployment_id,
+                                         self.restart_reason or "crashed")
         if self.pump is not None:
             try:  # its last words into the log
                 await asyncio.wait_for(asyncio.shield(self.pump), 1.0)
@@ -134,6 +143,8 @@ class _Process:
 
 
 class LocalProcessBackend:
+    metrics: Metrics | None = None  # the gateway's (trestle.metrics): cold starts, restarts
+
     def __init__(self, run_dir: Path | None = None, *,
                  log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
                  log_backups: int = logfile.DEFAULT_BACKUPS):
@@ -206,6 +217,25 @@ class LocalProcessBackend:
         replicas = self._deployments.get(deployment_id)
         return replicas.describe() if replicas is not None else None
 
+    def ready_replicas(self, deployment_id: str) -> list[Replica]:
+        """Every replica of the deployment in the rotation (for scraping their counters)."""
+        replicas = self._deployments.get(deployment_id)
+        if replicas is None:
+            return []
+        return [slot.launched.replica for slot in replicas.ready if slot.launched is not None]
+
+    def replica_states(self) -> dict[str, dict[str, int]]:
+        """{deployment id: {state: how many replicas}}: the replica sets' slot states, and
+        `unhealthy` for one taken out after failing its health checks."""
+        out: dict[str, dict[str, int]] = {}
+        for deployment_id, replicas in self._deployments.items():
+            counts = out.setdefault(deployment_id, {})
+            for slot in replicas.slots:
+                launched = slot.launched
+                state = "unhealthy" if getattr(launched, "out_of_rotation", False) else slot.state.value
+                counts[state] = counts.get(state, 0) + 1
+        return out
+
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
         for out in self._logs.values():
@@ -223,6 +253,7 @@ class LocalProcessBackend:
     async def _launch(self, spec: DeploymentSpec, index: int) -> _Process:
         """Start worker `index` of the deployment; return it once it is ready."""
         p = _Process(spec, index, self.run_dir / f"{spec.deployment_id}-{index}" / "w.sock")
+        p.metrics = self.metrics
         shutil.rmtree(p.socket.parent, ignore_errors=True)  # a previous life's socket and secrets
         # The replica's own folder for its socket (and secrets file): the only one of the run
         # folder the worker can reach; its home, beside the pushed folder.
@@ -237,6 +268,7 @@ class LocalProcessBackend:
             "--model-dir", str(spec.source_dir),
             "--socket", str(p.socket),
             "--deployment-id", spec.deployment_id,
+            "--replica", str(p.index),
         ]
         if spec.environment:
             args += ["--environment", spec.environment]
@@ -250,6 +282,7 @@ class LocalProcessBackend:
         # Inside the sandbox the worker's parent is the sandbox's first process (pid 1).
         parent = "1" if box.enabled else str(os.getpid())
         log_file = deployment_log(spec.home)
+        launched = time.monotonic()
         p.proc = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL, env=sandbox.worker_env(home, parent),
@@ -278,6 +311,8 @@ class LocalProcessBackend:
         except BaseException:
             await p.stop()
             raise
+        if self.metrics is not None:
+            self.metrics.cold_start(spec.model_id, spec.deployment_id, time.monotonic() - launched)
         p.liveness = asyncio.create_task(self._check_liveness(p))
         return p
 
@@ -311,11 +346,37 @@ class LocalProcessBackend:
                 continue
             try:
                 async with asyncio.timeout(interval):
-                    await (await replica.send("GET", "/health", [], b"")).read()
+                    body = await (await replica.send("GET", "/health", [], b"")).read()
                 last_answer = loop.time()
+                health = reported(body)
+                if health is not None and health.status is WorkerState.UNHEALTHY and not p.out_of_rotation:
+                    self._restart_unhealthy(p, health.error)
             except (UpstreamError, TimeoutError):
                 if loop.time() - last_answer >= timeout and proc.returncode is None:
                     log.error("deployment %s replica %d has not answered its health check for %.0fs; "
                               "restarting it", p.spec.deployment_id, p.index, loop.time() - last_answer)
+                    p.restart_reason = "unresponsive"
                     proc.kill()
                     last_answer = loop.time()
+
+    def _restart_unhealthy(self, p: _Process, reason: str | None) -> None:
+        """The model's is_healthy() kept failing: no new requests to it, and a graceful stop
+        (the requests it has finish); its replica set then starts it again."""
+        p.out_of_rotation = True
+        p.restart_reason = "unhealthy"
+        log.error("deployment %s replica %d is unhealthy (%s); out of rotation, restarting it",
+                  p.spec.deployment_id, p.index, reason)
+        replicas = self._deployments.get(p.spec.deployment_id)
+        if replicas is not None:
+            replicas.take_out(p)
+        proc = p.proc
+        try:
+            os.kill(sandbox.signal_target(proc.pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+        def kill_if_running() -> None:
+            if proc.returncode is None:
+                proc.kill()
+
+        asyncio.get_running_loop().call_later(STOP_GRACE_S, kill_if_running)

@@ -253,6 +253,13 @@ class ReplicaSet:
         self.ready = [*self.ready, slot]  # a new list: a scan in progress keeps its own
         self._has_ready.set()
 
+    def take_out(self, launched: Launched) -> None:
+        """No new requests to this replica (it failed its health checks and is being restarted:
+        it comes back through the supervisor when it has ended)."""
+        for slot in self.ready:
+            if slot.launched is launched:
+                self._out_of_rotation(slot)
+
     def _out_of_rotation(self, slot: Slot) -> None:
         if slot in self.ready:
             self.ready = [s for s in self.ready if s is not slot]

@@ -110,6 +110,9 @@ class RoutingTable:
             return _Pending(self, dep)
         if dep.status == Status.FAILED:
             raise Unavailable(f"deployment {dep.id} failed: {dep.error}", code="failed")
+        if dep.status == Status.INACTIVE:
+            raise Unavailable(f"deployment {dep.id} is inactive (deactivated); activate it with "
+                              f"`trestle deployments activate {dep.id}`", code="inactive")
         raise Unavailable(f"deployment {dep.id} is {dep.status}")
 
     def slug_model(self, slug: str) -> str | None:

@@ -131,6 +131,13 @@ class UpstreamBackend:
             return [{"index": 0, "state": "ready"}]
         return self.inner.replicas(deployment_id)
 
+    def ready_replicas(self, deployment_id: str) -> list:
+        """The inner backend's ready replicas (an upstream has none of its own to scrape)."""
+        if deployment_id in self._replicas:
+            return []
+        listed = getattr(self.inner, "ready_replicas", None)
+        return listed(deployment_id) if listed is not None else []
+
     async def close(self) -> None:
         for deployment_id in list(self._replicas):
             await self.stop(deployment_id)

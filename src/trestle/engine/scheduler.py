@@ -84,6 +84,7 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="trestle-engine", daemon=True)
         self.steps = 0
         self.cancelled = 0  # sequences dropped because their client went away
+        self.generated = 0  # tokens sampled (one per decode of a sequence that wanted one)
         self.reused_tokens = 0  # prompt tokens not recomputed thanks to the prefix cache
         self.shared_tokens = 0  # the part of those copied from a sequence that was running
         self._masks = None  # MaskBatch, made at the first constrained step
@@ -132,6 +133,7 @@ class Scheduler:
                 "max_batch": self.max_batch,
                 "max_queue": self.max_queue,
                 "cancelled_sequences": self.cancelled,
+                "generated_tokens": self.generated,
                 "reused_prompt_tokens": self.reused_tokens,
                 "shared_prompt_tokens": self.shared_tokens,
             }
@@ -268,6 +270,7 @@ class Scheduler:
             if want and not seq.cancelled:
                 allowed = self._masks.allowed(seq.slot) if seq.matcher is not None else None
                 seq.on_logits(rows[seq.slot], allowed)
+                self.generated += 1
             if seq.finished or seq.cancelled:
                 done.append(seq)
         flush(seq for seq, _ in fed)

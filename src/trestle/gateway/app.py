@@ -33,6 +33,7 @@ from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
 from trestle.settings import Settings
+from trestle.store import Status
 
 log = logging.getLogger("trestle.gateway")
 
@@ -41,11 +42,26 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+def engine_replicas(gateway: Gateway) -> list[tuple[str, str, str, object]]:
+    """(model, deployment, replica index, Replica) of every running engine replica: their
+    `/health` carries the scheduler's counters (`trestle_engine_*` on /metrics)."""
+    out = []
+    backend = gateway.manager.backend
+    for dep in gateway.routing.deployments.values():
+        if dep.status != Status.ACTIVE or not (dep.config or {}).get("engine"):
+            continue
+        listed = getattr(backend, "ready_replicas", None)
+        replicas = listed(dep.id) if listed is not None else []
+        out += [(dep.model_id, dep.id, str(r.index), r) for r in replicas]
+    return out
+
+
 class Edge:
     """Every route but the data plane, on a Starlette router; errors go up to the boundary."""
 
     def __init__(self, gateway: Gateway):
         async def metrics(request: Request) -> Response:
+            await gateway.metrics.engines.refresh(engine_replicas(gateway))
             return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
         async def openapi_json(request: Request) -> JSONResponse:
@@ -57,7 +73,7 @@ class Edge:
                 Route("/openapi.json", openapi_json, methods=["GET"]),
                 Route("/metrics", metrics, methods=["GET"]),
                 *management.routes(gateway),
-                *routes.routes(gateway.routing),
+                *routes.routes(gateway.routing, gateway.metrics),
                 *datasets.routes(gateway),
             ],
             default=self.not_found,
@@ -74,7 +90,8 @@ class Edge:
 
 def build_app(gateway: Gateway) -> ASGIApp:
     """The request stack around an open gateway."""
-    app: ASGIApp = BodyLimit(Dispatch(ModelRoutes(gateway.routing), Edge(gateway)), gateway.settings)
+    app: ASGIApp = BodyLimit(Dispatch(ModelRoutes(gateway.routing, gateway.metrics), Edge(gateway)),
+                             gateway.settings)
     if gateway.settings.auth:
         backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store,
                                                             registry=gateway.metrics.registry)
@@ -160,11 +177,34 @@ def run(settings: Settings) -> None:
     check_port(settings.host, settings.port)
     lock = lock_home(settings)
     configure_logging()
+    app = GatewayApp(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        lifespan="on", access_log=False, log_config=None,
+        timeout_graceful_shutdown=settings.drain_timeout,
+    )
     try:
-        uvicorn.run(
-            GatewayApp(settings), host=settings.host, port=settings.port, loop="uvloop",
-            http="httptools", lifespan="on", access_log=False, log_config=None,
-            timeout_graceful_shutdown=30,
-        )
+        draining_server(config, app).run()
     finally:
         lock.close()
+
+
+def draining_server(config, app: GatewayApp):
+    """uvicorn's server, telling the gateway when it is asked to stop.
+
+    On SIGTERM or Ctrl-C uvicorn stops accepting connections, closes idle ones, and waits up to
+    `Settings.drain_timeout` for the requests and streams in flight (then cancels them); the
+    ASGI lifespan's shutdown then stops the workers. Answers that would last forever (a log
+    being followed) end at once, on `Gateway.draining`."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if not self.should_exit:
+                log.info("stopping: letting requests in flight finish (up to %gs), then "
+                         "stopping the workers", app.settings.drain_timeout)
+            if app.gateway is not None:
+                app.gateway.draining = True
+            super().handle_exit(sig, frame)
+
+    return Server(config)

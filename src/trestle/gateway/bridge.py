@@ -30,12 +30,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp
 
 from trestle import tokencount
-from trestle.deploy.routing import RoutingTable
+from trestle.deploy.routing import PRODUCTION, RoutingTable
 from trestle.deploy.transport import Replica
 from trestle.errors import BadRequest, TrestleError, Unavailable
 from trestle.gateway import auth
 from trestle.gateway.bridge_legacy import LegacyAnswer
 from trestle.gateway.proxy import Relay
+from trestle.metrics import Metrics
 from trestle.protocol.bridge import FIELD, MODEL_PREFIX, BridgeTarget, target_of, without_routing
 from trestle.protocol.errors import error_response
 from trestle.protocol.health import WorkerHealth
@@ -63,8 +64,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 
 class Bridge:
-    def __init__(self, routing: RoutingTable):
+    def __init__(self, routing: RoutingTable, metrics: Metrics | None = None):
         self.routing = routing
+        self.metrics = metrics
         self._methods: dict[str, frozenset[str]] = {}  # deployment id -> endpoint methods
         self._counters: dict[str, tokencount.TokenCounter | None] = {}  # its `bridge.tokenizer`
 
@@ -132,6 +134,9 @@ class Bridge:
         param = (f"{FIELD}.deployment_id" if target.deployment_id else f"{FIELD}.model_id") if by_field else "model"
         dep = self.routing.target(target.model_id, deployment_id=target.deployment_id, param=param)
         replica = self.routing.replica(dep)
+        if self.metrics is not None:
+            self.metrics.route_to(request.scope, dep.model_id, dep.id,
+                                  "" if target.deployment_id else PRODUCTION)
         return replica, await self._methods_of(dep, replica)
 
     async def _counter_of(self, deployment_id: str) -> tokencount.TokenCounter | None:

@@ -23,11 +23,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
-
 from trestle.deploy.backend import ReplicaBackend
+from trestle.deploy.lifecycle import Lifecycle
 from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.routing import RoutingTable
+from trestle.metrics import Metrics, StateCollector
 from trestle.settings import Settings
 from trestle.store import Store, keys
 
@@ -40,26 +40,6 @@ log = logging.getLogger("trestle.gateway")
 
 
 @dataclass
-class Metrics:
-    """The gateway's Prometheus metrics, in a registry of its own (served at `/metrics`)."""
-
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        for collector in (ProcessCollector, PlatformCollector, GCCollector):
-            collector(registry=self.registry)
-        self.requests = Counter(
-            "trestle_requests_total", "Requests handled by the gateway", ["kind", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "trestle_request_duration_seconds", "Time to the response headers, by kind of route",
-            ["kind"], registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
-
-
-@dataclass
 class Gateway:
     settings: Settings
     store: Store
@@ -68,6 +48,12 @@ class Gateway:
     _datastore: "Datastore | None" = field(default=None, init=False, repr=False)
     _embedder_client: "httpx.AsyncClient | None" = field(default=None, init=False, repr=False)
     _datastore_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    lifecycle: Lifecycle = field(init=False)
+    # Set when `trestle serve` was asked to stop: long-lived answers (a log being followed) end.
+    draining: bool = False
+
+    def __post_init__(self) -> None:
+        self.lifecycle = Lifecycle(self.manager)
 
     @property
     def routing(self) -> RoutingTable:
@@ -82,7 +68,11 @@ class Gateway:
                                           log_backups=settings.worker_log_backups)
         settings.home.mkdir(parents=True, exist_ok=True)
         store = await Store.open(settings.db_url, secrets_key_file=settings.secrets_key_file)
-        gateway = cls(settings, store, DeploymentManager(store, backend, settings), Metrics())
+        metrics = Metrics()
+        if hasattr(backend, "metrics"):
+            backend.metrics = metrics  # the backend's hooks: cold starts, restarts, health checks
+        gateway = cls(settings, store, DeploymentManager(store, backend, settings), metrics)
+        metrics.registry.register(StateCollector(gateway.routing, backend))
         try:
             if settings.auth:
                 await gateway._ensure_admin_key()

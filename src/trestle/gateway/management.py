@@ -11,11 +11,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from trestle.deploy import logfile
+from trestle.deploy.lifecycle import EnvironmentState
 from trestle.deploy.package import receive
 from trestle.errors import BadRequest, NotFound, PayloadTooLarge
 from trestle.protocol import management as wire
 from trestle.protocol.errors import error_response
 from trestle.protocol.validation import parse_body
+from trestle.gateway import logstream
 from trestle.gateway.context import Gateway
 from trestle.store import Deployment, Environment, Model, Store
 
@@ -162,8 +164,17 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
 
 async def deployment_logs(gw: Gateway, request: Request) -> Response:
     """The deployment log: its last `tail` lines (default 1000), or `limit` bytes from byte
-    `offset`. Never reads more of the file than it answers; `x-log-size` is the file's size."""
+    `offset`. Never reads more of the file than it answers; `x-log-size` is the file's size.
+    `format=json`: JSON lines instead (`trestle.deploy.logrecords`), with `since` and `follow`."""
     path = gw.manager.log_file(request.path_params["deployment_id"])
+    fmt = request.query_params.get("format", "text")
+    if fmt == "json":
+        return await logstream.json_logs(gw, request, path)
+    if fmt != "text":
+        raise BadRequest("format must be text or json", param="format")
+    for name in ("since", "follow"):
+        if name in request.query_params:
+            raise BadRequest(f"{name} goes with format=json", param=name)
     offset = _int_param(request, "offset", None, 0, 2**62)
     if offset is not None:
         if "tail" in request.query_params:
@@ -182,8 +193,59 @@ async def deployment_logs(gw: Gateway, request: Request) -> Response:
 async def promote(gw: Gateway, request: Request) -> JSONResponse:
     body = await _body(request, wire.PromoteRequest)
     model_id, env = request.path_params["model_id"], request.path_params["env"]
-    await gw.manager.promote(model_id, env, body.deployment_id)
-    return _json(wire.EnvironmentOut(model_id=model_id, name=env, deployment_id=body.deployment_id))
+    dep = gw.routing.deployments.get(body.deployment_id)
+    if dep is None or dep.model_id != model_id:
+        raise NotFound(f"model {model_id} has no deployment {body.deployment_id}", param="deployment_id")
+    return _json(_environment_out(await gw.lifecycle.promote(body.deployment_id, env)))
+
+
+# -- environments and the deployment lifecycle (trestle.deploy.lifecycle) ----------------------
+def _environment_out(env: EnvironmentState) -> wire.EnvironmentOut:
+    return wire.EnvironmentOut(model_id=env.model_id, name=env.name, deployment_id=env.deployment_id,
+                               serving=env.serving, history=env.history)
+
+
+async def list_environments(gw: Gateway, request: Request) -> JSONResponse:
+    envs = await gw.lifecycle.environments(request.path_params["model_id"])
+    return _json(wire.EnvironmentList(environments=[_environment_out(e) for e in envs]))
+
+
+async def create_environment(gw: Gateway, request: Request) -> JSONResponse:
+    body = await _body(request, wire.EnvironmentCreate)
+    env = await gw.lifecycle.create_environment(request.path_params["model_id"], body.name,
+                                                body.deployment_id)
+    return _json(_environment_out(env), 201)
+
+
+async def get_environment(gw: Gateway, request: Request) -> JSONResponse:
+    p = request.path_params
+    return _json(_environment_out(await gw.lifecycle.environment(p["model_id"], p["env"])))
+
+
+async def delete_environment(gw: Gateway, request: Request) -> JSONResponse:
+    p = request.path_params
+    return _json(_environment_out(await gw.lifecycle.delete_environment(p["model_id"], p["env"])))
+
+
+async def rollback(gw: Gateway, request: Request) -> JSONResponse:
+    p = request.path_params
+    return _json(_environment_out(await gw.lifecycle.rollback(p["model_id"], p["env"])))
+
+
+async def promote_deployment(gw: Gateway, request: Request) -> JSONResponse:
+    body = await _body(request, wire.DeploymentPromote)
+    env = await gw.lifecycle.promote(request.path_params["deployment_id"], body.environment)
+    return _json(_environment_out(env))
+
+
+def _deployment_action(action: str):
+    async def handle(gw: Gateway, request: Request) -> JSONResponse:
+        dep = await getattr(gw.lifecycle, action)(request.path_params["deployment_id"])
+        if action == "delete":
+            return _json(await _deployment_out(gw.store, dep, envs=[]))
+        return _json(await _deployment_out(gw.store, dep))
+
+    return handle
 
 
 def _key_out(key) -> wire.KeyOut:
@@ -230,7 +292,24 @@ def routes(gw: Gateway) -> list[Route]:
         Route(f"{PREFIX}/deployments/{{deployment_id}}", partial(get_deployment, gw), methods=["GET"]),
         Route(f"{PREFIX}/deployments/{{deployment_id}}/logs", partial(deployment_logs, gw), methods=["GET"]),
         Route(f"{PREFIX}/deployments/{{deployment_id}}/scale", partial(scale_deployment, gw), methods=["POST"]),
+        Route(f"{PREFIX}/deployments/{{deployment_id}}", partial(_deployment_action("delete"), gw),
+              methods=["DELETE"]),
+        Route(f"{PREFIX}/deployments/{{deployment_id}}/promote", partial(promote_deployment, gw),
+              methods=["POST"]),
+        Route(f"{PREFIX}/deployments/{{deployment_id}}/deactivate",
+              partial(_deployment_action("deactivate"), gw), methods=["POST"]),
+        Route(f"{PREFIX}/deployments/{{deployment_id}}/activate",
+              partial(_deployment_action("activate"), gw), methods=["POST"]),
+        Route(f"{PREFIX}/models/{{model_id}}/environments", partial(list_environments, gw), methods=["GET"]),
+        Route(f"{PREFIX}/models/{{model_id}}/environments", partial(create_environment, gw),
+              methods=["POST"]),
+        Route(f"{PREFIX}/models/{{model_id}}/environments/{{env}}", partial(get_environment, gw),
+              methods=["GET"]),
         Route(f"{PREFIX}/models/{{model_id}}/environments/{{env}}", partial(promote, gw), methods=["POST"]),
+        Route(f"{PREFIX}/models/{{model_id}}/environments/{{env}}", partial(delete_environment, gw),
+              methods=["DELETE"]),
+        Route(f"{PREFIX}/models/{{model_id}}/environments/{{env}}/rollback", partial(rollback, gw),
+              methods=["POST"]),
         Route(f"{PREFIX}/keys", partial(create_key, gw), methods=["POST"]),
         Route(f"{PREFIX}/keys", partial(list_keys, gw), methods=["GET"]),
         Route(f"{PREFIX}/keys/{{key_id}}", partial(revoke_key, gw), methods=["DELETE"]),

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trestle import requestid
 from trestle.errors import PayloadTooLarge, TrestleError
-from trestle.gateway.context import Metrics
+from trestle.metrics import Metrics, RequestMetrics, route_kind, route_name
 from trestle.protocol.errors import error_for, error_response, http_exception_response
 from trestle.settings import Settings
 
@@ -32,17 +32,6 @@ log = logging.getLogger("trestle.access")
 
 _HOST = re.compile(r"^model-([A-Za-z0-9]+)\.")
 _RESERVED = ("/model/", "/v1/", "/api/", "/health", "/metrics")
-KINDS = ("model", "model_api", "management", "other")
-
-
-def route_kind(path: str) -> str:
-    if path.startswith("/model/"):
-        return "model"
-    if path.startswith("/v1/"):
-        return "model_api"
-    if path.startswith("/api/"):
-        return "management"
-    return "other"
 
 
 class ModelSubdomain:
@@ -119,8 +108,7 @@ def error_answer(scope: Scope, exc: Exception) -> ASGIApp:
 class RequestContext:
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
-        self._latency = {kind: metrics.latency.labels(kind) for kind in KINDS}
-        self._requests = metrics.requests
+        self.metrics = RequestMetrics(metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,19 +123,24 @@ class RequestContext:
         status = 500
         rid_header = (requestid.HEADER.encode(), rid.encode())
         started = False
+        streamed = False  # no content-length: the body comes in pieces (time to first byte)
+        first_byte: float | None = None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, started, streamed, first_byte
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                self._latency[kind].observe(time.perf_counter() - start)
                 hdrs = list(message.get("headers", []))
+                streamed = not any(k.lower() == b"content-length" for k, _ in hdrs)
                 if not any(k == rid_header[0] for k, _ in hdrs):
                     hdrs.append(rid_header)
                     message = {**message, "headers": hdrs}
+            elif streamed and first_byte is None and message.get("body"):
+                first_byte = time.perf_counter() - start
             await send(message)
 
+        self.metrics.start(kind)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -155,7 +148,8 @@ class RequestContext:
                 raise
             await error_answer(scope, exc)(scope, receive, send_with_id)
         finally:
-            self._requests.labels(kind, str(status)).inc()
+            elapsed = time.perf_counter() - start
+            self.metrics.done(scope, kind, route_name(path), status, elapsed, first_byte)
             log.info("%s %s %d %.1fms", scope["method"], requestid.printable(path), status,
-                     (time.perf_counter() - start) * 1000)
+                     elapsed * 1000)
             requestid.current.reset(token)

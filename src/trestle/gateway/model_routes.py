@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from trestle.deploy.routing import RoutingTable
 from trestle.errors import NotFound
 from trestle.gateway.proxy import Relay
+from trestle.metrics import Metrics
 
 _PATH = re.compile(
     r"^/model/(?P<model>[^/]+)/"
@@ -66,8 +67,9 @@ async def read_body(receive: Receive) -> bytes:
 
 
 class ModelRoutes:
-    def __init__(self, routing: RoutingTable):
+    def __init__(self, routing: RoutingTable, metrics: Metrics | None = None):
         self.routing = routing
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _PATH.match(raw_path(scope))
@@ -76,10 +78,15 @@ class ModelRoutes:
                            "or see the URL map in the README")
         g = match.groupdict()
         path = worker_path(g["rest"])
+        model_id = unquote(g["model"])
         if g["dep"] is not None:
-            replica = self.routing.route(unquote(g["model"]), deployment_id=unquote(g["dep"]))
+            environment = ""
+            replica = self.routing.route(model_id, deployment_id=unquote(g["dep"]))
         else:
-            replica = self.routing.route(unquote(g["model"]), environment=unquote(g["env"] or g["short"]))
+            environment = unquote(g["env"] or g["short"])
+            replica = self.routing.route(model_id, environment=environment)
+        if self.metrics is not None:
+            self.metrics.route_to(scope, model_id, replica.deployment_id, environment)
         body = await read_body(receive)
         query = scope.get("query_string", b"").decode("latin-1")
         await Relay(replica, scope["method"], path, query, scope["headers"], body,

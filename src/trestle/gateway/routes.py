@@ -24,16 +24,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from trestle.deploy.routing import RoutingTable
+from trestle.deploy.routing import PRODUCTION, RoutingTable
 from trestle.errors import BadRequest, NotFound, NotImplementedYet
 from trestle.gateway import anthropic, auth
 from trestle.gateway.bridge import Bridge, parse_body
 from trestle.gateway.proxy import Relay
+from trestle.metrics import Metrics
 from trestle.protocol.bridge import MODEL_PREFIX, target_of
 from trestle.protocol.openai.responses import ModelCard, ModelList
 
 
-async def model_api(routing: RoutingTable, bridge: Bridge, request: Request) -> ASGIApp:
+async def model_api(routing: RoutingTable, bridge: Bridge, request: Request,
+                    metrics: Metrics | None = None) -> ASGIApp:
     """`/v1/chat/completions` and `/v1/completions`: to the bridge target, else by the `model` slug."""
     body = await request.body()
     payload = parse_body(body)
@@ -43,10 +45,10 @@ async def model_api(routing: RoutingTable, bridge: Bridge, request: Request) -> 
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: a Model API slug (see GET /v1/models)", param="model")
-    return _relay_to_slug(routing, request, body, model, EMBEDDINGS_KIND, wanted=False)
+    return _relay_to_slug(routing, request, body, model, EMBEDDINGS_KIND, wanted=False, metrics=metrics)
 
 
-async def embeddings(routing: RoutingTable, request: Request) -> ASGIApp:
+async def embeddings(routing: RoutingTable, metrics: Metrics | None, request: Request) -> ASGIApp:
     """`/v1/embeddings`: to the embedding model serving the `model` slug (its worker validates
     the rest of the body: input, encoding_format, dimensions)."""
     body = await request.body()
@@ -54,14 +56,14 @@ async def embeddings(routing: RoutingTable, request: Request) -> ASGIApp:
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: an embeddings Model API slug (see GET /v1/models)",
                          param="model")
-    return _relay_to_slug(routing, request, body, model, EMBEDDINGS_KIND, wanted=True)
+    return _relay_to_slug(routing, request, body, model, EMBEDDINGS_KIND, wanted=True, metrics=metrics)
 
 
 EMBEDDINGS_KIND = "sentence_transformers"
 
 
 def _relay_to_slug(routing: RoutingTable, request: Request, body: bytes, slug: str, kind: str,
-                   *, wanted: bool) -> ASGIApp:
+                   *, wanted: bool, metrics: Metrics | None) -> ASGIApp:
     """Relay to the deployment serving `slug`, whose engine kind must be `kind` (`wanted`) or
     must not be (`not wanted`)."""
     if (model_id := routing.slug_model(slug)) is not None:
@@ -72,10 +74,18 @@ def _relay_to_slug(routing: RoutingTable, request: Request, body: bytes, slug: s
             raise BadRequest(f"the model `{slug}` is {what}: {request.url.path} is not served by it",
                              param="model", code="wrong_model_kind")
     replica = routing.route(slug=slug)
+    if metrics is not None:
+        metrics.route_to(request.scope, routing.deployments[replica.deployment_id].model_id,
+                         replica.deployment_id, PRODUCTION)
     return Relay(
         replica, "POST", request.url.path, request.url.query, request.scope["headers"], body,
         request.state.request_id,
     )
+
+
+async def _model_api(routing: RoutingTable, bridge: Bridge, metrics: Metrics | None,
+                     request: Request) -> ASGIApp:
+    return await model_api(routing, bridge, request, metrics)
 
 
 async def direct(bridge: Bridge, request: Request) -> ASGIApp:
@@ -116,16 +126,17 @@ def not_yet(feature: str):
 ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def routes(routing: RoutingTable) -> list[Route]:
-    bridge = Bridge(routing)
+def routes(routing: RoutingTable, metrics: Metrics | None = None) -> list[Route]:
+    bridge = Bridge(routing, metrics)
+    api = partial(_model_api, routing, bridge, metrics)
     return [
-        Route("/v1/chat/completions", partial(model_api, routing, bridge), methods=["POST"]),
-        Route("/v1/completions", partial(model_api, routing, bridge), methods=["POST"]),
+        Route("/v1/chat/completions", api, methods=["POST"]),
+        Route("/v1/completions", api, methods=["POST"]),
         Route("/v1/messages", anthropic.Messages(routing, bridge)),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/direct/chat/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/direct/completions", partial(direct, bridge), methods=["POST"]),
-        Route("/v1/embeddings", partial(embeddings, routing), methods=["POST"]),
+        Route("/v1/embeddings", partial(embeddings, routing, metrics), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),
         Route("/v1/models/{slug:path}", partial(retrieve_model, routing), methods=["GET"]),
         *NOT_YET,

@@ -5,6 +5,9 @@
                                      Model defines, which the OpenAI bridge reads)
     503 {"status": "loading"}        the model is loading in the background
     503 {"status": "failed", "error": "..."}   loading failed; the error says why
+    503 {"status": "unhealthy", "error": "..."}  the Model's is_healthy() failed its
+                                     `runtime.health_checks.failure_threshold` checks in a row:
+                                     the supervisor takes the replica out of rotation, restarts it
 
 Both worker apps (the model runtime and the engine) hold a `WorkerState` and answer with
 `WorkerHealth`; the supervisor parses the same type. Until the state is ready, every other route
@@ -25,6 +28,7 @@ class WorkerState(str, enum.Enum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
+    UNHEALTHY = "unhealthy"
 
 
 class WorkerHealth(BaseModel):
@@ -50,6 +54,16 @@ class WorkerHealth(BaseModel):
 def not_ready(state: WorkerState, error: str | None, *, model: str = "the model") -> Unavailable:
     """The 503 every route but /health answers while `state` is not ready."""
     assert state is not WorkerState.READY
+    if state is WorkerState.UNHEALTHY:
+        return Unavailable(f"{model} is unhealthy ({error}); it is being restarted", code="unhealthy")
     if state is WorkerState.LOADING:
         return Unavailable(f"{model} is still loading; retry when GET /health reports ready", code="loading")
     return Unavailable(f"{model} failed to load: {error}", code="load_failed")
+
+
+def reported(body: bytes) -> WorkerHealth | None:
+    """A `/health` body as the supervisor reads it; None when it is not one."""
+    try:
+        return WorkerHealth.model_validate_json(body)
+    except ValueError:
+        return None

@@ -14,6 +14,8 @@ class Status(StrEnum):
 
     building -> deploying -> active, or failed (with the reason). `building` only when its
     config.yaml lists requirements; failed too when a running deployment's replicas keep crashing.
+    `inactive`: deactivated by a user (its replicas stopped, its record and folder kept);
+    `activate` brings it back through deploying.
 A deployment no environment points at any more stays active at its `scaling.min_replicas`.
     """
 
@@ -21,11 +23,12 @@ A deployment no environment points at any more stays active at its `scaling.min_
     DEPLOYING = "deploying"
     ACTIVE = "active"
     FAILED = "failed"
+    INACTIVE = "inactive"
 
     @property
     def settled(self) -> bool:
         """Will not change on its own (the CLI stops waiting)."""
-        return self in (Status.ACTIVE, Status.FAILED)
+        return self in (Status.ACTIVE, Status.FAILED, Status.INACTIVE)
 
 
 class ModelOut(BaseModel):
@@ -105,7 +108,23 @@ class PromoteRequest(Request):
 class EnvironmentOut(BaseModel):
     model_id: str
     name: str
-    deployment_id: str
+    deployment_id: str  # what it points at
+    # what answers its requests now: differs from deployment_id while a promotion deploys
+    serving: str | None = None
+    history: list[str] = Field(default_factory=list)  # every deployment it pointed at, oldest first
+
+
+class EnvironmentList(BaseModel):
+    environments: list[EnvironmentOut]
+
+
+class EnvironmentCreate(Request):
+    name: str = Field(min_length=1, max_length=64)
+    deployment_id: str | None = None  # default: the deployment production points at
+
+
+class DeploymentPromote(Request):
+    environment: str = Field(default="production", min_length=1, max_length=64)
 
 
 Scope = Literal["admin", "invoke"]

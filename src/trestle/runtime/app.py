@@ -175,7 +175,8 @@ class ReadinessGate:
         self.model = model
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] != HEALTH_PATH and self.model.state is not WorkerState.READY:
+        if scope["type"] == "http" and scope["path"] != HEALTH_PATH and self.model.state is not WorkerState.READY \
+                and self.model.state is not WorkerState.UNHEALTHY:
             try:
                 self.model.check_ready()
             except Unavailable as exc:

@@ -11,6 +11,7 @@
         def embeddings(self, model_input): ...          # POST /v1/embeddings
         def messages(self, model_input): ...            # POST /v1/messages (Anthropic-style)
         def responses(self, model_input): ...           # POST /v1/responses
+        def is_healthy(self) -> bool: ...               # optional, polled once loaded
 
 Every method may be `def` or `async def`; the endpoint methods (all but load and the hooks) may
 also be generators (`yield`), which are streamed. A method takes the input as its first argument
@@ -75,6 +76,7 @@ class ModelSpec:
     embeddings: Method | None
     messages: Method | None
     responses: Method | None
+    is_healthy: Method | None = None
 
     def endpoint(self, name: str) -> Method | None:
         return getattr(self, name) if name in ENDPOINT_METHODS else None
@@ -154,6 +156,12 @@ def describe_model(model: object) -> ModelSpec:
         )
     if load is not None and (load.request_param or load.input_param):
         raise ModelDefinitionError("Model.load takes no arguments besides self")
+    is_healthy = describe_method(model, "is_healthy", takes_input=False)
+    if is_healthy is not None and (is_healthy.streams or is_healthy.request_param):
+        raise ModelDefinitionError(
+            "Model.is_healthy must return True or False, without yield or arguments: "
+            "`def is_healthy(self) -> bool` or `async def is_healthy(self) -> bool`"
+        )
     methods = {name: describe_method(model, name, takes_input=True) for name in ENDPOINT_METHODS + HOOK_METHODS}
     if not any(methods[name] for name in ENDPOINT_METHODS):
         raise ModelDefinitionError(
@@ -178,4 +186,4 @@ def describe_model(model: object) -> ModelSpec:
             "Model.postprocess cannot be used with a generator predict: a stream is sent as it is produced; "
             "transform the chunks inside predict and remove postprocess"
         )
-    return ModelSpec(load=load, **methods)
+    return ModelSpec(load=load, is_healthy=is_healthy, **methods)

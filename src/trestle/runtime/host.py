@@ -36,6 +36,7 @@ from trestle import requestid
 from trestle.runtime.config import CONFIG_FILE
 from trestle.errors import TrestleError
 from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
+from trestle.runtime import healthcheck
 from trestle.runtime.contract import ENDPOINT_METHODS, Method, ModelSpec, describe_model
 from trestle.runtime.loader import DATA_DIR, ModelDefinitionError, code_roots, construct, import_model_class
 from trestle.runtime.secrets import Secrets
@@ -90,6 +91,8 @@ class LoadedModel:
         self.environment = environment
         self.state = WorkerState.LOADING
         self.error: str | None = None
+        self.health_failures = 0  # failed is_healthy() checks in a row (trestle.runtime.healthcheck)
+        self.health_call: asyncio.Future | None = None  # a sync is_healthy() still running
         self.model: object | None = None
         self.spec: ModelSpec | None = None
         concurrency = config.runtime.predict_concurrency
@@ -99,7 +102,8 @@ class LoadedModel:
 
     # -- loading -------------------------------------------------------------------------
     async def load(self) -> None:
-        """Import, construct and load the model; sets `state` (never raises)."""
+        """Import, construct and load the model; sets `state` (never raises). Then, when the
+        Model defines `is_healthy`, polls it until it is unhealthy (`trestle.runtime.healthcheck`)."""
         started = time.perf_counter()
         step = f"importing {self.config.model_module_dir}/{self.config.model_class_filename}"
         try:
@@ -121,6 +125,8 @@ class LoadedModel:
         else:
             self.state = WorkerState.READY
             logger.info("model ready (loaded in %.1f s)", time.perf_counter() - started)
+            if self.spec.is_healthy is not None:
+                await healthcheck.poll(self)
 
     def _fail(self, error: str) -> None:
         self.error = error
@@ -137,14 +143,17 @@ class LoadedModel:
         }
 
     def check_ready(self) -> None:
-        if self.state is not WorkerState.READY:
+        """Raise the 503 while loading or failed (an unhealthy model keeps serving until the
+        supervisor restarts it)."""
+        if self.state is not WorkerState.READY and self.state is not WorkerState.UNHEALTHY:
             raise not_ready(self.state, self.error)
 
     def health(self) -> WorkerHealth:
         if self.spec is None:
             return WorkerHealth(status=self.state, error=self.error)
         methods = [name for name in ENDPOINT_METHODS if self.spec.endpoint(name) is not None]
-        return WorkerHealth(status=self.state, error=self.error, methods=methods)
+        extra = {"health_check_failures": self.health_failures} if self.spec.is_healthy else {}
+        return WorkerHealth(status=self.state, error=self.error, methods=methods, **extra)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

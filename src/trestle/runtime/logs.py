@@ -29,9 +29,10 @@ logger = logging.getLogger("trestle.runtime")
 class JsonLines(logging.Formatter):
     """A log record as one JSON object (see the module docstring)."""
 
-    def __init__(self, deployment_id: str | None = None) -> None:
+    def __init__(self, deployment_id: str | None = None, replica: int | None = None) -> None:
         super().__init__()
         self.deployment_id = deployment_id
+        self.replica = replica
 
     def format(self, record: logging.LogRecord) -> str:
         rid = getattr(record, "request_id", requestid.NO_REQUEST)
@@ -47,6 +48,8 @@ class JsonLines(logging.Formatter):
             entry["message"] += "\n" + self.formatException(record.exc_info)
         if self.deployment_id:
             entry["deployment"] = self.deployment_id
+        if self.replica is not None:
+            entry["replica"] = self.replica
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

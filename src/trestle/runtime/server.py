@@ -48,6 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--secrets-file", type=Path, help="JSON object {name: value}; deleted once read")
     parser.add_argument("--deployment-id", help="deployment id, for log lines")
     parser.add_argument("--environment", help="environment name, passed to Model(environment={'name': ...})")
+    parser.add_argument("--replica", type=int, help="the replica's index, for log lines")
     return parser.parse_args(argv)
 
 
@@ -63,7 +64,7 @@ def build_worker_app(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # the model's print()s reach the log as they happen
-    configure_logging(formatter=JsonLines(args.deployment_id))
+    configure_logging(formatter=JsonLines(args.deployment_id, replica=args.replica))
     exit_with_parent()
     secrets = Secrets()
     if args.secrets_file is not None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -33,7 +33,14 @@ from trestle.store.engine import make_engine, parse_url
 from trestle.store.ids import new_id
 from trestle.store.secretbox import KEY_FILE, SecretBox
 from trestle.store.records import ApiKey, Deployment, Environment, Model, Status, check_status
-from trestle.store.tables import ApiKeyRow, DeploymentRow, EnvironmentRow, ModelRow, SecretRow
+from trestle.store.tables import (
+    ApiKeyRow,
+    DeploymentRow,
+    EnvironmentHistoryRow,
+    EnvironmentRow,
+    ModelRow,
+    SecretRow,
+)
 
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -258,9 +265,34 @@ class Store:
             row.updated_at = _now()
         return _deployment(row)
 
+    async def delete_deployment(self, deployment_id: str) -> Deployment:
+        """Delete a deployment's record (and its environments' history of it). `Conflict` while
+        an environment points at it; `NotFound` when there is no such deployment."""
+        async with self._sessions.begin() as session:
+            row = await session.get(DeploymentRow, deployment_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no deployment {deployment_id!r}", param="deployment_id")
+            pointing = list(await session.scalars(
+                select(EnvironmentRow.name).where(EnvironmentRow.deployment_id == deployment_id)
+                .order_by(EnvironmentRow.name)
+            ))
+            if pointing:
+                raise Conflict(
+                    f"deployment {deployment_id} is what {', '.join(pointing)} point(s) at; promote "
+                    "another deployment there (or delete the environment) first",
+                    param="deployment_id", code="deployment_in_use",
+                )
+            await session.execute(
+                delete(EnvironmentHistoryRow).where(EnvironmentHistoryRow.deployment_id == deployment_id)
+            )
+            await session.delete(row)
+        return _deployment(row)
+
     # environments
 
     async def set_environment(self, model_id: str, name: str, deployment_id: str) -> Environment:
+        """Point the environment at the deployment (creating it), and append that to its
+        history when the pointer moves."""
         check_environment_name(name)
         async with self._sessions.begin() as session:
             deployment = await session.get(DeploymentRow, deployment_id)
@@ -274,11 +306,19 @@ class Store:
                     f"not {model_id!r}",
                     param="deployment_id",
                 )
-            values = {"deployment_id": deployment_id, "updated_at": _now()}
+            now = _now()
+            values = {"deployment_id": deployment_id, "updated_at": now}
+            before = await session.scalar(
+                select(EnvironmentRow.deployment_id)
+                .where(EnvironmentRow.model_id == model_id, EnvironmentRow.name == name)
+            )
             upsert = self._insert(EnvironmentRow).values(model_id=model_id, name=name, **values)
             await session.execute(
                 upsert.on_conflict_do_update(index_elements=["model_id", "name"], set_=values)
             )
+            if before != deployment_id:
+                session.add(EnvironmentHistoryRow(model_id=model_id, name=name,
+                                                  deployment_id=deployment_id, created_at=now))
         return Environment(model_id=model_id, name=name, **values)
 
     async def get_environment(self, model_id: str, name: str) -> Environment | None:
@@ -294,6 +334,49 @@ class Store:
         )
         async with self._sessions() as session:
             return [_environment(r) for r in await session.scalars(query)]
+
+    async def delete_environment(self, model_id: str, name: str) -> Environment:
+        """Delete an environment and its history; `NotFound` when there is none."""
+        async with self._sessions.begin() as session:
+            row = await session.get(EnvironmentRow, (model_id, name), with_for_update=True)
+            if row is None:
+                raise NotFound(f"model {model_id} has no environment {name!r}", param="name")
+            await session.execute(delete(EnvironmentHistoryRow).where(
+                EnvironmentHistoryRow.model_id == model_id, EnvironmentHistoryRow.name == name))
+            await session.delete(row)
+        return _environment(row)
+
+    async def environment_history(self, model_id: str, name: str) -> list[str]:
+        """The deployments the environment was pointed at, oldest first (the last is where it
+        points now)."""
+        query = (
+            select(EnvironmentHistoryRow.deployment_id)
+            .where(EnvironmentHistoryRow.model_id == model_id, EnvironmentHistoryRow.name == name)
+            .order_by(EnvironmentHistoryRow.id)
+        )
+        async with self._sessions() as session:
+            return list(await session.scalars(query))
+
+    async def rewind_environment(self, model_id: str, name: str, deployment_id: str) -> Environment:
+        """Point the environment back at `deployment_id`, an earlier entry of its history, and
+        forget the entries after its last one (so that the next rollback goes further back).
+        `NotFound` when the history does not hold it."""
+        async with self._sessions.begin() as session:
+            row = await session.get(EnvironmentRow, (model_id, name), with_for_update=True)
+            last = await session.scalar(
+                select(func.max(EnvironmentHistoryRow.id)).where(
+                    EnvironmentHistoryRow.model_id == model_id, EnvironmentHistoryRow.name == name,
+                    EnvironmentHistoryRow.deployment_id == deployment_id)
+            )
+            if row is None or last is None:
+                raise NotFound(f"environment {name!r} of model {model_id} was never pointed at "
+                               f"deployment {deployment_id}", param="deployment_id")
+            await session.execute(delete(EnvironmentHistoryRow).where(
+                EnvironmentHistoryRow.model_id == model_id, EnvironmentHistoryRow.name == name,
+                EnvironmentHistoryRow.id > last))
+            row.deployment_id = deployment_id
+            row.updated_at = _now()
+        return _environment(row)
 
     # API keys
 

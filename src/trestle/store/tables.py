@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -76,6 +77,20 @@ class EnvironmentRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     deployment_id: Mapped[str] = mapped_column(ID, ForeignKey("deployments.id"), index=True)
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class EnvironmentHistoryRow(Base):
+    """Every deployment an environment was pointed at, oldest first: `rollback` goes back along
+    it. No foreign key to `deployments`: deleting a deployment deletes its rows here."""
+
+    __tablename__ = "environment_history"
+    __table_args__ = (Index("ix_environment_history_model_id", "model_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(ID, ForeignKey("models.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    deployment_id: Mapped[str] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
 
 
 class ApiKeyRow(Base):
