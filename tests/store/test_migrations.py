@@ -21,7 +21,7 @@ from trestle.store.tables import Base, is_search_object
 
 TABLES = {
     "models", "deployments", "environments", "api_keys", "secrets", "datasets", "documents",
-    "chunks", "alembic_version",
+    "chunks", "endpoints", "endpoint_versions", "prices", "usage_records", "alembic_version",
 }
 # SQLite's FTS5 index of chunks: the virtual table and its shadow tables.
 FTS_TABLES = {"chunks_fts", "chunks_fts_data", "chunks_fts_idx", "chunks_fts_docsize",

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.errors import Forbidden, Unauthorized
 from trestle.gateway.throttle import KeyThrottle
-from trestle.protocol.errors import error_response
+from trestle.protocol.errors import error_response_for
 from trestle.store import ApiKey, Store
 from trestle.store.keys import ADMIN
 
@@ -142,7 +142,7 @@ class _HashChecks:
 
 
 def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
-    return error_response(Unauthorized(str(exc)))
+    return error_response_for(conn.scope["path"], Unauthorized(str(exc)))
 
 
 def calling_key(scope: Scope) -> ApiKey | None:

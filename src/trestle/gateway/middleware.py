@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from trestle import requestid
 from trestle.errors import PayloadTooLarge, TrestleError
 from trestle.gateway.context import Metrics
-from trestle.protocol.errors import error_response, http_exception_response
+from trestle.protocol.errors import error_response_for, http_exception_response
 from trestle.settings import Settings
 
 log = logging.getLogger("trestle.access")
@@ -108,11 +108,11 @@ class BodyLimit:
 def error_answer(scope: Scope, exc: Exception) -> ASGIApp:
     """The response for an exception: the envelope, with the status of its class."""
     if isinstance(exc, TrestleError):
-        return error_response(exc)
+        return error_response_for(scope["path"], exc)
     if isinstance(exc, HTTPException):  # the router's 405
         return http_exception_response(Request(scope), exc)
     log.exception("unhandled error", exc_info=exc)
-    return error_response(TrestleError("internal error in the gateway; see its log"))
+    return error_response_for(scope["path"], TrestleError("internal error in the gateway; see its log"))
 
 
 class RequestContext:

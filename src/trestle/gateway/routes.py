@@ -6,7 +6,8 @@
     /v1/direct/chat/completions, /v1/direct/completions   the direct bridge (OpenAI-mode deployments)
     /v1/models, /v1/models/{id}                      the Model API slugs (a slug may contain `/`:
                                                      `org/name`) and `baseten/{model_id}`s
-    /v1/embeddings, /api/endpoints, /api/datasets    not built yet: a clear 501
+    /v1/embeddings, /api/datasets                    not built yet: a clear 501
+(prompt endpoints, `/api/endpoints/...`, are `trestle.gateway.prompt_call`)
 """
 
 from __future__ import annotations
@@ -84,8 +85,7 @@ def not_yet(feature: str):
 ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def routes(routing: RoutingTable) -> list[Route]:
-    bridge = Bridge(routing)
+def routes(routing: RoutingTable, bridge: Bridge) -> list[Route]:
     return [
         Route("/v1/chat/completions", partial(model_api, routing, bridge), methods=["POST"]),
         Route("/v1/completions", partial(model_api, routing, bridge), methods=["POST"]),
@@ -99,6 +99,5 @@ def routes(routing: RoutingTable) -> list[Route]:
 
 NOT_YET = [
     Route("/v1/embeddings", not_yet("/v1/embeddings"), methods=ANY),
-    Route("/api/endpoints/{rest:path}", not_yet("prompt endpoints"), methods=ANY),
     Route("/api/datasets/{rest:path}", not_yet("datastores"), methods=ANY),
 ]

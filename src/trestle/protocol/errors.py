@@ -2,6 +2,8 @@
 
 It is the OpenAI envelope, so `/v1/*` clients (the official `openai` package included) parse it,
 and the rest of the API uses the same shape so that there is one error format to learn.
+On prompt-endpoint calls (`/api/endpoints/...`) the body also carries the message at the top,
+`{"message": ..., "error": {...}}`, where that API's clients read it (`error_response_for`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ def error_body(exc: TrestleError) -> dict:
 def error_response(exc: TrestleError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The response for `exc`, as an ASGI app."""
     return JSONResponse(error_body(exc), status_code=exc.status_code,
+                        headers=headers if headers is not None else exc.headers)
+
+
+PROMPT_ENDPOINTS = "/api/endpoints/"
+
+
+def error_response_for(path: str, exc: TrestleError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """`error_response`, with the top-level `message` on prompt-endpoint calls."""
+    if not path.startswith(PROMPT_ENDPOINTS):
+        return error_response(exc, headers)
+    return JSONResponse({"message": exc.message, **error_body(exc)}, status_code=exc.status_code,
                         headers=headers if headers is not None else exc.headers)
 
 
