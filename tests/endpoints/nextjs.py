@@ -15,7 +15,8 @@ example's `onParse`:
       } catch (e) { controller.error(e); }
     }
 
-The `ReadableStreamDefaultController` behaves as the WHATWG Streams standard says: `enqueue`
+An exception thrown out of `onParse` ends `start`, whose rejection errors the stream (a no-op
+once it is closed). The `ReadableStreamDefaultController` behaves as the WHATWG Streams standard says: `enqueue`
 or `close` on a closed stream throws a TypeError; `error` on a stream that is not readable does
 nothing; `error` on a readable one errors it (the reader then fails, as `StreamErrored` here).
 """
@@ -190,8 +191,11 @@ def nextjs_text(chunks: Iterable[bytes]) -> str:
                 controller.error(e)
 
     feed = create_parser(on_parse)
-    for chunk in chunks:
-        feed(chunk.decode("utf-8", "replace"))  # `decoder.decode(chunk)`, one chunk at a time
+    try:
+        for chunk in chunks:
+            feed(chunk.decode("utf-8", "replace"))  # `decoder.decode(chunk)`, one chunk at a time
+    except TypeError as e:  # thrown out of `start` (e.g. close() on an errored stream): it rejects,
+        controller.error(e)  # which errors the stream unless it is closed already
     if controller.state == "errored":
         raise StreamErrored(controller.stored_error)
     return b"".join(controller.queue).decode("utf-8", "replace")
