@@ -121,6 +121,7 @@ class Settings:
     port: int = DEFAULT_PORT
     auth: bool = True
     builtin_models: bool = True
+    builtin_embeddings: bool = True  # the embeddings Model API too (when builtin_models)
     database_url: str | None = None
     # Each deployment's worker.log is rotated past this size, keeping this many old files
     # (worker.log.1, ...). Env: TRESTLE_WORKER_LOG_MAX_BYTES, TRESTLE_WORKER_LOG_BACKUPS.

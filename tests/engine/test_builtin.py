@@ -30,3 +30,12 @@ def test_bad_weights_name_the_field(tmp_path, spec, fragment):
     with pytest.raises(BadRequest) as e:
         resolve_weights(spec, tmp_path)
     assert e.value.param == "engine.weights" and fragment in e.value.message
+
+
+def test_builtin_embeddings_config_is_a_valid_engine_config(tmp_path):
+    from trestle.embeddings.model import resolve_model_folder
+    from trestle.engine.builtin import MINILM_SLUG, embeddings_config
+
+    config = ModelConfig.from_dict(embeddings_config())
+    assert config.engine.kind == "sentence_transformers" and config.engine.slug == MINILM_SLUG
+    assert (resolve_model_folder(config.engine.weights, tmp_path) / "config.json").is_file()

@@ -112,14 +112,18 @@ def limit_options(fn):
               help="data directory (env TRESTLE_HOME, default ~/.trestle)")
 @click.option("--no-auth", is_flag=True, help="serve without API keys (local use only)")
 @click.option("--no-builtin", is_flag=True, help="do not deploy the built-in Model APIs")
+@click.option("--no-builtin-embeddings", is_flag=True,
+              help="do not deploy the built-in embeddings model (saves ~1.5 GiB of memory)")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (env TRESTLE_DATABASE_URL)")
 @limit_options
-def serve(host, port, home, no_auth, no_builtin, database_url, **limits) -> None:
+def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url,
+          **limits) -> None:
     """Run the gateway (and its workers) in the foreground."""
     from trestle.gateway.app import CannotStart, run
 
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
-                        builtin_models=not no_builtin, database_url=database_url,
+                        builtin_models=not no_builtin,
+                        builtin_embeddings=not no_builtin_embeddings, database_url=database_url,
                         limits=Limits(**limits))
     try:
         run(settings)

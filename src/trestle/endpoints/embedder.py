@@ -5,7 +5,8 @@
 
 `Embedder` is the interface the datastore needs (`model`, `dimensions`, `embed`); `WorkerEmbedder`
 implements it over the worker's OpenAI `POST /v1/embeddings` (base64, `BATCH` texts a request), so
-the gateway never loads torch. Worker errors map to the error tree: unreachable or 503 →
+the gateway never loads torch. `routed_embedder(routing)` is the gateway's: its requests go through
+the routing table to the deployment serving the slug (`ReplicaTransport`). Worker errors map to the error tree: unreachable or 503 →
 `Unavailable`, 429 → `TooManyRequests`, anything else → `UpstreamError` with the worker's message.
 """
 
@@ -17,7 +18,8 @@ from typing import Protocol
 import httpx
 import numpy as np
 
-from trestle.errors import TooManyRequests, Unavailable, UpstreamError
+from trestle.deploy.routing import RoutingTable
+from trestle.errors import NotFound, TooManyRequests, Unavailable, UpstreamError
 from trestle.protocol.openai.embeddings import EmbeddingRequest, EmbeddingResponse, decode_vectors
 
 MINILM_SLUG = "sentence-transformers/all-MiniLM-L6-v2"
@@ -74,3 +76,35 @@ class WorkerEmbedder:
                 f"embeddings model {self.model} answered {vectors.shape} for {len(texts)} texts"
             )
         return vectors
+
+
+class ReplicaTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends each request to a replica of the Model API `slug`, found in
+    the routing table at the time of the request (`trestle.deploy.routing`): the gateway's
+    `WorkerEmbedder` reaches the embeddings deployment the way `/v1/embeddings` does."""
+
+    def __init__(self, routing: RoutingTable, slug: str = MINILM_SLUG):
+        self.routing = routing
+        self.slug = slug
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            replica = self.routing.route(slug=self.slug)
+        except NotFound:
+            raise Unavailable(
+                f"the embeddings model {self.slug} is not deployed here (`trestle serve` deploys "
+                "it unless started with --no-builtin or --no-builtin-embeddings)",
+                code="embeddings_unavailable",
+            ) from None
+        body = await request.aread()
+        upstream = await replica.send(request.method, request.url.raw_path.decode("ascii"),
+                                      [(b"content-type", b"application/json")], body)
+        content = await upstream.read()
+        kept = [(k, v) for k, v in upstream.headers if k.lower() == b"content-type"]
+        return httpx.Response(upstream.status, headers=kept, content=content)
+
+
+def routed_embedder(routing: RoutingTable, slug: str = MINILM_SLUG) -> tuple[WorkerEmbedder, httpx.AsyncClient]:
+    """A `WorkerEmbedder` over the routing table, and its client (close it with `aclose()`)."""
+    client = httpx.AsyncClient(transport=ReplicaTransport(routing, slug), base_url="http://embeddings")
+    return WorkerEmbedder(client, model=slug), client

@@ -2,18 +2,26 @@
 
     gateway = await Gateway.open(settings)     # store migrated and open, deployments coming back
     gateway.routing.route(model_id)            # the routing table (trestle.deploy.routing)
+    datastore = await gateway.datastore()      # datasets and search (trestle.endpoints.datastore)
     await gateway.close()
 
 Opening creates the first API key when auth is on and none exists (written to
 `TRESTLE_HOME/admin_key`, never logged), starts the replica backend, brings back the deployments
 that were up, and deploys the built-in Model APIs. Every part of the gateway app receives this
 object in its constructor; nothing is looked up on a request or an app's `state`.
+
+`await gateway.datastore()` is the one `Datastore` of the gateway, made on first use (on
+PostgreSQL that creates the pgvector tables; a server without pgvector answers 503 then, and the
+rest of the gateway still works). It embeds through the routing table: the deployment serving
+`sentence-transformers/all-MiniLM-L6-v2` (the built-in one unless `--no-builtin`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
 
@@ -22,6 +30,11 @@ from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.routing import RoutingTable
 from trestle.settings import Settings
 from trestle.store import Store, keys
+
+if TYPE_CHECKING:
+    import httpx
+
+    from trestle.endpoints.datastore import Datastore
 
 log = logging.getLogger("trestle.gateway")
 
@@ -52,6 +65,9 @@ class Gateway:
     store: Store
     manager: DeploymentManager
     metrics: Metrics
+    _datastore: "Datastore | None" = field(default=None, init=False, repr=False)
+    _embedder_client: "httpx.AsyncClient | None" = field(default=None, init=False, repr=False)
+    _datastore_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @property
     def routing(self) -> RoutingTable:
@@ -78,8 +94,29 @@ class Gateway:
             raise
         return gateway
 
+    async def datastore(self) -> "Datastore":
+        """The gateway's datastore, prepared once on first use (see the module docstring)."""
+        if self._datastore is not None:
+            return self._datastore
+        async with self._datastore_lock:
+            if self._datastore is None:
+                from trestle.endpoints.datastore import Datastore
+                from trestle.endpoints.embedder import routed_embedder
+
+                embedder, client = routed_embedder(self.routing)
+                datastore = Datastore(self.store.datasets, embedder)
+                try:
+                    await datastore.prepare()
+                except BaseException:
+                    await client.aclose()
+                    raise
+                self._embedder_client, self._datastore = client, datastore
+        return self._datastore
+
     async def close(self) -> None:
         try:
+            if self._embedder_client is not None:
+                await self._embedder_client.aclose()
             await self.manager.close()
         finally:
             await self.store.close()
@@ -93,12 +130,21 @@ class Gateway:
         log.info("created the first API key; it is in %s (readable by you only)", path)
 
     async def _deploy_builtin_models(self) -> None:
-        """Deploy the built-in Model APIs once; later starts bring them back like any deployment."""
+        """Deploy the built-in Model APIs once; later starts bring them back like any deployment.
+
+        The embeddings model (torch: ~1.5 GiB of memory, seconds to import) is deployed unless
+        `settings.builtin_embeddings` is off; it loads in its own worker, in the background."""
+        from trestle.engine.builtin import builtin_config, embeddings_config
+
+        configs = [builtin_config()]
+        if self.settings.builtin_embeddings:
+            configs.append(embeddings_config())
+        for config in configs:
+            await self._deploy_builtin(config)
+
+    async def _deploy_builtin(self, config: dict) -> None:
         import yaml
 
-        from trestle.engine.builtin import builtin_config
-
-        config = builtin_config()
         name = config["model_name"]
         if await self.store.get_model_by_name(name) is not None:
             return
