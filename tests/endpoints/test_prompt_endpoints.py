@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from endpoints.conftest import DATA, MINILM_SLUG
 from endpoints.nextjs import StreamErrored, nextjs_text
 from support import SLUG, wait_for
 
@@ -366,3 +367,108 @@ def test_usage_lists_and_sums_with_filters(server, blurb):
 def test_prices_list_shows_what_was_set(server, priced):
     prices = {p["model"]: p for p in server.cli_json("prices", "list")["prices"]}
     assert prices[SLUG]["prompt"] == PROMPT_PRICE and prices[SLUG]["completion"] == COMPLETION_PRICE
+
+
+# -- search bindings ---------------------------------------------------------------------------
+
+QUESTION = "Which day does the robotics club meet and in which room?"
+
+
+@pytest.fixture(scope="module")
+def handbook(server):
+    """A dataset of tests/data's documents (each with a `url`) in the server's own store,
+    embedded by the server's built-in embeddings deployment (reached through its data plane)."""
+    import asyncio
+
+    from trestle.endpoints.chunking import ChunkingOptions
+    from trestle.endpoints.datastore import Datastore
+    from trestle.endpoints.embedder import WorkerEmbedder
+    from trestle.endpoints.ingest import UploadedFile
+    from trestle.store import Store, sqlite_url
+
+    with server.client() as http:
+        wait_for(lambda: any(m["id"] == MINILM_SLUG for m in http.get("/v1/models").json()["data"]),
+                 "the built-in embeddings model", deadline_s=900)
+        model_id = next(m["id"] for m in http.get("/api/v1/models").json()["models"]
+                        if m["name"] == "all-MiniLM-L6-v2")
+    name = unique("handbook")
+    files = [UploadedFile(p.name, p.read_bytes(), {"url": f"/docs/{p.name}"}) for p in sorted(DATA.iterdir())]
+
+    async def upload():
+        async with await Store.open(sqlite_url(server.home / "trestle.db")) as store, httpx.AsyncClient(
+                base_url=f"{server.url}/model/{model_id}/production/sync", headers=server.headers,
+                timeout=300) as client:
+            datastore = Datastore(store.datasets, WorkerEmbedder(client))
+            await datastore.prepare()
+            await datastore.create_dataset(name)
+            docs = await datastore.upload(name, files, ChunkingOptions(size=300, overlap=60))
+            return {d.name: d for d in docs}
+
+    return name, asyncio.run(upload())
+
+
+@pytest.fixture(scope="module")
+def rag(server, handbook, priced, tmp_path_factory):
+    spec = {
+        "name": unique("rag"), "model": SLUG,
+        "messages": [{"role": "system", "content": "Answer from these notes.\n{{ context }}"},
+                     {"role": "user", "content": "{{ question }}"}],
+        "defaults": {"max_tokens": 4, "temperature": 0},
+        "search": [{"dataset": handbook[0], "variable": "context", "query": "{{ question }}",
+                    "top_k": 2, "alpha": 0.5}],
+    }
+    return create(server, tmp_path_factory.mktemp("rag"), spec)
+
+
+SEED_RESULT_TYPES = {"data": dict, "embedding": str, "image_paths": type(None), "confidence": float,
+                     "metadata": dict, "variable": str, "last_accessed": str, "query": str}
+
+
+def test_search_results_are_the_documents_with_the_facts_and_feed_the_template(server, rag, handbook):
+    body = call(server, rag["id"], {"values": {"question": QUESTION}}).json()
+    results = body["search_results"]
+    assert rag["variables"] == ["question"] and 1 <= len(results) <= 2
+    for result in results:
+        for field, kind in SEED_RESULT_TYPES.items():
+            assert isinstance(result[field], kind), (field, result)
+        assert isinstance(result["metadata"]["rowId"], int) and isinstance(result["metadata"]["documentId"], str)
+        assert 0 < result["confidence"] <= 1 and result["variable"] == "context" and result["query"] == QUESTION
+        assert isinstance(result["data"]["text"], str)
+    top = results[0]
+    robotics = handbook[1]["robotics-club.md"]
+    assert top["metadata"]["documentId"] == robotics.id and top["metadata"]["url"] == "/docs/robotics-club.md"
+    assert "B12" in top["data"]["text"]
+
+    # the template received the results' texts: the same conversation, sent directly, matches
+    context = "\n\n".join(r["data"]["text"] for r in results)
+    messages = [{"role": "system", "content": f"Answer from these notes.\n{context}"},
+                {"role": "user", "content": QUESTION}]
+    with server.client() as http:
+        direct = http.post("/v1/chat/completions", json={
+            "model": SLUG, "messages": messages, "max_tokens": 4, "temperature": 0}).json()
+    assert body["usage"] == direct["usage"]
+    assert body["choices"][0]["text"] == direct["choices"][0]["message"]["content"]
+    assert body["prompt_cost"] == pytest.approx(body["usage"]["prompt_tokens"] * PROMPT_PRICE / 1e6)
+
+
+def test_a_streamed_search_sends_the_results_before_the_text_and_after_done(server, rag, handbook):
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    with httpx.Client(base_url=server.url, timeout=300) as http:
+        with http.stream("POST", f"/api/endpoints/{rag['id']}/completions", headers=headers,
+                         json={"values": {"question": QUESTION}, "stream": True}) as res:
+            chunks = list(res.iter_raw())
+    events = sse_events(b"".join(chunks))
+    assert events[0][0] == "search_results" and events[-2][1] == "[DONE]"
+    before, after = json.loads(events[0][1]), json.loads(events[-1][1])
+    assert before["search_results"] and before["search_results"] == after["search_results"]
+    ids = [r["metadata"]["documentId"] for r in before["search_results"]]
+    assert ids[0] == handbook[1]["robotics-club.md"].id
+    text = "".join(json.loads(d)["choices"][0]["text"] for _, d in events[1:-2])
+    assert text and nextjs_text(chunks) == text
+
+
+def test_an_endpoint_on_an_unknown_dataset_is_refused(server):
+    spec = {**chat_spec(), "search": [{"dataset": "no-such-dataset", "variable": "ctx", "query": "q"}]}
+    with server.client() as http:
+        res = http.post("/api/v1/endpoints", json=spec)
+    assert res.status_code == 400 and res.json()["error"]["param"] == "search.0.dataset"

@@ -12,7 +12,7 @@
 A definition is checked before it is stored: the wire type (`trestle.protocol.endpoints`), every
 template compiles (400 naming it), `defaults` are sampling fields with valid values, the model
 is one this server knows (a Model API slug or `baseten/{model_id}[/{deployment_id}]`), and the
-datasets of search bindings exist when the server has datastores.
+datasets of search bindings exist.
 """
 
 from __future__ import annotations
@@ -69,13 +69,11 @@ async def definition(gw: Gateway, request: Request) -> wire.EndpointSpec:
     wire.check_sampling(spec.defaults, "defaults")
     EndpointTemplates.compile(spec)
     check_model(gw.routing, spec.model)
-    datastore = getattr(gw, "datastore", None)
     for i, binding in enumerate(spec.search):
-        if datastore is not None:
-            try:
-                await datastore.get_dataset(binding.dataset)
-            except NotFound as exc:
-                raise BadRequest(exc.message, param=f"search.{i}.dataset") from None
+        try:
+            await gw.store.datasets.require_dataset(binding.dataset)
+        except NotFound as exc:
+            raise BadRequest(exc.message, param=f"search.{i}.dataset") from None
     return spec
 
 

@@ -50,7 +50,7 @@ from trestle.disconnect import race_disconnect
 from trestle.endpoints.costs import Costs
 from trestle.endpoints.prompt import CHAT_PATH, Definition, Search, prepare
 from trestle.errors import (
-    BadRequest, NotImplementedYet, TooManyRequests, TrestleError, Unavailable, UpstreamError, UpstreamTimeout,
+    BadRequest, TooManyRequests, TrestleError, Unavailable, UpstreamError, UpstreamTimeout,
 )
 from trestle.gateway import auth
 from trestle.gateway.bridge import Bridge
@@ -117,13 +117,10 @@ class Recorder:
 
 
 def searcher(gw: Gateway) -> Search:
-    """The datastore's search, as prompt endpoints call it."""
+    """The gateway datastore's search, as prompt endpoints call it."""
 
     async def search(binding: SearchBinding, query: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        datastore = getattr(gw, "datastore", None)
-        if datastore is None:
-            raise NotImplementedYet("this endpoint searches a dataset, and datastores are not "
-                                    "served by this version of trestle")
+        datastore = await gw.datastore()
         results = await datastore.search(binding.dataset, query, top_k=binding.top_k,
                                          alpha=binding.alpha, filter=binding.filter)
         return [(r.wire(variable=binding.variable, query=query), {
