@@ -17,9 +17,9 @@ datasets of search bindings exist.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from functools import partial
-import re
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from trestle.deploy.routing import RoutingTable
+from trestle.endpoints.search import check_query
 from trestle.endpoints.templates import EndpointTemplates
 from trestle.errors import BadRequest, NotFound
 from trestle.gateway.context import Gateway
@@ -57,7 +58,10 @@ def endpoint_out(endpoint: Endpoint) -> wire.EndpointOut:
 def check_model(routing: RoutingTable, model: str) -> None:
     target = target_of({"model": model})
     if target is not None:
-        routing.target(target.model_id, deployment_id=target.deployment_id, param="model")
+        try:
+            routing.target(target.model_id, deployment_id=target.deployment_id, param="model")
+        except NotFound as exc:
+            raise BadRequest(exc.message, param="model") from None
     elif routing.slug_model(model) is None:
         served = ", ".join(sorted(slug for slug, _ in routing.served_slugs())) or "none"
         raise BadRequest(f"model {model!r} is not a Model API served here ({served}) nor "
@@ -70,6 +74,10 @@ async def definition(gw: Gateway, request: Request) -> wire.EndpointSpec:
     EndpointTemplates.compile(spec)
     check_model(gw.routing, spec.model)
     for i, binding in enumerate(spec.search):
+        try:
+            check_query(binding.top_k, binding.alpha, binding.filter)
+        except BadRequest as exc:
+            raise BadRequest(f"search.{i}.{exc.message}", param=f"search.{i}.{exc.param}") from None
         try:
             await gw.store.datasets.require_dataset(binding.dataset)
         except NotFound as exc:
