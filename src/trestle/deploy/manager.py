@@ -20,10 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from trestle import tokencount
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig
 from trestle.deploy.package import pack, unpack
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
+from trestle.deploy.upstream import UpstreamBackend
 from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.settings import Settings
 from trestle.store import Deployment, Model, Status, Store
@@ -47,9 +49,9 @@ class PushResult:
 class DeploymentManager:
     def __init__(self, store: Store, backend: ReplicaBackend, settings: Settings):
         self.store = store
-        self.backend = backend
+        self.backend = UpstreamBackend(backend)  # deployments with `upstream:` run no worker
         self.settings = settings
-        self.routing = RoutingTable(backend)
+        self.routing = RoutingTable(self.backend)
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -117,8 +119,12 @@ class DeploymentManager:
         limits = self.settings.limits
         unpack(archive, staging, limits)
         config = ModelConfig.load(staging, limits)
-        if config.engine is None:
+        if config.upstream is not None:
+            self._check_no_model_code(staging, config)
+        elif config.engine is None:
             self._check_model_code(staging, config)
+        if config.bridge.tokenizer is not None:  # read it now: a bad file fails the push, not usage
+            tokencount.load_for(config.bridge.tokenizer, staging).close()
         return config
 
     async def _check_slug(self, config: ModelConfig, model_name: str) -> None:
@@ -215,6 +221,8 @@ class DeploymentManager:
             dep = await self._set_status(dep, Status.DEPLOYING)
             all_secrets = await self.store.get_secrets()
             wanted = set(config.secrets)
+            if config.upstream is not None and config.upstream.api_key_secret:
+                wanted.add(config.upstream.api_key_secret)
             missing = sorted(wanted - all_secrets.keys())
             if missing:
                 self._log(dep, f"secrets not set (use `trestle secrets set NAME`): {', '.join(missing)}")
@@ -242,7 +250,7 @@ class DeploymentManager:
             requirements=tuple(config.requirements), replicas=config.scaling.min_replicas or 1,
             secrets=secrets, environment=self._environment_of(dep),
             request_timeout=config.runtime.request_timeout,
-            liveness_timeout=config.runtime.liveness_timeout,
+            liveness_timeout=config.runtime.liveness_timeout, upstream=config.upstream,
         )
 
     def _environment_of(self, dep: Deployment) -> str | None:
@@ -295,14 +303,24 @@ class DeploymentManager:
                 "needs config.yaml and model/model.py with a Model class (or an `engine:` section)"
             )
 
+    @staticmethod
+    def _check_no_model_code(folder: Path, config: ModelConfig) -> None:
+        path = folder / config.model_module_dir / config.model_class_filename
+        if path.is_file():
+            raise BadRequest(
+                f"config.yaml has an `upstream:` section, so {config.model_module_dir}/"
+                f"{config.model_class_filename} would never run: a deployment either fronts a "
+                "server elsewhere or runs model code; remove one of them", param="upstream")
+
 
 OPENAI_METHODS = ("chat_completions", "completions")
 
 
 def openai_methods(folder: Path, config: ModelConfig) -> list[str]:
-    """The OpenAI methods the deployment answers: both for an engine, else those its Model class
-    defines (read from the source without running it; a class built dynamically shows none)."""
-    if config.engine is not None:
+    """The OpenAI methods the deployment answers: both for an engine or an upstream, else those
+    its Model class defines (read from the source without running it; a class built dynamically
+    shows none)."""
+    if config.engine is not None or config.upstream is not None:
         return list(OPENAI_METHODS)
     path = folder / config.model_module_dir / config.model_class_filename
     try:

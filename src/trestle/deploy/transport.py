@@ -11,6 +11,8 @@ A `Replica` is a running copy of a deployment; how it is reached is its `Transpo
   base URL for a backend whose replicas live elsewhere).
 - `ASGITransport`: the worker's ASGI app called in-process, as httpx's ASGI transport does (the
   in-process backend, for fast tests).
+- `trestle.deploy.upstream.UpstreamTransport`: an `HTTPTransport` to an external OpenAI-compatible
+  server (a deployment with `upstream:` in its config).
 
 Every failure to reach a replica or to read its answer becomes an `UpstreamError` (502) here, in
 one place, except a refused connection, which is `Unavailable` (503, retry: nothing was sent, the
@@ -33,7 +35,7 @@ import aiohttp
 import yarl
 from starlette.types import ASGIApp, Message
 
-from trestle.errors import Unavailable, UpstreamError, UpstreamTimeout
+from trestle.errors import TrestleError, Unavailable, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("trestle.deploy")
 
@@ -95,15 +97,18 @@ class Replica:
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def upstream_error(what: str, exc: BaseException, timeout: float | None = None) -> UpstreamError:
+def upstream_error(what: str, exc: BaseException, timeout: float | None = None,
+                   setting: str = "runtime.request_timeout") -> UpstreamError:
     log.warning("%s: upstream error: %r", what, exc)
     if isinstance(exc, asyncio.TimeoutError) and timeout is not None:  # aiohttp's are TimeoutErrors
-        return UpstreamTimeout(f"{what} sent nothing for {timeout:g}s (its runtime.request_timeout)")
+        return UpstreamTimeout(f"{what} sent nothing for {timeout:g}s (its {setting})")
     return UpstreamError(f"{what} did not answer: {type(exc).__name__}")
 
 
 class HTTPTransport:
     """HTTP/1.1 to one replica over a pooled keep-alive connector."""
+
+    timeout_setting = "runtime.request_timeout"  # the config key of `read_timeout`, in errors
 
     def __init__(self, connector: aiohttp.BaseConnector, base_url: str, name: str,
                  read_timeout: float | None = None):
@@ -134,21 +139,25 @@ class HTTPTransport:
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             )
         except aiohttp.ClientConnectorError as exc:
-            # Nothing was sent: the replica is not listening (it died and its backend has not
-            # noticed yet). That is "no running replica" (retry), not a bad answer from one.
             log.warning("%s: cannot connect: %r", self.name, exc)
-            raise Unavailable(f"{self.name} refused the connection: no running replica right "
-                              "now; retry shortly") from None
+            raise self.refused() from None
         except TRANSPORT_ERRORS as exc:
-            raise upstream_error(self.name, exc, self.read_timeout) from None
+            raise upstream_error(self.name, exc, self.read_timeout, self.timeout_setting) from None
         return Upstream(resp.status, list(resp.raw_headers), self._chunks(resp), resp.close)
+
+    def refused(self) -> TrestleError:
+        """The error for a connection that could not be made. Nothing was sent: a local replica
+        is not listening (it died and its backend has not noticed yet). That is "no running
+        replica" (retry), not a bad answer from one."""
+        return Unavailable(f"{self.name} refused the connection: no running replica right now; "
+                           "retry shortly")
 
     async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in resp.content.iter_any():
                 yield chunk
         except TRANSPORT_ERRORS as exc:
-            raise upstream_error(self.name, exc, self.read_timeout) from None
+            raise upstream_error(self.name, exc, self.read_timeout, self.timeout_setting) from None
 
     async def close(self) -> None:
         await self._session.close()

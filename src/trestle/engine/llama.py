@@ -1,4 +1,5 @@
-"""The only module that imports `llama_cpp`: a GGUF model, its vocabulary and a batched context.
+"""The only module that imports `llama_cpp`: a GGUF model, its vocabulary and a batched context
+(and `LlamaVocab`, a GGUF's vocabulary alone, which the OpenAI bridge counts tokens with).
 
 The scheduler speaks to llama.cpp through `LlamaModel` alone:
 
@@ -159,17 +160,7 @@ class LlamaModel:
         return token in self.control_ids
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (llama_cpp.llama_token * cap)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(
-                self._vocab, data, len(data), buf, cap, add_special, parse_special
-            )
-        return list(buf[:n])
+        return _tokenize(self._vocab, text, add_special=add_special, parse_special=parse_special)
 
     # -- decoding --------------------------------------------------------------------------
     def decode(self, work: list[tuple[int, list[int], int, bool]]) -> dict[int, np.ndarray]:
@@ -224,3 +215,59 @@ class LlamaModel:
         llama_cpp.llama_memory_seq_rm(self._mem, dst, -1, -1)
         llama_cpp.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
         llama_cpp.llama_memory_seq_rm(self._mem, dst, n, -1)
+
+
+def _tokenize(vocab, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+    data = text.encode("utf-8")
+    cap = len(data) + 8
+    buf = (llama_cpp.llama_token * cap)()
+    n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    if n < 0:
+        cap = -n
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    return list(buf[:n])
+
+
+class LlamaVocab:
+    """A GGUF's vocabulary and chat template alone (llama.cpp's `vocab_only` load: no weights, no
+    context), for counting tokens outside the engine. Tokenizing is thread-safe."""
+
+    def __init__(self, model, chat_template: str | None, bos_token: str, eos_token: str):
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.chat_template = chat_template
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    @classmethod
+    def load(cls, path: Path) -> "LlamaVocab":
+        global _backend_ready
+        if not _backend_ready:
+            _quiet_llama_logs()
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.vocab_only = True
+        mparams.n_gpu_layers = 0
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise TrestleError("llama.cpp could not read the file as a GGUF")
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+
+        def text_of(tok: int) -> str:
+            raw = llama_cpp.llama_vocab_get_text(vocab, tok) if 0 <= tok < n_vocab else None
+            return raw.decode("utf-8", "replace") if raw else ""
+
+        tmpl = llama_cpp.llama_model_chat_template(model, None)
+        return cls(model, tmpl.decode("utf-8") if tmpl else None,
+                   text_of(llama_cpp.llama_vocab_bos(vocab)), text_of(llama_cpp.llama_vocab_eos(vocab)))
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        return _tokenize(self._vocab, text, add_special=add_special, parse_special=parse_special)
+
+    def close(self) -> None:
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None

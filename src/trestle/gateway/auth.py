@@ -1,10 +1,11 @@
 """API keys at the gateway: who is calling (authentication), and what their key may do (scopes).
 
 `ApiKeyBackend` is a Starlette authentication backend: `authenticate(conn)` reads
-`Authorization: Api-Key KEY` or `Authorization: Bearer KEY` and returns the key's credentials
-(its scope) and user, or raises `AuthenticationError` (answered 401 by the gateway's
-`AuthenticationMiddleware`). `/health`, `/metrics` and `/openapi.json`
-need no key.
+`Authorization: Api-Key KEY` or `Authorization: Bearer KEY` (on the Anthropic route,
+`/v1/messages`, also `x-api-key: KEY`, as Anthropic's clients send it) and returns the key's
+credentials (its scope) and user, or raises `AuthenticationError` (answered 401 by the gateway's
+`AuthenticationMiddleware`, in Anthropic's envelope on that route). `/health`, `/metrics` and
+`/openapi.json` need no key.
 
 A wrong key costs a deliberately slow scrypt hash, so failed checks are rationed: the store runs
 the hash only for a key whose prefix is an active key's, and only after `KeyThrottle.take` has
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.errors import Forbidden, Unauthorized
 from trestle.gateway.throttle import KeyThrottle
+from trestle.protocol import anthropic
 from trestle.protocol.errors import error_response_for
 from trestle.store import ApiKey, Store
 from trestle.store.keys import ADMIN
@@ -43,12 +45,19 @@ SCHEMES = ("api-key", "bearer")
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 DATA_PLANE = ("/model/", "/v1/", "/api/endpoints/")
 HOW = "send `Authorization: Api-Key YOUR_KEY` (or `Bearer YOUR_KEY`)"
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})  # where `x-api-key` is a key too
+HOW_ANTHROPIC = "send `x-api-key: YOUR_KEY` (or `Authorization: Bearer YOUR_KEY`)"
 REJECTED_TTL_S = 300.0
 _REMEMBERED_MAX = 10_000
 
 
-def credentials(authorization: str | None) -> str:
-    """The key in an Authorization header; AuthenticationError saying what is wrong otherwise."""
+def credentials(authorization: str | None, x_api_key: str | None = None) -> str:
+    """The key in an Authorization header (or, where given, an x-api-key header);
+    AuthenticationError saying what is wrong otherwise."""
+    if x_api_key is not None and not (authorization and authorization.strip()):
+        if not x_api_key.strip():
+            raise AuthenticationError(f"empty x-api-key header: {HOW_ANTHROPIC}")
+        return x_api_key.strip()
     if not authorization or not authorization.strip():
         raise AuthenticationError(f"missing API key: {HOW}")
     scheme, _, key = authorization.strip().partition(" ")
@@ -107,7 +116,9 @@ class ApiKeyBackend(AuthenticationBackend):
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, KeyUser] | None:
         if conn.scope["path"] in PUBLIC_PATHS:
             return None
-        key = credentials(conn.headers.get("authorization"))
+        anthropic_route = conn.scope["path"] in ANTHROPIC_PATHS
+        key = credentials(conn.headers.get("authorization"),
+                          conn.headers.get("x-api-key") if anthropic_route else None)
         digest = hashlib.sha256(key.encode()).digest()
         if digest in self._rejected:
             raise AuthenticationError("invalid or revoked API key")
@@ -142,6 +153,8 @@ class _HashChecks:
 
 
 def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
+    if conn.scope["path"] in ANTHROPIC_PATHS:
+        return anthropic.error_response(Unauthorized(str(exc).replace(HOW, HOW_ANTHROPIC)))
     return error_response_for(conn.scope["path"], Unauthorized(str(exc)))
 
 

@@ -7,28 +7,32 @@
 The target (`trestle.protocol.bridge`) is looked up in the routing table: production when no
 deployment is named, that exact deployment when one is. Then, by what the deployment serves:
 
-- an OpenAI mode (an engine deployment, or a Model with `chat_completions` / `completions`):
-  the body less `baseten` goes to the worker's own OpenAI route and the answer is relayed as is,
-  unbuffered (`trestle.gateway.proxy.Relay`);
+- an OpenAI mode (an engine deployment, a Model with `chat_completions` / `completions`, or an
+  external upstream, `trestle.deploy.upstream`): the body less `baseten` goes to the replica's
+  own OpenAI route and the answer is relayed as is, unbuffered (`trestle.gateway.proxy.Relay`);
 - `predict` only: the body less `baseten` goes to `/predict` and the result is wrapped into the
   OpenAI shapes (`trestle.gateway.bridge_legacy`). The direct routes refuse such a model.
 
-What a deployment serves is known from its config (an engine) or asked once from its worker
+What a deployment serves is known from its config (an engine, an upstream) or asked once from its worker
 (`GET /health` lists the Model's `methods`) and remembered: a deployment never changes.
 A deployment that is loading (or has no replica running) answers 503 with `Retry-After`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp
 
+from trestle import tokencount
 from trestle.deploy.routing import RoutingTable
 from trestle.deploy.transport import Replica
-from trestle.errors import BadRequest, Unavailable
+from trestle.errors import BadRequest, TrestleError, Unavailable
 from trestle.gateway import auth
 from trestle.gateway.bridge_legacy import LegacyAnswer
 from trestle.gateway.proxy import Relay
@@ -36,6 +40,8 @@ from trestle.protocol.bridge import FIELD, MODEL_PREFIX, BridgeTarget, target_of
 from trestle.protocol.errors import error_response
 from trestle.protocol.health import WorkerHealth
 from trestle.store import Deployment
+
+log = logging.getLogger("trestle.gateway")
 
 RETRY_AFTER_S = "5"
 RETRYABLE = frozenset({"loading", "no_replica"})
@@ -60,6 +66,7 @@ class Bridge:
     def __init__(self, routing: RoutingTable):
         self.routing = routing
         self._methods: dict[str, frozenset[str]] = {}  # deployment id -> endpoint methods
+        self._counters: dict[str, tokencount.TokenCounter | None] = {}  # its `bridge.tokenizer`
 
     async def openai(self, request: Request, path: str, body: bytes, payload: dict[str, Any],
                      target: BridgeTarget) -> ASGIApp:
@@ -77,7 +84,8 @@ class Bridge:
                              param="model")
         model = payload.get("model") if isinstance(payload.get("model"), str) else f"baseten/{target.model_id}"
         return LegacyAnswer(replica, METHODS[path], without_routing(payload), model,
-                            request.scope["headers"], request.state.request_id)
+                            request.scope["headers"], request.state.request_id,
+                            await self._counter_of(replica.deployment_id))
 
     async def direct(self, request: Request, path: str) -> ASGIApp:
         """`/v1/direct/...`: only to a deployment that speaks OpenAI itself; SSE byte for byte."""
@@ -123,6 +131,11 @@ class Bridge:
             out["model"] = engine["slug"]
         return json.dumps(out).encode()
 
+    async def resolve(self, request: Request, target: BridgeTarget,
+                      payload: dict[str, Any]) -> tuple[Replica, frozenset[str]]:
+        """A replica of the target and what its deployment serves (`/v1/messages` uses it)."""
+        return await self._resolve(request, target, payload)
+
     async def _resolve(self, request: Request, target: BridgeTarget,
                        payload: dict[str, Any]) -> tuple[Replica, frozenset[str]]:
         auth.require_model(request.scope, target.model_id)  # an invoke key may be limited to models
@@ -132,11 +145,27 @@ class Bridge:
         replica = self.routing.replica(dep)
         return replica, await self._methods_of(dep, replica)
 
+    async def _counter_of(self, deployment_id: str) -> tokencount.TokenCounter | None:
+        """The deployment's `bridge.tokenizer`, loaded once (checked at push: a failure here is
+        logged, and usage is then not computed)."""
+        if deployment_id in self._counters:
+            return self._counters[deployment_id]
+        dep = self.routing.deployments[deployment_id]
+        spec = ((dep.config or {}).get("bridge") or {}).get("tokenizer")
+        counter = None
+        if spec:
+            try:
+                counter = await asyncio.to_thread(tokencount.load_for, spec, Path(dep.source_dir))
+            except TrestleError as exc:
+                log.warning("deployment %s: cannot load its tokenizer: %s", deployment_id, exc.message)
+        self._counters[deployment_id] = counter
+        return counter
+
     async def _methods_of(self, dep: Deployment, replica: Replica) -> frozenset[str]:
         known = self._methods.get(dep.id)
         if known is not None:
             return known
-        if (dep.config or {}).get("engine"):
+        if (dep.config or {}).get("engine") or (dep.config or {}).get("upstream"):
             methods = OPENAI_METHODS
         else:
             upstream = await replica.send("GET", "/health", [], b"")

@@ -10,19 +10,27 @@ The request body, less `baseten`, goes to the worker's `/predict` as is (`messag
     a stream of text (yield)      `chat.completion.chunk`s (`text_completion` chunks): a role
                                   delta, a content delta per piece as produced, a last chunk with
                                   `finish_reason`, then `data: [DONE]`
+    a stream of JSON values       the same; a value `{"text": ...}` is a piece of text, and
+                                  `{"usage": {...}, "finish_reason"?: ...}` (usually last) is the
+                                  model's report, not content; any other value is its JSON text
 
-Usage is only what the model reports; where it reports none, `usage` is left out and the
-response carries `x-trestle-usage: not-computed` (never a made-up zero). When the client asks
-for a stream and the model returns a whole value, the value is sent as one streamed delta.
-An error answer of the worker (its status and envelope) is relayed as is.
+Usage is what the model reports; else, when the deployment's config names a tokenizer
+(`bridge.tokenizer`, `trestle.tokencount`), what it counts; else `usage` is left out (never a
+made-up zero). The `x-trestle-usage` header says which: `model`, `tokenizer`, `not-computed`
+(a stream sends it before the model's report can come: `tokenizer` when one is configured, else
+`not-computed`; a report at the end of the stream is sent in the usage chunk either way).
+When the client asks for a stream and the model returns a whole value, the value is sent as one
+streamed delta. An error answer of the worker (its status and envelope) is relayed as is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -32,6 +40,7 @@ from trestle.deploy.transport import Replica, Upstream
 from trestle.disconnect import race_disconnect
 from trestle.errors import UpstreamError
 from trestle.gateway.proxy import DROP_REQUEST, DROP_RESPONSE, sse_error_event
+from trestle.tokencount import TokenCounter
 from trestle.protocol.openai.responses import (
     ChatCompletion, ChatCompletionChoice, ChatCompletionChunk, ChatCompletionChunkChoice, ChatDelta,
     ChatMessage, Completion, CompletionChoice, Usage, chat_completion_id, completion_id, now,
@@ -61,6 +70,17 @@ def finish_of(value: Any) -> str:
     return value if value in ("stop", "length") else "stop"
 
 
+@dataclass(frozen=True)
+class Report:
+    """What a streaming predict reports besides its text: `{"usage": ..., "finish_reason": ...}`."""
+
+    usage: Usage | None
+    finish_reason: str | None
+
+
+REPORT_KEYS = frozenset({"text", "usage", "finish_reason"})
+
+
 def split_result(result: Any) -> tuple[str, Usage | None, str]:
     """(content, reported usage or None, finish_reason) of a whole predict result."""
     if isinstance(result, dict) and "output" in result and "usage" in result:
@@ -72,8 +92,10 @@ class LegacyAnswer:
     """The ASGI answer: calls predict, wraps its result (`method`: chat_completions | completions)."""
 
     def __init__(self, replica: Replica, method: str, payload: dict[str, Any], model: str,
-                 headers: list[tuple[bytes, bytes]], request_id: str):
+                 headers: list[tuple[bytes, bytes]], request_id: str,
+                 counter: TokenCounter | None = None):
         self.replica = replica
+        self.counter = counter  # the deployment's `bridge.tokenizer`, if any
         self.chat = method == "chat_completions"
         self.payload = payload
         self.model = model
@@ -106,10 +128,18 @@ class LegacyAnswer:
                                         "invalid JSON") from None
                 await self._whole(result, send)
             elif self.stream:
-                await self._stream(pieces(upstream, ctype), send)
+                await self._stream(pieces(upstream, ctype), send, counted=True)
             else:
-                text = "".join([p async for p in pieces(upstream, ctype)])
-                await self._json(self._completion(text, None, "stop"), send, usage=None)
+                texts, report = [], Report(None, None)
+                async for piece in pieces(upstream, ctype):
+                    if isinstance(piece, Report):
+                        report = Report(piece.usage or report.usage, piece.finish_reason or report.finish_reason)
+                    else:
+                        texts.append(piece)
+                text = "".join(texts)
+                usage, source = await self._usage(report.usage, text)
+                await self._json(self._completion(text, usage, finish_of(report.finish_reason)), send,
+                                 usage=source)
 
     async def _relay(self, upstream: Upstream, send: Send) -> None:
         headers = [(k.lower(), v) for k, v in upstream.headers if k.lower() not in DROP_RESPONSE]
@@ -124,11 +154,26 @@ class LegacyAnswer:
             return
         content, usage, finish = split_result(result)
         if self.stream:
-            async def one() -> AsyncIterator[str]:
+            async def one() -> AsyncIterator[str | Report]:
                 yield content
-            await self._stream(one(), send, usage=usage, finish=finish)
+                yield Report(usage, finish)
+            await self._stream(one(), send, counted=usage is None)
         else:
-            await self._json(self._completion(content, usage, finish), send, usage=usage)
+            usage, source = await self._usage(usage, content)
+            await self._json(self._completion(content, usage, finish), send, usage=source)
+
+    async def _usage(self, reported: Usage | None, completion: str) -> tuple[Usage | None, bytes]:
+        """The usage to send and the `x-trestle-usage` value: the model's, else the tokenizer's."""
+        if reported is not None:
+            return reported, b"model"
+        if self.counter is None:
+            return None, b"not-computed"
+        try:
+            usage = await asyncio.to_thread(self.counter.usage, self.payload, completion, chat=self.chat)
+        except Exception:  # a tokenizer that fails on this text: say so rather than fail the answer
+            log.exception("deployment %s: counting tokens failed", self.replica.deployment_id)
+            return None, b"not-computed"
+        return usage, b"tokenizer"
 
     def _completion(self, content: str, usage: Usage | None, finish: str) -> dict:
         if self.chat:
@@ -140,10 +185,10 @@ class LegacyAnswer:
                                 choices=[CompletionChoice(text=content, finish_reason=finish)])
         return answer.model_dump(mode="json", exclude_none=True)
 
-    async def _json(self, value: Any, send: Send, *, usage: Usage | None, passthrough: bool = False) -> None:
+    async def _json(self, value: Any, send: Send, *, usage: bytes | None, passthrough: bool = False) -> None:
         headers = [(b"content-type", JSON)]
         if not passthrough:
-            headers.append((USAGE_HEADER, b"model" if usage else b"not-computed"))
+            headers.append((USAGE_HEADER, usage or b"not-computed"))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": json.dumps(value, ensure_ascii=False).encode()})
 
@@ -165,10 +210,17 @@ class LegacyAnswer:
         return cls(id=self.id, created=self.created, model=self.model, choices=[],
                    usage=usage).model_dump(mode="json", exclude_none=True)
 
-    async def _stream(self, texts: AsyncIterator[str], send: Send, *, usage: Usage | None = None,
-                      finish: str = "stop") -> None:
-        headers = [*SSE_HEADERS, (USAGE_HEADER, b"model" if usage else b"not-computed")]
+    async def _stream(self, texts: AsyncIterator[str | Report], send: Send, *, counted: bool) -> None:
+        """`texts`: the pieces, and `Report`s; `counted`: the tokenizer may stand in for a missing
+        report (False when the model's usage is known before the stream starts)."""
+        if not counted:
+            source = b"model"
+        else:
+            source = b"tokenizer" if self.counter is not None else b"not-computed"
+        headers = [*SSE_HEADERS, (USAGE_HEADER, source)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        usage, finish, sent = None, "stop", []
+        keep = counted and self.include_usage and self.counter is not None  # the text, to count
 
         async def event(value: dict) -> None:
             data = b"data: " + json.dumps(value, ensure_ascii=False).encode() + b"\n\n"
@@ -178,7 +230,11 @@ class LegacyAnswer:
             await event(self._chunk(None, role=True))
         try:
             async for text in texts:
-                if text:
+                if isinstance(text, Report):
+                    usage, finish = text.usage or usage, finish_of(text.finish_reason or finish)
+                elif text:
+                    if keep:
+                        sent.append(text)
                     await event(self._chunk(text))
         except UpstreamError as exc:
             log.warning("deployment %s: the stream broke: %s", self.replica.deployment_id, exc.message)
@@ -186,13 +242,17 @@ class LegacyAnswer:
             await send({"type": "http.response.body", "body": b""})
             return
         await event(self._chunk(None, finish=finish))
-        if usage is not None and self.include_usage:
-            await event(self._usage_chunk(usage))
+        if self.include_usage:
+            if usage is None and keep:
+                usage, _ = await self._usage(None, "".join(sent))
+            if usage is not None:
+                await event(self._usage_chunk(usage))
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
 
-async def pieces(upstream: Upstream, ctype: bytes) -> AsyncIterator[str]:
-    """The text of a streamed predict, piece by piece as it arrives (NDJSON: one value a line)."""
+async def pieces(upstream: Upstream, ctype: bytes) -> AsyncIterator[str | Report]:
+    """The text of a streamed predict, piece by piece as it arrives, and the model's `Report`s
+    (NDJSON: one value a line)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if not ctype.startswith(b"application/x-ndjson"):
         async for chunk in upstream.chunks:
@@ -205,7 +265,29 @@ async def pieces(upstream: Upstream, ctype: bytes) -> AsyncIterator[str]:
         *lines, buffer = buffer.split("\n")
         for line in lines:
             if line.strip():
-                yield content_of(json.loads(line))
+                for part in parts_of(_json_line(line)):
+                    yield part
     buffer += decoder.decode(b"", final=True)
     if buffer.strip():
-        yield content_of(json.loads(buffer))
+        for part in parts_of(_json_line(buffer)):
+            yield part
+
+
+def _json_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        raise UpstreamError("the model streamed a line that is not JSON") from None
+
+
+def parts_of(value: Any) -> list[str | Report]:
+    """One streamed JSON value: `{"text", "usage", "finish_reason"}` (any of them) is text and a
+    report; any other value is its JSON text."""
+    if not (isinstance(value, dict) and value and value.keys() <= REPORT_KEYS
+            and isinstance(value.get("text", ""), str)):
+        return [content_of(value)]
+    out: list[str | Report] = [value["text"]] if value.get("text") else []
+    if "usage" in value or "finish_reason" in value:
+        finish = value.get("finish_reason")
+        out.append(Report(usage_of(value.get("usage")), finish if finish in ("stop", "length") else None))
+    return out

@@ -48,9 +48,10 @@ async def _deployment_out(store: Store, dep: Deployment,
 
 
 def urls(base: str, model_id: str, deployment_id: str, environments: list[str],
-         methods: list[str], slug: str | None) -> dict[str, str]:
+         methods: list[str], slug: str | None, predict: bool = True) -> dict[str, str]:
     """The URLs that reach this deployment once it is active, and only those that will work:
-    `/predict` for a Model class, the OpenAI routes it has (an engine's under its slug at `/v1`)."""
+    `/predict` for a Model class (`predict`), the OpenAI routes it has (an engine's under its
+    slug at `/v1`)."""
     m = f"{base}/model/{model_id}"
     targets = {env: f"{m}/{env}" for env in environments}
     targets["deployment"] = f"{m}/deployment/{deployment_id}"
@@ -61,7 +62,8 @@ def urls(base: str, model_id: str, deployment_id: str, environments: list[str],
         out["deployment_chat_completions"] = f"{targets['deployment']}/sync/v1/chat/completions"
         return out
     for name, target in targets.items():
-        out[name] = f"{target}/predict"
+        if predict:
+            out[name] = f"{target}/predict"
     paths = {"chat_completions": "v1/chat/completions", "completions": "v1/completions"}
     for method in methods:
         out[method] = f"{targets['deployment']}/sync/{paths[method]}"
@@ -102,7 +104,7 @@ async def push(gw: Gateway, request: Request) -> JSONResponse:
         slug=slug,
         notes=result.notes,
         urls=urls(base, result.model.id, result.deployment.id, result.environments,
-                  result.methods, slug),
+                  result.methods, slug, predict="upstream" not in result.deployment.config),
         ignored_keys=result.ignored_keys,
     )
     return _json(out, 201)

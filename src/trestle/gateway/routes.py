@@ -4,6 +4,8 @@
                                                      or any deployment through the OpenAI bridge
                                                      (`baseten` field, `model: baseten/...`)
     /v1/direct/chat/completions, /v1/direct/completions   the direct bridge (OpenAI-mode deployments)
+    /v1/messages                                     the Anthropic Messages API over the same targets
+                                                     (`trestle.gateway.anthropic`; no count_tokens: 501)
     /v1/models, /v1/models/{id}                      the Model API slugs (a slug may contain `/`:
                                                      `org/name`) and `baseten/{model_id}`s
     /v1/embeddings, /api/datasets                    not built yet: a clear 501
@@ -21,7 +23,7 @@ from starlette.types import ASGIApp
 
 from trestle.deploy.routing import RoutingTable
 from trestle.errors import BadRequest, NotFound, NotImplementedYet
-from trestle.gateway import auth
+from trestle.gateway import anthropic, auth
 from trestle.gateway.bridge import Bridge, parse_body
 from trestle.gateway.proxy import Relay
 from trestle.protocol.bridge import MODEL_PREFIX, target_of
@@ -89,6 +91,8 @@ def routes(routing: RoutingTable, bridge: Bridge) -> list[Route]:
     return [
         Route("/v1/chat/completions", partial(model_api, routing, bridge), methods=["POST"]),
         Route("/v1/completions", partial(model_api, routing, bridge), methods=["POST"]),
+        Route("/v1/messages", anthropic.Messages(routing, bridge)),
+        Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/direct/chat/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/direct/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),

@@ -9,6 +9,8 @@ class Model:
         mode = model_input.get("mode", "text")
         if mode == "usage":  # a whole result, even when the client asked for a stream
             return {"output": f"You said: {text}", "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+        if mode == "report":  # streamed JSON: pieces of text, then the model's own usage
+            return self._report(text)
         if model_input.get("stream"):
             return self._words(text, model_input.get("pause", 0))
         if mode == "input":
@@ -23,3 +25,9 @@ class Model:
         for word in f"You said: {text}".split():
             time.sleep(pause)
             yield word + " "
+
+    def _report(self, text):
+        words = f"You said: {text}".split()
+        for word in words:
+            yield {"text": word + " "}
+        yield {"usage": {"prompt_tokens": 2, "completion_tokens": len(words)}, "finish_reason": "length"}
