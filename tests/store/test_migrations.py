@@ -21,7 +21,8 @@ from trestle.store.tables import Base, is_search_object
 
 TABLES = {
     "models", "deployments", "environments", "api_keys", "secrets", "datasets", "documents",
-    "chunks", "environment_history", "alembic_version",
+    "chunks", "environment_history", "endpoints", "endpoint_versions", "prices", "usage_records",
+    "alembic_version",
 }
 # SQLite's FTS5 index of chunks: the virtual table and its shadow tables.
 FTS_TABLES = {"chunks_fts", "chunks_fts_data", "chunks_fts_idx", "chunks_fts_docsize",

@@ -687,6 +687,9 @@ def models_list(client: Client, output: str) -> None:
     emit(output, data, text)
 
 
+import trestle.cli.endpoints  # noqa: E402, F401  (endpoints, prices, usage)
+
+
 def main() -> None:
     cli(prog_name="trestle")
 

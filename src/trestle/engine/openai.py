@@ -70,7 +70,12 @@ class _OpenAIRendering:
         self.stream = bool(req.stream)
         self.want_logprobs = prepared.spec.sampling.logprobs
         self.include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        self.continuous_usage = bool(req.stream_options and req.stream_options.continuous_usage_stats)
         self.fingerprint = model.info.fingerprint or None  # on every response and chunk
+
+    def usage_so_far(self, out: Output) -> r.Usage | None:
+        """The usage for every chunk of a stream that asked for `continuous_usage_stats`."""
+        return _usage(out) if self.continuous_usage else None
 
     def text(self, results: list[Output]) -> str:
         return self.prepared.echo + "".join(o.text for o in results)
@@ -164,11 +169,12 @@ class ChatRendering(_OpenAIRendering):
     async def frames(self, outputs: AsyncIterator[Output]) -> AsyncIterator[bytes]:
         cid, created, model = r.chat_completion_id(), r.now(), self.req.model
 
-        def chunk(delta: r.ChatDelta, finish=None, logprobs=None) -> bytes:
+        def chunk(delta: r.ChatDelta, finish=None, logprobs=None, usage=None) -> bytes:
             return sse(
                 r.ChatCompletionChunk(
                     id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
                     choices=[r.ChatCompletionChunkChoice(delta=delta, finish_reason=finish, logprobs=logprobs)],
+                    usage=usage,
                 )
             )
 
@@ -183,9 +189,9 @@ class ChatRendering(_OpenAIRendering):
                 delta = _tool_delta(events)
                 finish = _finish(out.finish_reason, bool(parser.parsed.calls))
                 if delta.content or delta.tool_calls or lp is not None or finish:
-                    yield chunk(delta, finish, lp)
+                    yield chunk(delta, finish, lp, self.usage_so_far(out))
             elif out.text or lp is not None or out.finish_reason:
-                yield chunk(r.ChatDelta(content=out.text or None), out.finish_reason, lp)
+                yield chunk(r.ChatDelta(content=out.text or None), out.finish_reason, lp, self.usage_so_far(out))
             if out.finish_reason and self.include_usage:
                 yield sse(r.ChatCompletionChunk(
                     id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
@@ -227,11 +233,12 @@ class CompletionRendering(_OpenAIRendering):
         cid, created, model = r.completion_id(), r.now(), self.req.model
         sent = 0
 
-        def chunk(text: str, finish=None, logprobs=None) -> bytes:
+        def chunk(text: str, finish=None, logprobs=None, usage=None) -> bytes:
             return sse(
                 r.Completion(
                     id=cid, created=created, model=model, system_fingerprint=self.fingerprint,
                     choices=[r.CompletionChoice(text=text, finish_reason=finish, logprobs=logprobs)],
+                    usage=usage,
                 )
             )
 
@@ -240,7 +247,7 @@ class CompletionRendering(_OpenAIRendering):
         async for out in outputs:
             lp = self.logprobs(out.tokens, sent) if self.want_logprobs and out.tokens else None
             if out.text or lp is not None or out.finish_reason:
-                yield chunk(out.text, out.finish_reason, lp)
+                yield chunk(out.text, out.finish_reason, lp, self.usage_so_far(out))
             sent += len(out.text)
             if out.finish_reason and self.include_usage:
                 yield sse(r.Completion(

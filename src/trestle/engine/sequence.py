@@ -37,7 +37,7 @@ class Output:
     tokens: list[TokenOut] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" | "length" | "error" | "cancelled"
     error: str | None = None
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # the sequence's counts when this output was emitted
     completion_tokens: int = 0
 
 
@@ -187,6 +187,8 @@ class Sequence:
         self.emit(out)
 
     def emit(self, out: Output) -> None:
+        out.prompt_tokens = len(self.prompt)  # the counts so far, on every output
+        out.completion_tokens = self.generated
         self.outbox.append(out)
 
     def _finish_into(self, out: Output, reason: str, error: str | None = None) -> None:

@@ -3,7 +3,7 @@
     ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize] -> BodyLimit -> Dispatch
         /model/...   ModelRoutes (the data plane)          -> routing -> transport -> worker
         otherwise    the edge router: /v1 Model APIs, /api/v1 management, /api/datasets,
-                     /health, /metrics
+                     /api/endpoints (prompt endpoints), /health, /metrics
 
 `GatewayApp` answers the ASGI lifespan itself: at startup it opens the `Gateway` (store, manager
 and routing table, settings, metrics) and builds the request stack around it, passing it to
@@ -16,6 +16,7 @@ import errno
 import fcntl
 import logging
 import socket
+from functools import partial
 from typing import IO
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,7 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.deploy.backend import ReplicaBackend
 from trestle.errors import NotFound
-from trestle.gateway import auth, datasets, management, openapi, routes
+from trestle.gateway import auth, datasets, management, openapi, prompt_admin, prompt_call, routes
+from trestle.gateway.bridge import Bridge
 from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
@@ -67,14 +69,18 @@ class Edge:
         async def openapi_json(request: Request) -> JSONResponse:
             return JSONResponse(openapi.document())
 
+        bridge = Bridge(gateway.routing, gateway.metrics)
         self.router = Router(
             routes=[
                 Route("/health", health, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"]),
                 Route("/metrics", metrics, methods=["GET"]),
                 *management.routes(gateway),
-                *routes.routes(gateway.routing, gateway.metrics),
+                *prompt_admin.routes(gateway),
+                *routes.routes(gateway.routing, bridge, gateway.metrics),
                 *datasets.routes(gateway),
+                Route("/api/endpoints/{endpoint_id}/completions",
+                      partial(prompt_call.completions, gateway, bridge), methods=["POST"]),
             ],
             default=self.not_found,
         )

@@ -109,6 +109,17 @@ class Bridge:
         return Relay(replica, "POST", path, request.url.query, request.scope["headers"], forwarded,
                      request.state.request_id)
 
+    async def openai_replica(self, target: BridgeTarget, path: str) -> tuple[Replica, str | None]:
+        """For callers inside the gateway (prompt endpoints): a replica of `target` that serves
+        the OpenAI route `path` itself, and the slug its engine serves (None for a Model class).
+        BadRequest when the deployment has no such OpenAI mode; Unavailable while it cannot serve."""
+        dep = self.routing.target(target.model_id, deployment_id=target.deployment_id, param="model")
+        replica = self.routing.replica(dep)
+        if METHODS[path] not in await self._methods_of(dep, replica):
+            raise BadRequest(f"model {target.model_id} has no OpenAI mode for {path} (its Model defines "
+                             f"no `{METHODS[path]}` method)", param="model")
+        return replica, ((dep.config or {}).get("engine") or {}).get("slug")
+
     def _forwarded(self, body: bytes, payload: dict[str, Any], replica: Replica) -> bytes:
         """The body less `baseten`; `model: baseten/...` (a routing field too) becomes the name an
         engine serves. Untouched bytes when there is nothing to take out."""

@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from trestle import __version__
 from trestle.protocol import anthropic
+from trestle.protocol import endpoints
 from trestle.protocol import management as wire
 from trestle.protocol.bridge import BridgeTarget
 from trestle.protocol.errors import ErrorResponse
@@ -131,6 +132,25 @@ OPERATIONS: tuple[Op, ...] = (
        tags=("management",)),
     Op("get", f"{API}/secrets", "List secret names (never values)", response=wire.SecretList,
        tags=("management",)),
+    Op("post", "/api/endpoints/{endpoint_id}/completions",
+       "Call a prompt endpoint (`stream: true`: server-sent events, docs/prompt-endpoints.md)",
+       request=endpoints.CompletionCall, response=endpoints.EndpointCompletion, tags=("prompt endpoints",)),
+    Op("post", f"{API}/endpoints", "Create a prompt endpoint (version 1)", request=endpoints.EndpointSpec,
+       response=endpoints.EndpointOut, status=201, tags=("management",)),
+    Op("get", f"{API}/endpoints", "List prompt endpoints", response=endpoints.EndpointList,
+       tags=("management",)),
+    Op("get", f"{API}/endpoints/{{ref}}", "One prompt endpoint (by id or name)", response=endpoints.EndpointOut,
+       query=(("version", "an older version"),), tags=("management",)),
+    Op("put", f"{API}/endpoints/{{ref}}", "A prompt endpoint's next version", request=endpoints.EndpointSpec,
+       response=endpoints.EndpointOut, tags=("management",)),
+    Op("delete", f"{API}/endpoints/{{ref}}", "Delete a prompt endpoint", response=endpoints.EndpointOut,
+       tags=("management",)),
+    Op("put", f"{API}/prices/{{model}}", "Set a model's prices (per 1M tokens)", request=endpoints.PriceSet,
+       response=endpoints.PriceOut, tags=("management",)),
+    Op("get", f"{API}/prices", "List model prices", response=endpoints.PriceList, tags=("management",)),
+    Op("get", f"{API}/usage", "Prompt-endpoint calls and their totals", response=endpoints.UsageReport,
+       query=(("endpoint", "only this endpoint (id or name)"), ("since", "30m, 24h, 7d or an ISO time"),
+              ("limit", "records listed, 1-10000 (default 100)")), tags=("management",)),
 )
 
 

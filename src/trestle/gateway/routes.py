@@ -9,7 +9,7 @@
     /v1/embeddings                                   embedding Model APIs, by the `model` slug
     /v1/models, /v1/models/{id}                      the Model API slugs (a slug may contain `/`:
                                                      `org/name`) and `baseten/{model_id}`s
-    /api/endpoints                                   not built yet: a clear 501
+    /api/endpoints                                   prompt endpoints: `trestle.gateway.prompt_call`
 
 A slug is served by an engine of one kind: an LLM (`llama_cpp`) for the completion routes, an
 embedding model (`sentence_transformers`) for `/v1/embeddings`; the wrong one is a 400 that says so.
@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from trestle.deploy.routing import PRODUCTION, RoutingTable
-from trestle.errors import BadRequest, NotFound, NotImplementedYet
+from trestle.errors import BadRequest, NotFound
 from trestle.gateway import anthropic, auth
 from trestle.gateway.bridge import Bridge, parse_body
 from trestle.gateway.proxy import Relay
@@ -116,18 +116,7 @@ async def retrieve_model(routing: RoutingTable, request: Request) -> JSONRespons
     )
 
 
-def not_yet(feature: str):
-    async def endpoint(request: Request):
-        raise NotImplementedYet(f"{feature} is not implemented yet in this version of trestle")
-
-    return endpoint
-
-
-ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-
-
-def routes(routing: RoutingTable, metrics: Metrics | None = None) -> list[Route]:
-    bridge = Bridge(routing, metrics)
+def routes(routing: RoutingTable, bridge: Bridge, metrics: Metrics | None = None) -> list[Route]:
     api = partial(_model_api, routing, bridge, metrics)
     return [
         Route("/v1/chat/completions", api, methods=["POST"]),
@@ -139,10 +128,5 @@ def routes(routing: RoutingTable, metrics: Metrics | None = None) -> list[Route]
         Route("/v1/embeddings", partial(embeddings, routing, metrics), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),
         Route("/v1/models/{slug:path}", partial(retrieve_model, routing), methods=["GET"]),
-        *NOT_YET,
     ]
 
-
-NOT_YET = [
-    Route("/api/endpoints/{rest:path}", not_yet("prompt endpoints"), methods=ANY),
-]

@@ -8,6 +8,8 @@
   headers, `x-baseten-error-source` (`04` when the worker answered, `01` when the gateway did)
   and `x-baseten-error-code` (`700` the client's error, `600` the model's code failed, `500`
   trestle's own failure). `error_for(path, exc)` picks the shape for a path.
+- On prompt-endpoint calls (`/api/endpoints/...`) the envelope also carries the message at the
+  top, `{"message": ..., "error": {...}}`, where that API's clients read it.
 """
 
 from __future__ import annotations
@@ -85,10 +87,16 @@ def truss_error_response(exc: TrestleError, source: str = WORKER_SOURCE) -> JSON
                         headers=headers)
 
 
+PROMPT_ENDPOINTS = "/api/endpoints/"
+
+
 def error_for(path: str, exc: TrestleError, *, worker: bool) -> JSONResponse:
     """The response for `exc` on `path`, in the shape of that route."""
     if truss_route(path, worker=worker):
         return truss_error_response(exc, WORKER_SOURCE if worker else GATEWAY_SOURCE)
+    if path.startswith(PROMPT_ENDPOINTS):  # that API's clients read a top-level `message`
+        return JSONResponse({"message": exc.message, **error_body(exc)}, status_code=exc.status_code,
+                            headers=exc.headers)
     return error_response(exc)
 
 

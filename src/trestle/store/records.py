@@ -111,3 +111,43 @@ class Chunk:
     data: dict[str, Any] = field(hash=False)
     embedding: str
     last_accessed: datetime | None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A prompt endpoint at one version; `spec` is its file as validated
+    (`trestle.protocol.endpoints.EndpointSpec`)."""
+
+    id: str
+    name: str
+    version: int
+    spec: dict[str, Any] = field(hash=False)
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Price:
+    model: str
+    prompt: float  # per 1M prompt tokens
+    completion: float  # per 1M completion tokens
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    id: str
+    created_at: datetime
+    endpoint_id: str
+    endpoint_version: int
+    key_id: str | None
+    user: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_cost: float
+    completion_cost: float
+    latency_ms: float
+    status: str  # ok | error | client_closed
+    error: str | None
+    stream: bool

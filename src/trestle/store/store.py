@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.store import keys, migrate
 from trestle.store.datasets import DatasetStore
+from trestle.store.endpoints import EndpointStore
 from trestle.store.engine import make_engine, parse_url
 from trestle.store.ids import new_id
 from trestle.store.secretbox import KEY_FILE, SecretBox
@@ -135,6 +136,7 @@ class Store:
         self._verified = keys.VerifiedKeyCache(ttl=key_cache_ttl)
         self._verifying: dict[bytes, asyncio.Future[ApiKey | None]] = {}
         self.datasets = DatasetStore(engine)  # datasets, documents, chunks: store/datasets.py
+        self.endpoints = EndpointStore(engine)  # prompt endpoints, prices, usage: store/endpoints.py
         # How many times a key was checked against its scrypt hash (the costly part of auth).
         self.hash_checks = 0
 

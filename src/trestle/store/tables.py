@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -169,3 +170,57 @@ SEARCH_OBJECT_PREFIXES = ("chunks_fts", "chunk_vectors", "ix_chunks_tsv", "ix_ch
 def is_search_object(name: str | None) -> bool:
     """Whether a table or index belongs to a search implementation rather than to the ORM."""
     return bool(name) and name.startswith(SEARCH_OBJECT_PREFIXES)
+
+
+class EndpointRow(Base):
+    """A prompt endpoint; its definitions are `endpoint_versions`, the newest being `version`."""
+
+    __tablename__ = "endpoints"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(NAME, unique=True)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class EndpointVersionRow(Base):
+    __tablename__ = "endpoint_versions"
+
+    endpoint_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the endpoint file, validated
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class PriceRow(Base):
+    __tablename__ = "prices"
+
+    model: Mapped[str] = mapped_column(NAME, primary_key=True)  # as an endpoint names it
+    prompt: Mapped[float] = mapped_column(Float)  # per 1M prompt tokens
+    completion: Mapped[float] = mapped_column(Float)  # per 1M completion tokens
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP)
+
+
+class UsageRow(Base):
+    """One call of a prompt endpoint. No foreign keys: records outlive deleted endpoints and keys."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the choices' usage_id
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, index=True)
+    endpoint_id: Mapped[str] = mapped_column(ID, index=True)
+    endpoint_version: Mapped[int] = mapped_column(Integer)
+    key_id: Mapped[str | None] = mapped_column(ID)
+    user: Mapped[str | None] = mapped_column(NAME)
+    model: Mapped[str] = mapped_column(NAME)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    prompt_cost: Mapped[float] = mapped_column(Float)
+    completion_cost: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))  # ok | error | client_closed
+    error: Mapped[str | None] = mapped_column(Text)
+    stream: Mapped[bool] = mapped_column(Boolean)

@@ -262,6 +262,9 @@ ResponseFormat = Annotated[
 
 class StreamOptions(WireModel):
     include_usage: bool = False  # a last chunk with `usage` and empty `choices`
+    # vLLM's extension: every chunk also carries the usage so far (a client that stops reading
+    # early knows how many tokens were generated)
+    continuous_usage_stats: bool = False
 
 
 class FunctionDefinition(WireModel):
