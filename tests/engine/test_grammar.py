@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trestle.engine import tools
-from trestle.engine.grammar import GrammarError, Grammars, MaskBatch
+from trestle.engine.grammar import GrammarError, Grammars, MaskBatch, closed_schema
 from trestle.engine.sampler import Sampler, SamplingParams
 from trestle.engine.template import render_chat
 from trestle.protocol.openai.requests import ChatCompletionRequest
@@ -35,6 +35,40 @@ def test_schema_errors_carry_llguidance_reason(vocab):
         Grammars.of(vocab).json_schema({"not": {"type": "string"}})
     with pytest.raises(GrammarError):
         Grammars.of(vocab).grammar("start: undefined_rule")
+
+
+def test_schemas_are_closed_where_they_say_nothing_of_other_keys():
+    point = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "at": point,
+            "properties": {"type": "object", "properties": {"y": {}}},  # a key named "properties"
+            "many": {"type": "array", "items": point},
+            "either": {"anyOf": [point, {"type": "null"}]},
+            "open": {**point, "additionalProperties": True},
+            "typed": {**point, "additionalProperties": {"type": "string"}},
+            "pattern": {**point, "patternProperties": {"^z": {}}},
+            "const": {"const": {"properties": {"q": 1}}},  # a value, not a schema
+        },
+        "$defs": {"p": point},
+        "allOf": [point, {"properties": {"z": {}}}],
+    }
+    out = closed_schema(schema)
+    p = out["properties"]
+    assert "additionalProperties" not in out  # allOf beside: closing would refuse its keys
+    assert p["at"]["additionalProperties"] is False
+    assert p["properties"]["additionalProperties"] is False
+    assert "additionalProperties" not in p["properties"]["properties"]  # a name -> schema map
+    assert p["many"]["items"]["additionalProperties"] is False
+    assert p["either"]["anyOf"][0]["additionalProperties"] is False
+    assert p["open"]["additionalProperties"] is True
+    assert p["typed"]["additionalProperties"] == {"type": "string"}
+    assert "additionalProperties" not in p["pattern"]
+    assert p["const"] == {"const": {"properties": {"q": 1}}}
+    assert out["$defs"]["p"]["additionalProperties"] is False
+    assert all("additionalProperties" not in m for m in out["allOf"])  # members of allOf stay open
+    assert "additionalProperties" not in schema["properties"]["at"]  # the caller's schema is untouched
 
 
 def test_batch_mask_allows_exactly_the_grammar(vocab):
