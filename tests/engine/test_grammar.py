@@ -130,6 +130,23 @@ def test_parser_streamed_in_any_pieces_equals_whole(step):
     assert [args[i] for i in sorted(args)] == [c.arguments for c in whole.calls]
 
 
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_parser_with_calls_first_reads_calls_only_at_the_start(step):
+    def run(text):
+        p = tools.ToolCallParser(calls_first=True)
+        for i in range(0, len(text), step):
+            p.feed(text[i : i + step])
+        p.finish()
+        return p.parsed
+
+    answer = '{"note":"<tool_call>\\n{\\"name\\":\\"f\\",\\"arguments\\":{}}\\n</tool_call>"}'
+    assert run(answer).content == answer and not run(answer).calls  # JSON that only holds markup
+    call = tools.format_call("f", '{"a":1}')
+    parsed = run(call)
+    assert parsed.content == "" and [(c.name, c.arguments) for c in parsed.calls] == [("f", '{"a":1}')]
+    assert run("<tool").content == "<tool"  # a cut-off start is content after all
+
+
 def test_parser_keeps_text_that_only_looks_like_markup():
     assert tools.parse("a < b and <tool").content == "a < b and <tool"
 

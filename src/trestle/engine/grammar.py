@@ -2,6 +2,7 @@
 
     grammars = Grammars.of(model)                    # per model: tokenizer built once (~0.3 s)
     g = grammars.json_schema(schema)                 # or .lark(text), .grammar(text), .structural_tag(...)
+    g = grammars.with_subgrammar(lark, "response", g)  # a Lark grammar in which `@response` is g
     matcher = g.matcher()                            # per sequence
     masks = MaskBatch(grammars, rows=max_batch)      # per scheduler
     masks.fill([(matcher, row), ...])                # one step's constrained sequences together
@@ -210,6 +211,20 @@ class Grammars:
         except AssertionError as exc:
             raise GrammarError(str(exc) or "invalid structural tag") from None
         return self.compile(LLMatcher.grammar_from_lark(lark))
+
+    def with_subgrammar(self, lark: str, name: str, sub: Grammar) -> Grammar:
+        """The Lark grammar `lark`, in which `@<name>` stands for the whole of `sub`."""
+        try:
+            top = json.loads(sub.text)
+        except ValueError:
+            top = None
+        if isinstance(top, dict) and isinstance(top.get("grammars"), list) and len(top["grammars"]) == 1:
+            subs = [{**top["grammars"][0], "name": name}]  # a JSON schema: one grammar
+        elif top is None:
+            subs = [{"name": name, "lark_grammar": sub.text}]  # Lark text (GBNF is turned into it)
+        else:
+            raise GrammarError("a grammar made of several grammars cannot be combined with another")
+        return self.compile(json.dumps({"grammars": [{"name": "main", "lark_grammar": lark}, *subs]}))
 
     # -- compile + cache -------------------------------------------------------------------
     def compile(self, text: str) -> Grammar:
