@@ -71,6 +71,29 @@ def test_schemas_are_closed_where_they_say_nothing_of_other_keys():
     assert "additionalProperties" not in schema["properties"]["at"]  # the caller's schema is untouched
 
 
+@pytest.mark.parametrize("kind", ["json_schema", "lark", "gbnf"])
+def test_a_response_format_beside_tool_calls_is_one_alternation(vocab, kind):
+    g = Grammars.of(vocab)
+    response = {"json_schema": lambda: g.json_schema(SCHEMA),
+                "lark": lambda: g.grammar('start: "{\\"ok\\":" ("true" | "false") "}"'),
+                "gbnf": lambda: g.grammar('root ::= "{\\"ok\\":" ("true" | "false") "}"')}[kind]()
+    lark = tools.call_grammar(tools.call_schema([ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [
+            {"type": "function", "function": {"name": "f", "parameters": SCHEMA}}]}).tools[0]]),
+        free_text=True, parallel=True, response="response")
+    both = g.with_subgrammar(lark, "response", response)
+
+    def matches(text: str) -> bool:
+        m = both.matcher()
+        ok = all(m.consume(t) for t in vocab.tokenize(text, add_special=False, parse_special=False))
+        return ok and m.accepting
+
+    assert matches('{"ok":true}')
+    assert matches(tools.format_call("f", '{"ok":false}') * 2)
+    assert not matches('Sure! {"ok":true}')  # no free text before either
+    assert not matches('{"ok":true}' + tools.format_call("f", '{"ok":false}'))  # calls only first
+
+
 def test_batch_mask_allows_exactly_the_grammar(vocab):
     g = Grammars.of(vocab)
     masks = MaskBatch(g, rows=3)
