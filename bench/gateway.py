@@ -65,6 +65,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def worker_process(gateway_pid: int) -> int:
+    """The worker's Python process: a descendant of the gateway, under the sandbox's launchers."""
+    pids = subprocess.run(["pgrep", "-f", "-x", "[^ ]*python[0-9.]* -m trestle.runtime .*"],
+                          capture_output=True, text=True).stdout.split()
+    for pid in map(int, pids):
+        parent = pid
+        while parent > 1:
+            parent = int(Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == gateway_pid:
+                return pid
+    raise RuntimeError("the gateway's worker process was not found")
+
+
 async def measure(name: str, session: aiohttp.ClientSession, url: str, n: int,
                   pids: dict[str, int]) -> dict:
     await run_load(session, url, 200, 4)  # warm-up: connections, caches
@@ -85,9 +98,7 @@ async def main_async(args) -> None:
          "--socket", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         push = server.push(EXAMPLES / "hello")
-        worker_pid = int(subprocess.run(
-            ["pgrep", "-P", str(server.proc.pid), "-f", "trestle.runtime"],
-            capture_output=True, text=True).stdout.split()[0])
+        worker_pid = worker_process(server.proc.pid)
         url = f"{server.url}/model/{push['model']['id']}/production/predict"
         transport = httpx.HTTPTransport(uds=str(sock))
         for _ in range(300):

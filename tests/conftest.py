@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+
 import pytest
 
 from support import EXAMPLES, Server, start_server
@@ -26,3 +29,15 @@ def pushed(server):
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    """One event loop per test, for tests that drive coroutines with `run(...)`."""
+    with asyncio.Runner() as r:
+        yield r
+
+
+@pytest.fixture
+def run(runner: asyncio.Runner):
+    return runner.run

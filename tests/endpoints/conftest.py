@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from postgres import throwaway_cluster
 from support import ROOT, free_port, stop_process, wait_until_up
 
 MINILM = Path(__file__).parent / "models" / "minilm"
@@ -61,51 +62,15 @@ def tokenizer():
     return tok
 
 
-@pytest.fixture
-def runner() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as r:
-        yield r
-
-
-@pytest.fixture
-def run(runner: asyncio.Runner):
-    return runner.run
-
-
 def worker_http(worker: EmbeddingsWorker) -> httpx.Client:
     return httpx.Client(base_url=worker.url, timeout=300)
-
-
-def _pgvector_installed(bin_dir: Path) -> bool:
-    pg_config = bin_dir / "pg_config"
-    if not pg_config.exists():
-        return False
-    share = subprocess.run([str(pg_config), "--sharedir"], capture_output=True, text=True).stdout
-    return (Path(share.strip()) / "extension" / "vector.control").is_file()
 
 
 @pytest.fixture(scope="session")
 def postgres_vector():
     """A throwaway PostgreSQL cluster with pgvector (skipped, saying why, where either is missing)."""
-    import shutil
-    import tempfile
-
-    from store.conftest import PostgresCluster, _postgres_bin
-
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (no pg_ctl); the SQLite runs still ran")
-    pytest.importorskip("asyncpg", reason="asyncpg is not installed (pip install -e '.[test]')")
-    if not _pgvector_installed(bin_dir):
-        pytest.skip("pgvector is not installed (scripts/install-pgvector); the SQLite runs still ran")
-    root = Path(tempfile.mkdtemp(prefix="trestle-pgv-"))
-    cluster = PostgresCluster(bin_dir, root)
-    try:
-        cluster.start()
+    with throwaway_cluster(pgvector=True) as cluster:
         yield cluster
-        cluster.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

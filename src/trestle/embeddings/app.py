@@ -16,7 +16,6 @@ is a 400 (vectors are not shortened); `usage` counts every token of every input 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from trestle.deploy.config import ModelConfig
-from trestle.errors import BadRequest, NotFound, TooManyRequests
-from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
+from trestle.errors import BadRequest, TooManyRequests
 from trestle.protocol.openai.embeddings import (
     Embedding,
     EmbeddingRequest,
@@ -35,24 +33,17 @@ from trestle.protocol.openai.embeddings import (
     EmbeddingUsage,
     encode_vector,
 )
-from trestle.protocol.errors import exception_handlers
-from trestle.protocol.openai.responses import ModelCard, ModelList
 from trestle.protocol.validation import parse_body
+from trestle.runtime.engine_worker import EngineWorker, engine_app
 
 log = logging.getLogger("trestle.embeddings")
 
 
-class EmbeddingsState:
-    """Loading, ready or failed; holds the model once ready."""
+class EmbeddingsState(EngineWorker):
+    """The sentence-transformers model once ready, and the queue of requests waiting for it."""
 
     def __init__(self, config: ModelConfig, model_dir: Path):
-        if config.engine is None:
-            raise BadRequest("config.yaml has no engine section", param="engine")
-        self.engine = config.engine
-        self.model_dir = Path(model_dir)
-        self.status = WorkerState.LOADING
-        self.error: str | None = None
-        self.model = None
+        super().__init__(config, model_dir)
         self.waiting = 0
         self.lock = asyncio.Lock()
 
@@ -64,20 +55,8 @@ class EmbeddingsState:
             e.weights, self.model_dir, threads=e.threads, batch_size=e.max_batch
         )
 
-    def require_ready(self) -> None:
-        if self.status is not WorkerState.READY:
-            raise not_ready(self.status, self.error, model=f"the model {self.engine.slug}")
-
-    def health(self) -> WorkerHealth:
-        counters = {"waiting": self.waiting} if self.status is WorkerState.READY else {}
-        return WorkerHealth(status=self.status, error=self.error, **counters)
-
-    def check_model(self, name: str) -> None:
-        if name != self.engine.slug:
-            raise NotFound(
-                f"model {name!r} is not served here; this worker serves {self.engine.slug!r}",
-                param="model",
-            )
+    def counters(self) -> dict:
+        return {"waiting": self.waiting}
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         model = self.model
@@ -112,31 +91,6 @@ class EmbeddingsState:
 def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
     state = EmbeddingsState(config, model_dir)
 
-    async def load_in_background() -> None:
-        try:
-            await asyncio.to_thread(state.load)
-            state.status = WorkerState.READY
-            log.info("embeddings ready: %s (%d dimensions)", state.engine.slug, state.model.dimensions)
-        except Exception as exc:  # reported on /health, not raised: the server stays up
-            state.status, state.error = WorkerState.FAILED, str(getattr(exc, "message", exc))
-            log.error("embeddings model failed to load: %s", state.error)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        task = asyncio.create_task(load_in_background())
-        try:
-            yield
-        finally:
-            task.cancel()
-
-    async def health(request: Request) -> Response:
-        health = state.health()
-        return JSONResponse(health.body(), status_code=health.http_status)
-
-    async def models(request: Request) -> Response:
-        state.require_ready()
-        return JSONResponse(ModelList(data=[ModelCard(id=state.engine.slug)]).model_dump())
-
     async def embeddings(request: Request) -> Response:
         state.require_ready()
         req = parse_body(EmbeddingRequest, await request.body())
@@ -146,14 +100,7 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
                  response.usage.prompt_tokens, req.encoding_format)
         return JSONResponse(response.model_dump())
 
-    app = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/v1/embeddings", embeddings, methods=["POST"]),
-        ],
-        exception_handlers=exception_handlers("embeddings worker"),
-        lifespan=lifespan,
-    )
+    app = engine_app(state, [Route("/v1/embeddings", embeddings, methods=["POST"])],
+                     name="embeddings", log=log)
     app.state.embeddings = state
     return app

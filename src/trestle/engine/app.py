@@ -4,49 +4,37 @@
 
 Routes: `GET /health` (the worker health contract, `trestle.protocol.health`, plus the
 scheduler's counters once ready), `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`.
-The model loads in a background thread once the server runs; until it is ready every route
-but /health answers a 503 envelope that says so.
+The model loads in a background thread once the server runs (`trestle.runtime.engine_worker`);
+until it is ready every route but /health answers a 503 envelope that says so.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
 from trestle.engine.openai import chat_response, completion_response
 from trestle.engine.prompts import prepare_chat, prepare_completion, prepare_off_loop
-from trestle.errors import BadRequest, NotFound
-from trestle.protocol.errors import exception_handlers
-from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
-from trestle.protocol.openai.responses import ModelCard, ModelList
 from trestle.protocol.validation import parse_body
+from trestle.runtime.engine_worker import EngineWorker, engine_app
 
 log = logging.getLogger("trestle.engine")
 
 
-class EngineState:
-    """Loading, ready or failed; holds the model and the scheduler once ready."""
+class EngineState(EngineWorker):
+    """The llama.cpp model and its scheduler once ready."""
 
-    def __init__(self, config: ModelConfig, model_dir: Path):
-        if config.engine is None:
-            raise BadRequest("config.yaml has no engine section", param="engine")
-        self.engine = config.engine
-        self.model_dir = Path(model_dir)
-        self.status = WorkerState.LOADING
-        self.error: str | None = None
-        self.model = None
-        self.scheduler = None
+    scheduler = None
 
     def load(self) -> None:
         from trestle.engine.grammar import Grammars
@@ -64,51 +52,16 @@ class EngineState:
         self.scheduler = Scheduler(self.model, max_batch=e.max_batch, max_queue=e.max_queue)
         self.scheduler.start()
 
-    def require_ready(self) -> None:
-        if self.status is not WorkerState.READY:
-            raise not_ready(self.status, self.error, model=f"the model {self.engine.slug}")
+    def counters(self) -> dict:
+        return self.scheduler.stats()
 
-    def health(self) -> WorkerHealth:
-        counters = self.scheduler.stats() if self.status is WorkerState.READY else {}
-        return WorkerHealth(status=self.status, error=self.error, **counters)
-
-    def check_model(self, name: str) -> None:
-        if name != self.engine.slug:
-            raise NotFound(
-                f"model {name!r} is not served here; this engine serves {self.engine.slug!r}",
-                param="model",
-            )
+    async def close(self) -> None:
+        if self.scheduler is not None and await asyncio.to_thread(self.scheduler.shutdown):
+            self.model.close()
 
 
 def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
     state = EngineState(config, model_dir)
-
-    async def load_in_background() -> None:
-        try:
-            await asyncio.to_thread(state.load)
-            state.status = WorkerState.READY
-            log.info("engine ready: %s", state.engine.slug)
-        except Exception as exc:  # reported on /health, not raised: the server stays up
-            state.status, state.error = WorkerState.FAILED, str(getattr(exc, "message", exc))
-            log.error("engine failed to load: %s", state.error)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        task = asyncio.create_task(load_in_background())
-        try:
-            yield
-        finally:
-            task.cancel()
-            if state.scheduler is not None and await asyncio.to_thread(state.scheduler.shutdown):
-                state.model.close()
-
-    async def health(request: Request) -> Response:
-        health = state.health()
-        return JSONResponse(health.body(), status_code=health.http_status)
-
-    async def models(request: Request) -> Response:
-        state.require_ready()
-        return JSONResponse(ModelList(data=[ModelCard(id=state.engine.slug)]).model_dump())
 
     def endpoint(kind: str, request_type, prepare, respond):
         async def handle(request: Request) -> Response:
@@ -124,16 +77,10 @@ def build_app(config: ModelConfig, model_dir: Path) -> Starlette:
     chat = endpoint("chat", ChatCompletionRequest, prepare_chat, chat_response)
     completions = endpoint("completion", CompletionRequest, prepare_completion, completion_response)
 
-    app = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/v1/chat/completions", chat, methods=["POST"]),
-            Route("/v1/completions", completions, methods=["POST"]),
-        ],
-        exception_handlers=exception_handlers("engine worker"),
-        lifespan=lifespan,
-    )
+    app = engine_app(state, [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+    ], name="engine", log=log)
     app.state.engine = state
     return app
 
