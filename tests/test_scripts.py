@@ -14,7 +14,8 @@ def test_install_runs_pip_only_when_pyproject_or_extras_change(tmp_path):
     (tmp_path / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "install", tmp_path / "scripts" / "install")
     (tmp_path / "tests").mkdir()
-    shutil.copy(ROOT / "tests" / "requirements-litellm.txt", tmp_path / "tests")
+    for name in ("requirements-instructor.txt", "requirements-litellm.txt"):
+        shutil.copy(ROOT / "tests" / name, tmp_path / "tests")
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     bindir = tmp_path / ".venv" / "bin"
     bindir.mkdir(parents=True)
@@ -28,9 +29,11 @@ def test_install_runs_pip_only_when_pyproject_or_extras_change(tmp_path):
         return calls.read_text().splitlines()
 
     first = install("test")
-    # pip, trestle with the test extras, then LiteLLM's requirements and LiteLLM without deps
+    # pip, trestle with the test extras, then instructor's and LiteLLM's requirements and both
+    # without deps
     assert len(first) == 4 and first[1].endswith("-e .[test]") and "-q" in first[1]
-    assert first[2].endswith("-r tests/requirements-litellm.txt") and "--no-deps" in first[3]
+    assert first[2].endswith("-r tests/requirements-instructor.txt -r tests/requirements-litellm.txt")
+    assert "--no-deps" in first[3] and first[3].endswith("instructor==1.17.0 litellm==1.108.0")
     assert install("test") == []  # nothing changed: no pip at all
     assert install()[-1].endswith("-e .")  # other extras
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\nversion = '2'\n")

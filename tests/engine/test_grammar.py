@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trestle.engine import tools
-from trestle.engine.grammar import GrammarError, Grammars, MaskBatch
+from trestle.engine.grammar import GrammarError, Grammars, MaskBatch, closed_schema
 from trestle.engine.sampler import Sampler, SamplingParams
 from trestle.engine.template import render_chat
 from trestle.protocol.openai.requests import ChatCompletionRequest
@@ -35,6 +35,63 @@ def test_schema_errors_carry_llguidance_reason(vocab):
         Grammars.of(vocab).json_schema({"not": {"type": "string"}})
     with pytest.raises(GrammarError):
         Grammars.of(vocab).grammar("start: undefined_rule")
+
+
+def test_schemas_are_closed_where_they_say_nothing_of_other_keys():
+    point = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "at": point,
+            "properties": {"type": "object", "properties": {"y": {}}},  # a key named "properties"
+            "many": {"type": "array", "items": point},
+            "either": {"anyOf": [point, {"type": "null"}]},
+            "open": {**point, "additionalProperties": True},
+            "typed": {**point, "additionalProperties": {"type": "string"}},
+            "pattern": {**point, "patternProperties": {"^z": {}}},
+            "const": {"const": {"properties": {"q": 1}}},  # a value, not a schema
+        },
+        "$defs": {"p": point},
+        "allOf": [point, {"properties": {"z": {}}}],
+    }
+    out = closed_schema(schema)
+    p = out["properties"]
+    assert "additionalProperties" not in out  # allOf beside: closing would refuse its keys
+    assert p["at"]["additionalProperties"] is False
+    assert p["properties"]["additionalProperties"] is False
+    assert "additionalProperties" not in p["properties"]["properties"]  # a name -> schema map
+    assert p["many"]["items"]["additionalProperties"] is False
+    assert p["either"]["anyOf"][0]["additionalProperties"] is False
+    assert p["open"]["additionalProperties"] is True
+    assert p["typed"]["additionalProperties"] == {"type": "string"}
+    assert "additionalProperties" not in p["pattern"]
+    assert p["const"] == {"const": {"properties": {"q": 1}}}
+    assert out["$defs"]["p"]["additionalProperties"] is False
+    assert all("additionalProperties" not in m for m in out["allOf"])  # members of allOf stay open
+    assert "additionalProperties" not in schema["properties"]["at"]  # the caller's schema is untouched
+
+
+@pytest.mark.parametrize("kind", ["json_schema", "lark", "gbnf"])
+def test_a_response_format_beside_tool_calls_is_one_alternation(vocab, kind):
+    g = Grammars.of(vocab)
+    response = {"json_schema": lambda: g.json_schema(SCHEMA),
+                "lark": lambda: g.grammar('start: "{\\"ok\\":" ("true" | "false") "}"'),
+                "gbnf": lambda: g.grammar('root ::= "{\\"ok\\":" ("true" | "false") "}"')}[kind]()
+    lark = tools.call_grammar(tools.call_schema([ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [
+            {"type": "function", "function": {"name": "f", "parameters": SCHEMA}}]}).tools[0]]),
+        free_text=True, parallel=True, response="response")
+    both = g.with_subgrammar(lark, "response", response)
+
+    def matches(text: str) -> bool:
+        m = both.matcher()
+        ok = all(m.consume(t) for t in vocab.tokenize(text, add_special=False, parse_special=False))
+        return ok and m.accepting
+
+    assert matches('{"ok":true}')
+    assert matches(tools.format_call("f", '{"ok":false}') * 2)
+    assert not matches('Sure! {"ok":true}')  # no free text before either
+    assert not matches('{"ok":true}' + tools.format_call("f", '{"ok":false}'))  # calls only first
 
 
 def test_batch_mask_allows_exactly_the_grammar(vocab):
@@ -94,6 +151,23 @@ def test_parser_streamed_in_any_pieces_equals_whole(step):
     whole = tools.parse(CALLS)
     assert content == whole.content
     assert [args[i] for i in sorted(args)] == [c.arguments for c in whole.calls]
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_parser_with_calls_first_reads_calls_only_at_the_start(step):
+    def run(text):
+        p = tools.ToolCallParser(calls_first=True)
+        for i in range(0, len(text), step):
+            p.feed(text[i : i + step])
+        p.finish()
+        return p.parsed
+
+    answer = '{"note":"<tool_call>\\n{\\"name\\":\\"f\\",\\"arguments\\":{}}\\n</tool_call>"}'
+    assert run(answer).content == answer and not run(answer).calls  # JSON that only holds markup
+    call = tools.format_call("f", '{"a":1}')
+    parsed = run(call)
+    assert parsed.content == "" and [(c.name, c.arguments) for c in parsed.calls] == [("f", '{"a":1}')]
+    assert run("<tool").content == "<tool"  # a cut-off start is content after all
 
 
 def test_parser_keeps_text_that_only_looks_like_markup():

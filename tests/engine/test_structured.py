@@ -89,6 +89,20 @@ def test_json_schema_output_validates(client, slug, sampling):
     assert " " not in text.replace(json.loads(text)["name"], "")  # compact: no padding whitespace
 
 
+def test_a_schema_silent_on_other_keys_gets_the_declared_keys_only(client, slug):
+    # As pydantic and LangChain write schemas: no additionalProperties. Left open, the model
+    # follows its last value with an invented key that runs until max_tokens.
+    city = {"type": "object", "required": ["name", "country", "population_millions"], "properties": {
+        "name": {"enum": ["Paris", "Rome", "London"]}, "country": {"type": "string", "maxLength": 20},
+        "population_millions": {"type": "integer", "minimum": 0, "maximum": 50}}}
+    r = chat(client, slug, [{"role": "user", "content": "Tell me about Paris."}], temperature=0, max_tokens=80,
+             response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": city}})
+    assert r.choices[0].finish_reason == "stop"
+    value = json.loads(r.choices[0].message.content)
+    assert set(value) == set(city["properties"])
+    jsonschema.validate(value, city)
+
+
 def test_json_schema_stream_equals_non_stream_at_the_same_seed(client, slug):
     kw = dict(temperature=1, seed=11, response_format=JSON_SCHEMA, logprobs=True, top_logprobs=2)
     whole = chat(client, slug, **kw)

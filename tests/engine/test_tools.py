@@ -199,7 +199,34 @@ def test_unknown_named_tool_is_a_400(client, slug):
     assert e.value.body["param"] == "tool_choice"
 
 
-def test_response_format_with_tool_calls_is_a_400(client, slug):
-    with pytest.raises(openai.BadRequestError) as e:
-        chat(client, slug, tool_choice="required", response_format={"type": "json_object"})
-    assert e.value.body["param"] == "response_format"
+# -- response_format beside tools ------------------------------------------------------------
+SKY = {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}, "sunny": {"type": "boolean"}},
+       "required": ["city", "sunny"]}
+SKY_FORMAT = {"type": "json_schema", "json_schema": {"name": "sky", "schema": SKY}}
+
+
+# Under auto the answer is either calls or in the format: greedy, the model calls; with seed 3
+# it answers in the format. Either way it is valid, and the stream equals the whole answer.
+@pytest.mark.parametrize("sampling, calls", [({"temperature": 0}, True),
+                                             ({"temperature": 1, "seed": 3}, False)])
+def test_auto_with_response_format_calls_or_answers_in_the_format(client, slug, sampling, calls):
+    kw = dict(tool_choice="auto", response_format=SKY_FORMAT, **sampling)
+    whole = chat(client, slug, **kw)
+    message, finish = whole.choices[0].message, whole.choices[0].finish_reason
+    if calls:
+        check_calls(message)
+        assert message.content is None and finish == "tool_calls"
+    else:
+        assert message.tool_calls is None and finish == "stop"
+        jsonschema.validate(json.loads(message.content), {**SKY, "additionalProperties": False})
+    content, streamed, finishes, _ = stream_calls(client, slug, **kw)
+    assert content == (message.content or "") and finishes == [finish]
+    assert [(n, a) for _, n, a in streamed.values()] == [
+        (c.function.name, c.function.arguments) for c in message.tool_calls or []]
+
+
+def test_required_with_response_format_calls_a_tool(client, slug):
+    # the format is for the answer that follows the tool results, not for this turn
+    r = chat(client, slug, tool_choice="required", response_format=SKY_FORMAT, temperature=1, seed=3)
+    check_calls(r.choices[0].message)
+    assert r.choices[0].finish_reason == "tool_calls"

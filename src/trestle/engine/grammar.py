@@ -2,6 +2,7 @@
 
     grammars = Grammars.of(model)                    # per model: tokenizer built once (~0.3 s)
     g = grammars.json_schema(schema)                 # or .lark(text), .grammar(text), .structural_tag(...)
+    g = grammars.with_subgrammar(lark, "response", g)  # a Lark grammar in which `@response` is g
     matcher = g.matcher()                            # per sequence
     masks = MaskBatch(grammars, rows=max_batch)      # per scheduler
     masks.fill([(matcher, row), ...])                # one step's constrained sequences together
@@ -52,8 +53,53 @@ class GrammarError(ValueError):
 
 
 def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` with the compact-JSON options set in its `x-guidance` (for inline `%json`)."""
+    """`schema`, closed (`closed_schema`), with the compact-JSON options set in its `x-guidance`
+    (for inline `%json`)."""
+    schema = closed_schema(schema)
     return {**schema, "x-guidance": {**schema.get("x-guidance", {}), **COMPACT_JSON}}
+
+
+# Keywords whose value is a subschema, a list of subschemas, or a map of names to subschemas.
+_SUB = ("additionalProperties", "items", "contains", "not", "if", "then", "else",
+        "propertyNames", "unevaluatedItems", "unevaluatedProperties", "additionalItems")
+_SUB_LISTS = ("anyOf", "oneOf", "prefixItems")
+_SUB_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def closed_schema(schema: Any, *, in_all_of: bool = False) -> Any:
+    """A copy of `schema` in which every object schema that lists `properties` and says nothing
+    of other keys (no `additionalProperties`, `patternProperties` or `unevaluatedProperties`)
+    has `additionalProperties: false`: the output holds the declared keys only.
+
+    JSON Schema's own default admits any other key, and a small model given that freedom
+    invents keys until `max_tokens`. A schema that wants other keys says so
+    (`"additionalProperties": true` or a schema). Members of an `allOf` are left open, since
+    closing each of them would refuse the keys the others declare.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SUB:
+        if isinstance(out.get(key), (dict, list)):
+            value = out[key]
+            out[key] = [closed_schema(v) for v in value] if isinstance(value, list) else closed_schema(value)
+    for key in _SUB_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [closed_schema(v) for v in out[key]]
+    if isinstance(out.get("allOf"), list):
+        out["allOf"] = [closed_schema(v, in_all_of=True) for v in out["allOf"]]
+    for key in _SUB_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed_schema(v) for name, v in out[key].items()}
+    open_keys = ("additionalProperties", "patternProperties", "unevaluatedProperties")
+    if (
+        not in_all_of
+        and isinstance(out.get("properties"), dict)
+        and not any(k in out for k in open_keys)
+        and "allOf" not in out
+    ):
+        out["additionalProperties"] = False
+    return out
 
 
 @dataclass(frozen=True)
@@ -128,9 +174,11 @@ class Grammars:
 
     # -- front ends ------------------------------------------------------------------------
     def json_schema(self, schema: dict[str, Any]) -> Grammar:
-        """Output is one JSON value valid against `schema` (compact)."""
+        """Output is one JSON value valid against `schema` (compact, closed: `closed_schema`)."""
         try:
-            text = LLMatcher.grammar_from_json_schema(json.dumps(schema), overrides=COMPACT_JSON)
+            text = LLMatcher.grammar_from_json_schema(
+                json.dumps(closed_schema(schema)), overrides=COMPACT_JSON
+            )
         except (ValueError, TypeError) as exc:
             raise GrammarError(str(exc)) from None
         return self.compile(text)
@@ -163,6 +211,20 @@ class Grammars:
         except AssertionError as exc:
             raise GrammarError(str(exc) or "invalid structural tag") from None
         return self.compile(LLMatcher.grammar_from_lark(lark))
+
+    def with_subgrammar(self, lark: str, name: str, sub: Grammar) -> Grammar:
+        """The Lark grammar `lark`, in which `@<name>` stands for the whole of `sub`."""
+        try:
+            top = json.loads(sub.text)
+        except ValueError:
+            top = None
+        if isinstance(top, dict) and isinstance(top.get("grammars"), list) and len(top["grammars"]) == 1:
+            subs = [{**top["grammars"][0], "name": name}]  # a JSON schema: one grammar
+        elif top is None:
+            subs = [{"name": name, "lark_grammar": sub.text}]  # Lark text (GBNF is turned into it)
+        else:
+            raise GrammarError("a grammar made of several grammars cannot be combined with another")
+        return self.compile(json.dumps({"grammars": [{"name": "main", "lark_grammar": lark}, *subs]}))
 
     # -- compile + cache -------------------------------------------------------------------
     def compile(self, text: str) -> Grammar:

@@ -140,7 +140,7 @@ class ChatRendering(_OpenAIRendering):
         """The assistant message: tool calls read out of the text when the request allows them."""
         if not self.prepared.tool_calls:
             return r.ChatMessage(content=text)
-        parsed = tools.parse(text)
+        parsed = tools.parse(text, calls_first=self.prepared.calls_first)
         if not parsed.calls:
             return r.ChatMessage(content=parsed.content)
         calls = [
@@ -178,7 +178,9 @@ class ChatRendering(_OpenAIRendering):
                 )
             )
 
-        parser = tools.ToolCallParser() if self.prepared.tool_calls else None
+        parser = None
+        if self.prepared.tool_calls:
+            parser = tools.ToolCallParser(calls_first=self.prepared.calls_first)
         yield chunk(r.ChatDelta(role="assistant", content=""))
         if self.prepared.echo:
             yield chunk(r.ChatDelta(content=self.prepared.echo))

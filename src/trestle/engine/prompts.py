@@ -56,6 +56,7 @@ class Prepared:
     echo: str  # text to put before the generated text ("" unless `echo`)
     user_hash: str | None  # `user`, recorded as a short hash (never the raw id in logs)
     tool_calls: bool = False  # the output may hold tool calls: read them back (trestle.engine.tools)
+    calls_first: bool = False  # ... only at its very start (a response_format beside the tools)
 
 
 def _not_supported(param: str, what: str) -> BadRequest:
@@ -173,8 +174,10 @@ def _structure_tags(rf: ResponseFormatStructuralTag) -> list[StructureTag]:
     return tags
 
 
-def _tool_grammar(req: ChatCompletionRequest, model: EngineModel) -> Grammar | None:
-    """The grammar of the tool calls `tool_choice` allows (None: no calls)."""
+def _tool_grammar(req: ChatCompletionRequest, model: EngineModel, response: Grammar | None) -> Grammar | None:
+    """The grammar of the tool calls `tool_choice` allows (None: no calls). Under `auto` with a
+    `response` grammar (`response_format`), the answer is either calls or in that format; under
+    `required` or a named function it is calls, and `response_format` is for a later turn."""
     choice = req.tool_choice or "auto"
     if not req.tools or choice == "none":
         return None
@@ -193,12 +196,16 @@ def _tool_grammar(req: ChatCompletionRequest, model: EngineModel) -> Grammar | N
             raise BadRequest(
                 f"tool_choice: no tool named {choice.function.name!r} in tools", param="tool_choice"
             )
+    either = choice == "auto" and response is not None
     lark = tool_calls.call_grammar(
         compact_schema(tool_calls.call_schema(tools)),
         free_text=choice == "auto",
         parallel=req.parallel_tool_calls,
+        response="response" if either else None,
     )
     try:
+        if either:
+            return grammars.with_subgrammar(lark, "response", response)
         return grammars.lark(lark)
     except GrammarError as exc:
         raise BadRequest(f"tools: the tool-call grammar cannot be built: {exc}", param="tools") from None
@@ -227,13 +234,7 @@ def prepare_chat(
     from trestle.engine.template import RenderCancelled, render_chat
 
     grammar = response_grammar(req.response_format, model)
-    calls = _tool_grammar(req, model)
-    if calls is not None and grammar is not None:
-        raise BadRequest(
-            "response_format: a non-text response_format cannot be combined with tool calls; "
-            "set tool_choice to \"none\" or leave response_format out",
-            param="response_format",
-        )
+    calls = _tool_grammar(req, model, grammar)
     template = req.chat_template or model.info.chat_template
     if not template:
         raise BadRequest(
@@ -269,10 +270,11 @@ def prepare_chat(
     last = req.messages[-1]
     echo = last.text() if req.echo and last.role == "assistant" else ""
     return Prepared(
-        _spec(req, prompt, max_tokens, sampling, grammar or calls),
+        _spec(req, prompt, max_tokens, sampling, calls or grammar),
         echo,
         _user_hash(req),
         tool_calls=calls is not None,
+        calls_first=calls is not None and grammar is not None,
     )
 
 

@@ -23,6 +23,11 @@ text, and once the text reaches `<tool_call>` the rest must be calls (the trigge
 lexeme, so the text before a call never contains it); `parallel_tool_calls: false` allows one
 call. The arguments are constrained to the declared tool's `parameters` schema.
 
+With a `response_format` beside `auto`, the answer is either calls or entirely in the response
+format (`@response`, the response format's own grammar): it cannot start with free text, and
+its calls, if any, open it - so the parser reads calls only at the very start (`calls_first`),
+and a JSON answer that happens to contain `<tool_call>` in a string stays content.
+
 **Reading back** (`ToolCallParser`): the same incremental parser serves streamed and whole
 answers, so a stream's `content` and argument fragments, concatenated, equal the whole answer's.
 Text that could still be the start of `<tool_call>` is held back, so no markup reaches `content`.
@@ -117,18 +122,28 @@ def call_schema(tools) -> dict[str, Any]:
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def call_grammar(call_schema_compact: dict[str, Any], *, free_text: bool, parallel: bool) -> str:
-    """The Lark grammar of an answer made of calls (after free text when `free_text`)."""
-    more = f" ({json.dumps(TRIGGER)} call)*" if parallel else ""
-    first = "lead call" if free_text else f"{json.dumps(TRIGGER)} call"
+def call_grammar(
+    call_schema_compact: dict[str, Any], *, free_text: bool, parallel: bool, response: str | None = None
+) -> str:
+    """The Lark grammar of an answer made of calls, or else (`free_text`) free text that may end
+    in calls, or else (`response`) the grammar `@<response>` - an answer either opens with
+    calls or is entirely in the response format."""
+    trigger = json.dumps(TRIGGER)
+    more = f" ({trigger} call)*" if parallel else ""
+    if response is not None:
+        start = f"@{response} | {trigger} call{more}"
+    elif free_text:
+        start = f"TEXT | lead call{more}"
+    else:
+        start = f"{trigger} call{more}"
     lines = [
         "%llguidance {}",
-        f"start: {'TEXT | ' if free_text else ''}{first}{more}",
+        f"start: {start}",
         f"call: \"\\n\" body {json.dumps(CALL_END)}",
         f"body: %json {json.dumps(call_schema_compact)}",
     ]
-    if free_text:
-        lines += [f"lead[lazy]: TEXT {json.dumps(TRIGGER)}", r"TEXT: /(.|\n)*/"]
+    if free_text and response is None:
+        lines += [f"lead[lazy]: TEXT {trigger}", r"TEXT: /(.|\n)*/"]
     return "\n".join(lines) + "\n"
 
 
@@ -174,8 +189,11 @@ class ToolCallParser:
     `ArgsDelta`. `parsed` accumulates the same events into a whole answer.
     """
 
-    def __init__(self):
-        self._state = "text"  # text | head | args | between
+    def __init__(self, *, calls_first: bool = False):
+        # calls_first: calls can only open the answer (a response format beside tools); once
+        # the text starts otherwise, all of it is content, whatever it holds.
+        # states: start | content (calls_first only), text | head | args | between
+        self._state = "start" if calls_first else "text"
         self._buf = ""
         self._index = -1
         self.parsed = Parsed()
@@ -198,6 +216,17 @@ class ToolCallParser:
         self._buf += text
         while True:
             buf = self._buf
+            if self._state == "start":
+                if buf.startswith(TRIGGER):
+                    self._state = "text"
+                    continue
+                if TRIGGER.startswith(buf):
+                    return events  # could still open a call
+                self._state = "content"
+            if self._state == "content":
+                self._emit(events, buf)
+                self._buf = ""
+                return events
             if self._state in ("text", "between"):
                 i = buf.find(TRIGGER)
                 if i < 0:
@@ -233,15 +262,15 @@ class ToolCallParser:
         """The end of the output: text held back was not markup after all (or a cut-off call)."""
         events: list = []
         held, self._buf = self._buf, ""
-        if self._state == "text":
+        if self._state in ("text", "start", "content"):
             self._emit(events, held)
         elif self._state == "args":
             self._emit(events, ArgsDelta(self._index, held))
         return events
 
 
-def parse(text: str) -> Parsed:
-    p = ToolCallParser()
+def parse(text: str, *, calls_first: bool = False) -> Parsed:
+    p = ToolCallParser(calls_first=calls_first)
     p.feed(text)
     p.finish()
     return p.parsed
