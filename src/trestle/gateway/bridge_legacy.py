@@ -106,8 +106,13 @@ class LegacyAnswer:
         self.stream = payload.get("stream") is True
         options = payload.get("stream_options")
         self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        self.headers = [(k, v) for k, v in headers if k not in DROP_REQUEST and k != b"content-type"]
-        self.headers += [(b"content-type", JSON), (requestid.HEADER.encode(), request_id.encode())]
+        # The bridge reads predict's answer as it comes, a stream included: the client's Accept
+        # (application/json from OpenAI clients) would have the worker gather a stream into one
+        # JSON value.
+        self.headers = [(k, v) for k, v in headers
+                        if k not in DROP_REQUEST and k not in (b"content-type", b"accept")]
+        self.headers += [(b"content-type", JSON), (b"accept", b"*/*"),
+                         (requestid.HEADER.encode(), request_id.encode())]
         self.id = chat_completion_id() if self.chat else completion_id()
         self.created = now()
 
