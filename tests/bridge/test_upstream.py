@@ -115,7 +115,9 @@ def test_a_down_upstream_is_a_502(server, client, tmp_path):
 def test_predict_on_an_upstream_says_what_it_serves(server, fronted):
     with server.client() as http:
         resp = http.post(f"/model/{fronted}/production/predict", json={"x": 1})
-        assert resp.status_code == 404 and "/v1/chat/completions" in resp.json()["error"]["message"]
+        # a Truss route: Truss's error shape, from the gateway (source 01), the client's error (700)
+        assert resp.status_code == 404 and "/v1/chat/completions" in resp.json()["error"]
+        assert resp.headers["x-baseten-error-source"] == "01"
         sync = http.post(f"/model/{fronted}/production/sync/v1/chat/completions", json={"model": "x", **ASK})
         assert sync.status_code == 200 and sync.json()["model"] == SLUG
 

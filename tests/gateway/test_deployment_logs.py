@@ -58,7 +58,7 @@ def test_logs_are_json_lines_with_request_ids_and_replicas(srv, hello):
     bad = srv.cli("deployments", "logs", d, "--since", "yesterday", check=False)
     assert bad.returncode == 1 and "since must be a duration" in bad.stderr
     raw = srv.cli("deployments", "logs", d, "--raw").stdout
-    assert "[logs-probe-1]" in raw  # the file's own text
+    assert '"request_id": "logs-probe-1"' in raw  # the file's own text: the worker's JSON lines
 
 
 def test_follow_streams_new_lines_until_the_client_leaves(srv, hello):

@@ -115,9 +115,9 @@ def test_deactivate_activate_and_delete(srv, tmp_path):
     out = srv.cli_json("deployments", "deactivate", d2)
     assert out["status"] == "inactive"
     resp = call(srv, f"/model/{m}/deployment/{d2}/predict")
-    assert resp.status_code == 503
-    assert resp.json()["error"]["code"] == "inactive"
-    assert "inactive" in resp.json()["error"]["message"] and "activate" in resp.json()["error"]["message"]
+    assert resp.status_code == 503  # in Truss's shape on a Truss route: the message, from the gateway
+    assert resp.headers["x-baseten-error-source"] == "01"
+    assert "inactive" in resp.json()["error"] and "activate" in resp.json()["error"]
     assert call(srv, f"/model/{m}/development/predict").status_code == 503  # it points at d2
     wait_for(lambda: not worker_pids(d2), "the deactivated deployment's workers to stop")
     assert served_version(srv, f"/model/{m}/production/predict") == 1  # others untouched
