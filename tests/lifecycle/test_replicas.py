@@ -109,8 +109,11 @@ def test_promote_under_load_fails_no_request_and_streams_finish(srv, tmp_path):
         assert second["deployment"]["status"] == "active"
         new = second["deployment"]["id"]
         at_switch = load.count()
+        # the load runs until the new deployment has served 300 and 1,000 were answered in all
+        # (a count, not a time: how many fit into the push depends on the machine's load)
         wait_for(lambda: load.count(lambda r: '"v2"' in r[1] or "v2:" in r[1]) >= 300
-                 and load.count() - at_switch >= 300, "load on the new deployment")
+                 and load.count() - at_switch >= 300 and load.count() >= 1000,
+                 "load on the new deployment")
     results = load.results
     assert len(results) >= 1000 and not load.errors, load.errors[:3]
     failed = [r for r in results if r[0] != 200]
@@ -204,7 +207,7 @@ def test_a_crash_loop_marks_the_deployment_failed_with_its_last_log_lines(srv, t
     assert d["replicas"] is None
     with srv.client() as http:
         resp = http.post(url, json={})
-    assert resp.status_code == 503 and resp.json()["error"]["code"] == "failed"
+    assert resp.status_code == 503 and " failed: its replicas crashed" in resp.json()["error"]  # Truss shape
 
 
 def test_scale_from_the_cli_applies_at_once_and_is_checked(srv, tmp_path):
