@@ -108,8 +108,10 @@ def multipart(files: list[Path], fields: dict[str, str]) -> tuple[bytes, str]:
 @pass_client
 def upload(client: Client, dataset: str, files: tuple[Path, ...], metadata: str | None,
            chunk_size: int | None, chunk_overlap: int | None, output: str) -> None:
-    """Upload text, Markdown, PDF and CSV files, all in one go: if one cannot be read, none is
-    stored. Shows the bytes sent, then waits while the server embeds the chunks."""
+    """Upload text, Markdown, PDF and CSV files, all or none.
+
+    If one file cannot be read, none is stored. Shows the bytes sent, then waits while the
+    server embeds the chunks."""
     fields = {}
     if metadata is not None:
         fields["metadata"] = json.dumps(_json_option(metadata, "--metadata"))
