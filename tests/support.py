@@ -259,3 +259,20 @@ def start_worker(model_dir: Path | str, log_path: Path, *args: str, socket_path:
         worker.stop()
         raise
     return worker
+
+
+def worker_pids(deployment_id: str) -> list[int]:
+    """Host pids of the processes running a deployment's workers (seen from outside any sandbox:
+    the sandbox's launchers too, whose command lines hold the worker's)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"trestle.runtime" in args and deployment_id.encode() in args:
+            pids.append(int(entry))
+    return pids

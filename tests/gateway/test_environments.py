@@ -4,12 +4,11 @@ gone), activate, delete (409 while an environment points at it)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from support import start_server, wait_for
+from support import start_server, wait_for, worker_pids
 
 
 def version(tmp_path: Path, n: int, name: str = "lifecycle") -> Path:
@@ -40,21 +39,6 @@ def served_version(srv, path: str) -> int:
     resp = call(srv, path)
     assert resp.status_code == 200, resp.text
     return resp.json()["version"]
-
-
-def worker_pids(deployment_id: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"trestle.runtime" in args and deployment_id.encode() in args:
-            pids.append(int(entry))
-    return pids
 
 
 def test_named_environments_promote_and_rollback_along_the_history(srv, tmp_path):

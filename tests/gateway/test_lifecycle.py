@@ -6,7 +6,7 @@ import os
 
 import httpx
 
-from support import EXAMPLES, ROOT, start_server, wait_for
+from support import EXAMPLES, ROOT, start_server, wait_for, worker_pids
 
 
 def test_deployments_come_back_after_a_restart_and_no_auth_needs_no_key(tmp_path):
@@ -83,29 +83,13 @@ def test_workers_stop_when_the_gateway_is_killed(tmp_path):
         with httpx.Client() as http:
             assert http.post(f"{srv.url}/model/{push['model']['id']}/production/predict",
                              json={}).status_code == 200
-        workers = _worker_pids(push["deployment"]["id"])  # the worker (and its sandbox)
+        workers = worker_pids(push["deployment"]["id"])  # the worker (and its sandbox)
         assert workers
         srv.proc.kill()  # SIGKILL: the gateway gets no chance to stop its workers
         srv.proc.wait()
         wait_for(lambda: not any(_alive(pid) for pid in workers), "the worker to stop with its gateway")
     finally:
         srv.stop()
-
-
-def _worker_pids(deployment_id: str) -> list[int]:
-    """Host pids of the processes running this deployment's worker (seen from outside any sandbox)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"trestle.runtime" in args and deployment_id.encode() in args:
-            pids.append(int(entry))
-    return pids
 
 
 def _alive(pid: int) -> bool:

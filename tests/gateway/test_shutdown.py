@@ -11,25 +11,10 @@ import threading
 import httpx
 import pytest
 
-from support import ROOT, start_server, wait_for
+from support import ROOT, start_server, wait_for, worker_pids
 
 MODELS = ROOT / "tests" / "gateway" / "models"
 NO_SANDBOX = {"TRESTLE_SANDBOX": "off"}  # the gated model reads the test's files
-
-
-def worker_pids(deployment_id: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"trestle.runtime" in args and deployment_id.encode() in args:
-            pids.append(int(entry))
-    return pids
 
 
 def running(pid: int) -> bool:
