@@ -12,7 +12,8 @@ Request bodies are bounded while they stream in (413 past the limit), by route:
 
     /model/.../predict, /model/.../sync/...   TRESTLE_MAX_PREDICT_BODY_BYTES   default 64 MiB
     /api/v1/push                              the upload limit of `trestle.deploy.package`
-    /api/datasets/{id}/upload                 the upload limits of `trestle.endpoints.ingest`
+    /api/datasets/{id}/upload                 DATASET_UPLOAD_BYTES (the files' limit of
+                                              `trestle.endpoints.ingest`, and the form around them)
     everything else (/v1/*, /api/*, ...)      TRESTLE_MAX_BODY_BYTES           default 8 MiB
 
 `Limits` bounds what a push may carry; each limit is a `trestle serve` option and an environment
@@ -30,6 +31,9 @@ from trestle.store.engine import sqlite_url
 
 DEFAULT_PORT = 8700
 MiB = 1024 * 1024
+# A dataset upload's body: `trestle.endpoints.ingest.MAX_UPLOAD_BYTES` of files (100 MiB) and
+# 1 MiB of multipart framing and other fields (a test checks the two agree).
+DATASET_UPLOAD_BYTES = 101 * MiB
 PUSH_PATH = "/api/v1/push"
 
 
@@ -150,11 +154,14 @@ class Settings:
         default_factory=lambda: _env_bytes("TRESTLE_MAX_PREDICT_BODY_BYTES", 64 * MiB))
 
     def body_limit(self, path: str) -> tuple[int, str] | None:
-        """The body limit of a route and the setting that sets it; None: the route has its own."""
+        """The body limit of a route and what sets it (a setting, or the dataset upload limit);
+        None: the route bounds its body itself (a push: `trestle.deploy.package`)."""
         if path.startswith("/model/"):
             return self.max_predict_body_bytes, "TRESTLE_MAX_PREDICT_BODY_BYTES"
-        if path == PUSH_PATH or (path.startswith("/api/datasets/") and path.endswith("/upload")):
-            return None  # bounded by the route itself (trestle.deploy.package, gateway.datasets)
+        if path == PUSH_PATH:
+            return None
+        if path.startswith("/api/datasets/") and path.endswith("/upload"):
+            return DATASET_UPLOAD_BYTES, "dataset uploads: 100 MiB of files, 1 MiB of form"
         return self.max_body_bytes, "TRESTLE_MAX_BODY_BYTES"
 
     limits: Limits = field(default_factory=Limits)

@@ -249,6 +249,15 @@ def test_keys_admin_writes_invoke_searches(server, api, handbook):
                              ("DELETE", f"/api/datasets/{name}")]:
             denied = client.request(method, path, json={"name": "x"})
             assert denied.status_code == 403, (method, path, denied.text)
-    assert httpx.get(f"{server.url}/api/datasets", timeout=30).status_code == 401
+            assert denied.json()["message"] == denied.json()["error"]["message"]  # one shape
+    unauthorized = httpx.get(f"{server.url}/api/datasets", timeout=30)
+    assert unauthorized.status_code == 401 and unauthorized.json()["message"]
     assert httpx.post(f"{server.url}/api/datasets/{name}/search", json={"query": "x"},
                       timeout=30).status_code == 401
+
+
+def test_the_gateway_upload_limit_holds_the_ingest_limit_and_the_form():
+    from trestle.endpoints.ingest import MAX_UPLOAD_BYTES
+    from trestle.settings import DATASET_UPLOAD_BYTES
+
+    assert MAX_UPLOAD_BYTES < DATASET_UPLOAD_BYTES <= MAX_UPLOAD_BYTES + 2 * 1024 * 1024

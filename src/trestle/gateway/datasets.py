@@ -14,19 +14,18 @@
 `{dataset}` is a dataset's id or name. Writes need an `admin` key; `search` an `admin` key or an
 `invoke` key that is not limited to some models or endpoints (`trestle.gateway.auth`).
 
-Errors carry the message twice: `{"message": ..., "error": {"message", "type", "param",
-"code"}}` — the top-level `message` is what prompt-endpoint clients read, `error` is the
+Errors (`trestle.protocol.errors.error_for`) carry the message twice: `{"message": ...,
+"error": {"message", "type", "param", "code"}}` — the top-level `message` is what prompt-endpoint clients read, `error` is the
 envelope of the rest of the API.
 
-An upload's body is bounded here, not by the gateway's general body limit: the limits of
-`trestle.endpoints.ingest` (100 MiB of files, 100 files) plus `FORM_OVERHEAD` for the form's
-other fields; past it, a 413 while it streams in.
+An upload's body is bounded by the gateway's body limit for this route
+(`trestle.settings.DATASET_UPLOAD_BYTES`: the 100 MiB of files of `trestle.endpoints.ingest`
+and the form around them); past it, a 413 while it streams in.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -36,37 +35,15 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Message
 
 from trestle.endpoints.chunking import ChunkingOptions
-from trestle.endpoints.ingest import MAX_FILES, MAX_UPLOAD_BYTES, UploadedFile
-from trestle.errors import BadRequest, PayloadTooLarge, TrestleError
+from trestle.endpoints.ingest import MAX_FILES, UploadedFile
+from trestle.errors import BadRequest, PayloadTooLarge
 from trestle.gateway.context import Gateway
 from trestle.protocol import datasets as wire
-from trestle.protocol.errors import error_body
 from trestle.protocol.validation import parse_body, to_bad_request
 
 PREFIX = "/api/datasets"
-FORM_OVERHEAD = 1024 * 1024  # bytes of multipart framing and non-file fields an upload may add
-UPLOAD_LIMIT = MAX_UPLOAD_BYTES + FORM_OVERHEAD
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def error_json(exc: TrestleError) -> JSONResponse:
-    return JSONResponse({"message": exc.message, **error_body(exc)}, status_code=exc.status_code,
-                        headers=exc.headers)
-
-
-def _answers(handler: Handler) -> Handler:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except TrestleError as exc:
-            return error_json(exc)
-
-    return endpoint
-
 
 def _json(model: BaseModel, status_code: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status_code)
@@ -155,30 +132,6 @@ class DatasetRoutes:
         return _json(wire.DocumentOut.of(document))
 
 
-def _bounded(request: Request) -> Request:
-    """The request with its body bounded to `UPLOAD_LIMIT` while it streams in (413 past it)."""
-    def too_large() -> PayloadTooLarge:
-        return PayloadTooLarge(f"the upload is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} "
-                               "MiB limit", param="files")
-
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > UPLOAD_LIMIT:
-        raise too_large()
-    received = 0
-    receive = request.receive
-
-    async def bounded() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > UPLOAD_LIMIT:
-                raise too_large()
-        return message
-
-    return Request(request.scope, bounded)
-
-
 async def read_upload(request: Request) -> tuple[list[UploadedFile], ChunkingOptions]:
     """The upload's files (with their metadata) and chunking options, from the multipart form:
     `files` (one part per file), `metadata` (a JSON object for every file, or one per file in
@@ -187,7 +140,7 @@ async def read_upload(request: Request) -> tuple[list[UploadedFile], ChunkingOpt
         raise BadRequest("an upload is a multipart/form-data body with one `files` part per file",
                          param="files")
     try:
-        async with _bounded(request).form(max_files=MAX_FILES, max_fields=MAX_FILES + 10) as form:
+        async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES + 10) as form:
             parts = form.getlist("files")
             if any(not isinstance(p, UploadFile) for p in parts):
                 raise BadRequest("`files` parts must be files (with a filename)", param="files")
@@ -246,14 +199,14 @@ def routes(gateway: Gateway) -> list[Route]:
     h = DatasetRoutes(gateway)
     one = PREFIX + "/{dataset}"
     return [
-        Route(PREFIX, _answers(h.list), methods=["GET"]),
-        Route(PREFIX, _answers(h.create), methods=["POST"]),
-        Route(one, _answers(h.get), methods=["GET"]),
-        Route(one, _answers(h.delete), methods=["DELETE"]),
-        Route(one + "/upload", _answers(h.upload), methods=["POST"]),
-        Route(one + "/search", _answers(h.search), methods=["POST"]),
-        Route(one + "/rows", _answers(h.rows), methods=["GET"]),
-        Route(one + "/rows/upsert", _answers(h.upsert), methods=["POST"]),
-        Route(one + "/documents", _answers(h.documents), methods=["GET"]),
-        Route(one + "/documents/{document_id}", _answers(h.delete_document), methods=["DELETE"]),
+        Route(PREFIX, h.list, methods=["GET"]),
+        Route(PREFIX, h.create, methods=["POST"]),
+        Route(one, h.get, methods=["GET"]),
+        Route(one, h.delete, methods=["DELETE"]),
+        Route(one + "/upload", h.upload, methods=["POST"]),
+        Route(one + "/search", h.search, methods=["POST"]),
+        Route(one + "/rows", h.rows, methods=["GET"]),
+        Route(one + "/rows/upsert", h.upsert, methods=["POST"]),
+        Route(one + "/documents", h.documents, methods=["GET"]),
+        Route(one + "/documents/{document_id}", h.delete_document, methods=["DELETE"]),
     ]

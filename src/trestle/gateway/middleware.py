@@ -74,8 +74,9 @@ class BodyLimit:
         limit, setting = bound
 
         def too_large() -> PayloadTooLarge:
+            code = setting.removeprefix("TRESTLE_").lower() if setting.startswith("TRESTLE_") else None
             return PayloadTooLarge(f"the request body is larger than this route's limit of {limit} bytes "
-                                   f"(limit: {setting})", code=setting.removeprefix("TRESTLE_").lower())
+                                   f"(limit: {setting})", code=code)
 
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

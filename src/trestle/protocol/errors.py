@@ -87,14 +87,15 @@ def truss_error_response(exc: TrestleError, source: str = WORKER_SOURCE) -> JSON
                         headers=headers)
 
 
-PROMPT_ENDPOINTS = "/api/endpoints/"
+# prompt endpoints and datastores: their clients read a top-level `message` (seed 002's API)
+MESSAGE_ROUTES = ("/api/endpoints/", "/api/datasets")
 
 
 def error_for(path: str, exc: TrestleError, *, worker: bool) -> JSONResponse:
     """The response for `exc` on `path`, in the shape of that route."""
     if truss_route(path, worker=worker):
         return truss_error_response(exc, WORKER_SOURCE if worker else GATEWAY_SOURCE)
-    if path.startswith(PROMPT_ENDPOINTS):  # that API's clients read a top-level `message`
+    if path.startswith(MESSAGE_ROUTES):
         return JSONResponse({"message": exc.message, **error_body(exc)}, status_code=exc.status_code,
                             headers=exc.headers)
     return error_response(exc)
