@@ -126,6 +126,14 @@ class RequestContext:
         started = False
         streamed = False  # no content-length: the body comes in pieces (time to first byte)
         first_byte: float | None = None
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self.metrics.done(scope, kind, route_name(path), status,
+                                  time.perf_counter() - start, first_byte)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started, streamed, first_byte
@@ -137,8 +145,11 @@ class RequestContext:
                 if not any(k == rid_header[0] for k, _ in hdrs):
                     hdrs.append(rid_header)
                     message = {**message, "headers": hdrs}
-            elif streamed and first_byte is None and message.get("body"):
-                first_byte = time.perf_counter() - start
+            elif message["type"] == "http.response.body":
+                if streamed and first_byte is None and message.get("body"):
+                    first_byte = time.perf_counter() - start
+                if not message.get("more_body", False):
+                    record()  # counted before the client can see the end of its answer
             await send(message)
 
         self.metrics.start(kind)
@@ -149,8 +160,7 @@ class RequestContext:
                 raise
             await error_answer(scope, exc)(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - start
-            self.metrics.done(scope, kind, route_name(path), status, elapsed, first_byte)
+            record()
             log.info("%s %s %d %.1fms", scope["method"], requestid.printable(path), status,
-                     elapsed * 1000)
+                     (time.perf_counter() - start) * 1000)
             requestid.current.reset(token)
