@@ -190,6 +190,9 @@ class ScalingConfig(BaseModel):
     # seconds a request waits for a ready replica (deployment loading, scaling from zero, every
     # replica restarting) before a 503
     cold_start_timeout: float = Field(default=120, gt=0, le=3600)
+    # seconds a replica leaving the rotation (scale-down, the old deployment after a promotion)
+    # lets its in-flight requests and streams finish; what is still running then is cut off
+    drain_timeout: float = Field(default=300, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _bounds(self) -> "ScalingConfig":
