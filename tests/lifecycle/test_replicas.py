@@ -13,14 +13,17 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from support import Server, start_server, wait_for
+from trestle.engine.builtin import builtin_config
 
 TINY = Path(__file__).resolve().parent / "models" / "tiny"
 GATED = Path(__file__).resolve().parent / "models" / "gated"
@@ -339,3 +342,36 @@ def test_a_draining_replica_is_stopped_after_its_drain_timeout(srv, tmp_path):
     for c in callers:
         c.join(120)
     assert answers[1] == 200  # the request on the replica that stayed finished normally
+
+
+def test_an_engine_deployment_scales_to_two_replicas_that_both_answer(srv, tmp_path):
+    folder = tmp_path / "smol-pair"
+    folder.mkdir()
+    config = builtin_config(threads=1, max_batch=2, context_length=512)
+    config["model_name"] = "smol-pair"
+    config["engine"]["slug"] = "test/smol-pair"
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    push = srv.push(folder)
+    dep = push["deployment"]["id"]
+    assert push["deployment"]["status"] == "active", push["deployment"]["error"]
+    srv.cli("deployments", "scale", dep, "--min", "2", "--max", "2")
+    wait_for(lambda: len(ready(srv, dep)) == 2, "two ready engine replicas")
+    client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=srv.api_key, max_retries=0)
+
+    def ask(i: int) -> str:
+        chat = client.chat.completions.create(
+            model="test/smol-pair", max_tokens=4, messages=[{"role": "user", "content": f"Say {i}"}])
+        return chat.choices[0].message.content
+
+    def both_answered() -> bool:
+        with ThreadPoolExecutor(4) as pool:  # concurrent: the least busy replica takes each
+            assert all(isinstance(text, str) for text in pool.map(ask, range(4)))
+        tokens = {}
+        text = httpx.get(f"{srv.url}/metrics", timeout=30).text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "trestle_engine_generated_tokens_total" and s.labels.get("deployment") == dep:
+                    tokens[s.labels["replica"]] = s.value
+        return len(tokens) == 2 and all(v > 0 for v in tokens.values())
+
+    wait_for(both_answered, "both replicas generating tokens")
