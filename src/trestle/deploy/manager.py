@@ -165,6 +165,9 @@ class DeploymentManager:
             self._log(dep, f"config.yaml keys trestle does not use: {', '.join(config.ignored_keys)}")
 
         envs, notes = [DEVELOPMENT], list(config.notes)
+        if "websocket" in defined_methods(home / "src", config):
+            notes.append("the Model's `websocket` method is not served: trestle does not serve "
+                         "websocket endpoints (a handshake gets a 501); its HTTP methods are")
         for note in notes:
             self._log(dep, note)
         stuck = self._production_never_served(model.id)
@@ -359,20 +362,24 @@ OPENAI_METHODS = ("chat_completions", "completions")
 
 def openai_methods(folder: Path, config: ModelConfig) -> list[str]:
     """The OpenAI methods the deployment answers: both for an engine or an upstream, else those
-    its Model class defines (read from the source without running it; a class built dynamically
-    shows none)."""
+    its Model class defines."""
     if config.engine is not None or config.upstream is not None:
         return list(OPENAI_METHODS)
-    if config.docker_server is not None:
-        return []  # its own server: reached under sync/
+    defined = defined_methods(folder, config)
+    return [m for m in OPENAI_METHODS if m in defined]
+
+
+def defined_methods(folder: Path, config: ModelConfig) -> set[str]:
+    """The methods the folder's Model class defines, read from the source without running it
+    (a class built dynamically shows none; an engine, upstream or docker_server folder has none)."""
+    if config.engine is not None or config.upstream is not None or config.docker_server is not None:
+        return set()
     path = folder / config.model_module_dir / config.model_class_filename
     try:
         tree = ast.parse(path.read_bytes())
     except (OSError, SyntaxError, ValueError):
-        return []
+        return set()
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == config.model_class_name:
-            defined = {n.name for n in node.body
-                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-            return [m for m in OPENAI_METHODS if m in defined]
-    return []
+            return {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return set()

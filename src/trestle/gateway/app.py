@@ -5,6 +5,7 @@
         otherwise    the edge router: /v1 Model APIs, /api/v1 management, /api/datasets,
                      /api/endpoints (prompt endpoints), /health, /metrics
 
+A websocket handshake is refused with a 501 that says websockets are not served.
 `GatewayApp` answers the ASGI lifespan itself: at startup it opens the `Gateway` (store, manager
 and routing table, settings, metrics) and builds the request stack around it, passing it to
 each part explicitly; at shutdown it closes it.
@@ -28,12 +29,13 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.deploy.backend import ReplicaBackend
-from trestle.errors import NotFound
+from trestle.errors import NotFound, NotImplementedYet
 from trestle.gateway import auth, datasets, management, openapi, prompt_admin, prompt_call, routes
 from trestle.gateway.bridge import Bridge
 from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
+from trestle.protocol.errors import error_for
 from trestle.settings import Settings
 from trestle.store import Status
 
@@ -105,6 +107,11 @@ def build_app(gateway: Gateway) -> ASGIApp:
     return ModelSubdomain(RequestContext(app, gateway.metrics))
 
 
+WEBSOCKETS_NOT_SERVED = NotImplementedYet(
+    "websocket endpoints are not served by trestle (a Model's `websocket` method is not called); "
+    "stream over HTTP instead: a generator returned by predict or chat_completions")
+
+
 class GatewayApp:
     """The ASGI app `trestle serve` runs: opens the gateway at startup, closes it at shutdown."""
 
@@ -117,6 +124,8 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
+        elif scope["type"] == "websocket":  # the handshake is refused: 501 in the route's shape
+            await error_for(scope["path"], WEBSOCKETS_NOT_SERVED, worker=False)(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
