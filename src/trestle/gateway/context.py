@@ -105,6 +105,11 @@ class Gateway:
 
     async def close(self) -> None:
         try:
+            if self._datastore is not None:
+                try:
+                    await self._datastore.close()  # pending last_accessed times
+                except Exception:
+                    log.exception("could not write the datastore's pending last_accessed times")
             if self._embedder_client is not None:
                 await self._embedder_client.aclose()
             await self.manager.close()
