@@ -27,8 +27,6 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from trestle.store.engine import sqlite_url
-
 DEFAULT_PORT = 8700
 MiB = 1024 * 1024
 # A dataset upload's body: `trestle.endpoints.ingest.MAX_UPLOAD_BYTES` of files (100 MiB) and
@@ -168,6 +166,10 @@ class Settings:
 
     @property
     def db_url(self) -> str:
+        # Imported here: SQLAlchemy takes seconds to import, and the CLI (which reads the
+        # defaults above) never opens the store.
+        from trestle.store.engine import sqlite_url
+
         return (
             self.database_url
             or os.environ.get("TRESTLE_DATABASE_URL")

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import click
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -179,15 +181,42 @@ def push(client: Client, folder: Path, promote: bool, environment: str | None, w
 
 
 def wait_for(client: Client, deployment_id: str) -> wire.DeploymentOut:
-    with console.status("deploying") as status:
-        while True:
-            dep = wire.DeploymentOut.model_validate(
-                client.request("GET", f"/api/v1/deployments/{deployment_id}").json()
-            )
-            status.update(f"deployment {dep.id}: {dep.status}")
-            if dep.status.settled:
-                return dep
-            time.sleep(0.5)
+    """Poll the deployment until it is active or failed, printing its build output (pip's,
+    the build commands') on stderr as it is written."""
+    done = threading.Event()
+    threading.Thread(target=print_build_output, args=(client, deployment_id, done), daemon=True).start()
+    try:
+        with console.status("deploying") as status:
+            while True:
+                dep = wire.DeploymentOut.model_validate(
+                    client.request("GET", f"/api/v1/deployments/{deployment_id}").json()
+                )
+                status.update(f"deployment {dep.id}: {dep.status}")
+                if dep.status.settled:
+                    return dep
+                time.sleep(0.5)
+    finally:
+        done.set()
+
+
+def print_build_output(client: Client, deployment_id: str, done: threading.Event) -> None:
+    """Follow the deployment's log and print its `build` lines on stderr until `done` (a thread
+    of `wait_for`: the build output is a convenience, so a lost stream just ends it)."""
+    url = f"/api/v1/deployments/{deployment_id}/logs"
+    params = {"format": "json", "tail": 10_000, "follow": 1}
+    try:
+        with client.http(timeout=None) as http, http.stream("GET", url, params=params) as resp:
+            if not resp.is_success:
+                return
+            for line in resp.iter_lines():
+                if done.is_set():
+                    return
+                record = json.loads(line) if line else {}
+                if record.get("source") == "build":
+                    console.print(f"build | {record.get('message', '')}", markup=False,
+                                  highlight=False, soft_wrap=True)
+    except (httpx.HTTPError, ValueError):
+        return
 
 
 def print_push(result: wire.PushResponse, dep: wire.DeploymentOut) -> None:

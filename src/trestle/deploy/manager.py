@@ -55,7 +55,7 @@ class DeploymentManager:
         self.store = store
         self.backend = UpstreamBackend(backend)  # deployments with `upstream:` run no worker
         self.settings = settings
-        self.routing = RoutingTable(self.backend)
+        self.routing = RoutingTable(self.backend, metrics=getattr(backend, "metrics", None))
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -74,6 +74,7 @@ class ScaleRequest(BaseModel):
     target_concurrency: int | None = None
     scale_down_delay: float | None = None
     cold_start_timeout: float | None = None
+    drain_timeout: float | None = None
 
 
 class PushResponse(BaseModel):
