@@ -5,6 +5,14 @@ stages pushes, brings deployments up through the replica backend, and keeps the 
 (`trestle.deploy.routing`, which the request path reads without I/O) in step with the record.
 An environment's live pointer moves only when its new deployment is active, so the old one keeps
 serving until then; if the new one fails, the environment's record goes back to the old one.
+
+Several gateways may share one record (PostgreSQL). Each runs its own replicas of what the
+record says: the gateway a push or an activation reached *leads* that bring-up (it writes the
+deployment's status, and reverts the environments if it fails); the others *follow* it
+(`sync`, called by `trestle.store.changes` when another gateway changed the record): they unpack
+the pushed folder from the store onto their own machine, start their own replicas and keep their
+own status in their routing table, writing nothing but "active" over a record a crashed leader
+left loading. Deployments a gateway finds on start are followed the same way.
 """
 
 from __future__ import annotations
@@ -12,12 +20,13 @@ from __future__ import annotations
 import ast
 import asyncio
 import logging
+import os
 import re
 import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -57,6 +66,12 @@ class DeploymentManager:
         self.settings = settings
         self.routing = RoutingTable(self.backend)
         self._tasks: set[asyncio.Task] = set()
+        # Held by writes that change the record and the routing table together, and by `sync`,
+        # so that a sync never sees one without the other.
+        self._changing = asyncio.Lock()
+        self._following: dict[str, asyncio.Task] = {}  # deployment id -> its follower bring-up
+        self._seen: dict[str, object] = {}  # deployment id -> updated_at of the record synced
+        self._local_dirs: dict[str, str] = {}  # deployment id -> its folder on this machine
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -68,7 +83,10 @@ class DeploymentManager:
                 self.routing.point((model.id, env.name), env.deployment_id)
         for dep in list(self.routing.deployments.values()):
             if dep.status in RESUMABLE:
-                self._spawn(self._bring_up(dep))
+                if self.store.shared:  # another gateway may serve it: follow, as sync does
+                    self._follow(dep)
+                else:
+                    self._spawn(self._bring_up(dep))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -105,7 +123,8 @@ class DeploymentManager:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return await self._record(staging, config, model_name, promote, environment, methods)
+        return await self._record(staging, config, model_name, promote, environment, methods,
+                                  archive)
 
     async def push_folder(self, folder: Path, **kwargs) -> PushResult:
         """Push a folder that is already on this machine (used for built-in models)."""
@@ -148,7 +167,8 @@ class DeploymentManager:
                     "a new version of it", param="engine.slug")
 
     async def _record(self, staging: Path, config: ModelConfig, model_name: str,
-                      promote: bool, environment: str | None, methods: list[str]) -> PushResult:
+                      promote: bool, environment: str | None, methods: list[str],
+                      archive: Path) -> PushResult:
         model = await self._model_named(model_name)
         first = not await self.store.list_deployments(model.id)
         raw_config = config.record()
@@ -158,8 +178,10 @@ class DeploymentManager:
         home = self.settings.deployments_dir / f"{safe}-{secrets.token_hex(4)}"
         home.mkdir()
         staging.rename(home / "src")
-        dep = await self.store.create_deployment(model.id, raw_config, source_dir=str(home / "src"))
-        self.routing.record(dep)
+        async with self._changing:
+            dep = await self.store.create_deployment(model.id, raw_config, source_dir=str(home / "src"),
+                                                     archive=archive)
+            self.routing.record(dep)
         self._log(dep, f"pushed as deployment {dep.id} of model {model.name} ({model.id})")
         if config.ignored_keys:
             self._log(dep, f"config.yaml keys trestle does not use: {', '.join(config.ignored_keys)}")
@@ -230,20 +252,26 @@ class DeploymentManager:
         return scaling
 
     async def _set_intended(self, model_id: str, env: str, deployment_id: str) -> None:
-        await self.store.set_environment(model_id, env, deployment_id)
-        self.routing.point((model_id, env), deployment_id)
+        async with self._changing:
+            await self.store.set_environment(model_id, env, deployment_id)
+            self.routing.point((model_id, env), deployment_id)
 
     # -- bringing a deployment up --------------------------------------------------------------
-    async def _bring_up(self, dep: Deployment) -> None:
+    async def _bring_up(self, dep: Deployment, *, lead: bool = True) -> None:
+        """Build and start the deployment's replicas here; `lead`: write its status to the
+        record (else only to this gateway's routing table: see the module docstring)."""
+        set_status = self._set_status if lead else self._set_local_status
         config = ModelConfig.from_dict(dep.config, unknown="drop")  # older records may have more
         try:
+            if not lead:
+                dep = await self._local_copy(dep)
             if config.requirements or config.requirements_file or config.build_commands:
-                dep = await self._set_status(dep, Status.BUILDING)
+                dep = await set_status(dep, Status.BUILDING)
                 listed = f" and {config.requirements_file}" if config.requirements_file else ""
                 self._log(dep, f"building a virtualenv with {len(config.requirements)} "
                                f"requirement(s){listed}")
                 await self.backend.prepare(self._spec(dep, config, {}))
-            dep = await self._set_status(dep, Status.DEPLOYING)
+            dep = await set_status(dep, Status.DEPLOYING)
             all_secrets = await self.store.get_secrets()
             wanted = set(config.secrets)
             if config.upstream is not None and config.upstream.api_key_secret:
@@ -252,22 +280,27 @@ class DeploymentManager:
             if missing:
                 self._log(dep, f"secrets not set (use `trestle secrets set NAME`): {', '.join(missing)}")
             spec = self._spec(dep, config, {k: v for k, v in all_secrets.items() if k in wanted})
-            await self.backend.start(spec, on_failed=lambda reason: self._spawn(self._failed(dep, reason)))
+            await self.backend.start(
+                spec, on_failed=lambda reason: self._spawn(self._failed(dep, reason, lead=lead)))
         except (ReadinessError, BadRequest) as exc:
             self._log(dep, f"deployment failed: {exc}")
-            await self._set_status(dep, Status.FAILED, error=str(exc))
-            await self._revert_intended(dep)
+            await set_status(dep, Status.FAILED, error=str(exc))
+            if lead:
+                await self._revert_intended(dep)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: record it rather than losing the deployment
             log.exception("deployment %s: unexpected error while bringing it up", dep.id)
-            await self._set_status(dep, Status.FAILED, error=f"internal error: {exc}")
-            await self._revert_intended(dep)
+            await set_status(dep, Status.FAILED, error=f"internal error: {exc}")
+            if lead:
+                await self._revert_intended(dep)
             return
-        dep = await self._set_status(dep, Status.ACTIVE)
+        dep = await set_status(dep, Status.ACTIVE)
         self._go_live(dep.id)
         self._log(dep, "deployment is active")
+        if not lead:
+            await self.store.mark_active_if_loading(dep.id)
 
     def _go_live(self, deployment_id: str) -> None:
         """Point the environments meant for the deployment at it; a deployment that no longer
@@ -277,11 +310,11 @@ class DeploymentManager:
             self._log(self.routing.deployments[old], "no environment points here any more: "
                       "scaling to min_replicas once in-flight requests finish")
 
-    async def _failed(self, dep: Deployment, reason: str) -> None:
+    async def _failed(self, dep: Deployment, reason: str, *, lead: bool = True) -> None:
         """The backend gave up on a running deployment (its replicas kept crashing)."""
         await self.backend.stop(dep.id)
         self._log(dep, f"deployment failed: {reason}")
-        await self._set_status(dep, Status.FAILED, error=reason)
+        await (self._set_status if lead else self._set_local_status)(dep, Status.FAILED, error=reason)
 
     def _spec(self, dep: Deployment, config: ModelConfig, secrets: dict[str, str]) -> DeploymentSpec:
         return DeploymentSpec(
@@ -309,9 +342,131 @@ class DeploymentManager:
                 await self._set_intended(key[0], key[1], previous)
 
     async def _set_status(self, dep: Deployment, status: Status, error: str | None = None) -> Deployment:
-        dep = await self.store.set_deployment_status(dep.id, status, error=error)
+        async with self._changing:
+            dep = self._localized(await self.store.set_deployment_status(dep.id, status, error=error))
+            self.routing.record(dep)
+        return dep
+
+    async def _set_local_status(self, dep: Deployment, status: Status,
+                                error: str | None = None) -> Deployment:
+        dep = replace(dep, status=status, error=error)
         self.routing.record(dep)
         return dep
+
+    # -- following other gateways --------------------------------------------------------------
+    async def sync(self) -> None:
+        """Bring this gateway in step with the record after other gateways changed it: new
+        deployments are followed (brought up here), failed, deactivated or deleted ones stopped,
+        new scaling applied, environments re-pointed (live once their deployment is active here)."""
+        async with self._changing:
+            # Pointers first: a deployment an environment points at is never deleted, so every
+            # pointer read here names a deployment the read below finds.
+            pointers = {}
+            for model in await self.store.list_models():
+                for env in await self.store.list_environments(model.id):
+                    pointers[(model.id, env.name)] = env.deployment_id
+            records = {d.id: d for d in await self.store.list_deployments()}
+            for dep_id in [d for d in self.routing.deployments if d not in records]:
+                await self._forget(dep_id)
+            for record in records.values():
+                if self._seen.get(record.id) != record.updated_at:
+                    self._seen[record.id] = record.updated_at
+                    await self._sync_deployment(self._localized(record))
+            for key in [k for k in self.routing.intended if k not in pointers]:
+                self.routing.intended.pop(key, None)
+                self.routing.live.pop(key, None)
+            for key, dep_id in pointers.items():
+                if self.routing.intended.get(key) != dep_id:
+                    self.routing.point(key, dep_id)
+                    if self.routing.deployments[dep_id].status == Status.ACTIVE:
+                        self._go_live(dep_id)
+
+    async def _sync_deployment(self, record: Deployment) -> None:
+        mine = self.routing.deployments.get(record.id)
+        if mine is None or (mine.status not in RESUMABLE and record.status in RESUMABLE):
+            # new here, or activated again elsewhere
+            self.routing.record(record)
+            if record.status in RESUMABLE:
+                self._follow(record)
+            return
+        if record.status not in RESUMABLE and mine.status != record.status:
+            # failed where it was led, or deactivated: stop this gateway's replicas too
+            await self._stop_following(record.id)
+            await self.backend.stop(record.id)
+            self.routing.record(record)
+            self._log(record, f"stopped here: the deployment is {record.status} (changed by "
+                              "another gateway)")
+            return
+        if record.config != mine.config:
+            self.routing.record(replace(mine, config=record.config))
+            scaling = ModelConfig.from_dict(record.config, unknown="drop").scaling
+            self.backend.scale(record.id, scaling)
+
+    def _follow(self, dep: Deployment) -> None:
+        if dep.status == Status.ACTIVE:  # active elsewhere; loading here
+            dep = replace(dep, status=Status.DEPLOYING)
+            self.routing.record(dep)
+        task = asyncio.create_task(self._bring_up(dep, lead=False))
+        self._tasks.add(task)
+        self._following[dep.id] = task
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if self._following.get(dep.id) is t:
+                del self._following[dep.id]
+
+        task.add_done_callback(done)
+
+    async def _stop_following(self, deployment_id: str) -> None:
+        task = self._following.pop(deployment_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _forget(self, deployment_id: str) -> None:
+        """A deployment deleted by another gateway: its replicas here stop, its folder goes."""
+        await self._stop_following(deployment_id)
+        dep = self.routing.deployments.pop(deployment_id)
+        await self.backend.stop(deployment_id)
+        self._seen.pop(deployment_id, None)
+        local = self._local_dirs.pop(deployment_id, None)
+        if local is not None:
+            await asyncio.to_thread(shutil.rmtree, Path(local).parent, True)
+        log.info("deployment %s (model %s) was deleted by another gateway", dep.id, dep.model_id)
+
+    def _localized(self, dep: Deployment) -> Deployment:
+        """The record with its folder on this machine, where this gateway unpacked it."""
+        local = self._local_dirs.get(dep.id)
+        return replace(dep, source_dir=local) if local and local != dep.source_dir else dep
+
+    async def _local_copy(self, dep: Deployment) -> Deployment:
+        """The deployment with its folder on this machine: where the record says when it is
+        there (the gateway that took the push, or a shared filesystem), else unpacked from the
+        archive kept in the store into this gateway's deployments folder (once)."""
+        if Path(dep.source_dir).is_dir():
+            return dep
+        home = self.settings.deployments_dir / Path(dep.source_dir).parent.name
+        if not (home / "src").is_dir():
+            fd, name = tempfile.mkstemp(prefix=".fetch-", suffix=".tar.gz", dir=self.upload_dir())
+            os.close(fd)
+            archive = Path(name)
+            staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.upload_dir()))
+            try:
+                if not await self.store.load_archive(dep.id, archive):
+                    raise BadRequest("its folder is not on this machine and the store keeps no copy "
+                                     "of it (it was pushed to a gateway on SQLite); push it again")
+                await asyncio.to_thread(unpack, archive, staging, self.settings.limits)
+                home.mkdir(exist_ok=True)
+                staging.rename(home / "src")
+            finally:
+                archive.unlink(missing_ok=True)
+                shutil.rmtree(staging, ignore_errors=True)
+        self._local_dirs[dep.id] = str(home / "src")
+        dep = self._localized(dep)
+        self.routing.record(dep)
+        self._log(dep, f"following deployment {dep.id}: its folder was unpacked on this gateway")
+        return dep
+
 
     # -- helpers -------------------------------------------------------------------------------
     def deployment(self, deployment_id: str) -> Deployment:
@@ -325,9 +480,11 @@ class DeploymentManager:
 
     def _log(self, dep: Deployment, message: str) -> None:
         log.info("deployment %s: %s", dep.id, message)
-        path = deployment_log(Path(dep.source_dir).parent)
+        home = Path(dep.source_dir).parent
+        if not home.is_dir():  # followed from another gateway, not unpacked here (yet)
+            return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        with open(path, "a") as f:
+        with open(deployment_log(home), "a") as f:
             f.write(f"{stamp} [trestle] {message}\n")
 
     def upload_dir(self) -> Path:
