@@ -157,6 +157,9 @@ class Settings:
     # On PostgreSQL, how often the gateway re-reads the record besides LISTEN/NOTIFY
     # (docs/multiple-gateways.md).
     sync_poll_s: float = field(default_factory=lambda: _env_float("TRESTLE_SYNC_POLL_S", 10.0))
+    # How long a verified API key is remembered (a revocation on another gateway that does not
+    # reach this one in time still takes effect after this long).
+    key_cache_ttl: float = field(default_factory=lambda: _env_float("TRESTLE_KEY_CACHE_TTL", 30.0))
 
     def body_limit(self, path: str) -> tuple[int, str] | None:
         """The body limit of a route and what sets it (a setting, or the dataset upload limit);

@@ -115,13 +115,15 @@ def limit_options(fn):
 @click.option("--no-builtin-embeddings", is_flag=True,
               help="do not deploy the built-in embeddings model (saves ~1.5 GiB of memory)")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (env TRESTLE_DATABASE_URL)")
+@click.option("--redis-url", default=None, envvar="TRESTLE_REDIS_URL", show_envvar=True,
+              help="Redis for rate limits shared by several gateways (default: counted in memory)")
 @click.option("--drain-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
               envvar="TRESTLE_DRAIN_TIMEOUT", show_envvar=True,
               help="seconds that requests and streams in flight get to finish on SIGTERM or "
                    "Ctrl-C, before the workers are stopped")
 @limit_options
-def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url, drain_timeout,
-          **limits) -> None:
+def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url, redis_url,
+          drain_timeout, **limits) -> None:
     """Run the gateway (and its workers) in the foreground.
 
     SIGTERM or Ctrl-C stops it gracefully (a second Ctrl-C: at once)."""
@@ -130,7 +132,7 @@ def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
                         builtin_models=not no_builtin,
                         builtin_embeddings=not no_builtin_embeddings, database_url=database_url,
-                        drain_timeout=drain_timeout, limits=Limits(**limits))
+                        redis_url=redis_url, drain_timeout=drain_timeout, limits=Limits(**limits))
     try:
         run(settings)
     except CannotStart as exc:

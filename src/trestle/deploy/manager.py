@@ -440,12 +440,12 @@ class DeploymentManager:
         return replace(dep, source_dir=local) if local and local != dep.source_dir else dep
 
     async def _local_copy(self, dep: Deployment) -> Deployment:
-        """The deployment with its folder on this machine: where the record says when it is
-        there (the gateway that took the push, or a shared filesystem), else unpacked from the
-        archive kept in the store into this gateway's deployments folder (once)."""
-        if Path(dep.source_dir).is_dir():
-            return dep
+        """The deployment with its folder in this gateway's deployments folder: where the record
+        says when this gateway took the push, else unpacked there (once) from the archive kept
+        in the store. Each gateway keeps its own copy, virtualenv and log, even on one machine."""
         home = self.settings.deployments_dir / Path(dep.source_dir).parent.name
+        if Path(dep.source_dir) == home / "src" and (home / "src").is_dir():
+            return dep
         if not (home / "src").is_dir():
             fd, name = tempfile.mkstemp(prefix=".fetch-", suffix=".tar.gz", dir=self.upload_dir())
             os.close(fd)

@@ -78,7 +78,8 @@ class Gateway:
             backend = LocalProcessBackend(log_max_bytes=settings.worker_log_max_bytes,
                                           log_backups=settings.worker_log_backups)
         settings.home.mkdir(parents=True, exist_ok=True)
-        store = await Store.open(settings.db_url, secrets_key_file=settings.secrets_key_file)
+        store = await Store.open(settings.db_url, secrets_key_file=settings.secrets_key_file,
+                                 key_cache_ttl=settings.key_cache_ttl)
         metrics = Metrics()
         if hasattr(backend, "metrics"):
             backend.metrics = metrics  # the backend's hooks: cold starts, restarts, health checks

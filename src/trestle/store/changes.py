@@ -38,7 +38,7 @@ class ChangeFeed:
                  poll_s: float = POLL_S, fallback_poll_s: float = FALLBACK_POLL_S):
         self.store = store
         self.on_change = on_change
-        self.poll_s = poll_s
+        self.poll_s = max(poll_s, fallback_poll_s)
         self.fallback_poll_s = fallback_poll_s
         self.listening = False  # whether notifications arrive now (else: polling only)
         self.resyncs = 0  # how many times on_change ran
