@@ -167,3 +167,37 @@ def test_a_key_without_limits_gets_no_rate_limit_headers(gateways):
     res = httpx.get(f"{a.url}/v1/models", headers=a.headers)
     assert res.status_code == 200
     assert not [h for h in res.headers if h.startswith("x-ratelimit")]
+
+
+def listening_backends(url: str, terminate: bool = False) -> int:
+    """How many connections LISTEN on the database (ended first, with `terminate`)."""
+    import asyncio
+
+    import asyncpg
+
+    async def query() -> int:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            where = "query LIKE 'LISTEN %' AND pid <> pg_backend_pid() AND datname = current_database()"
+            if terminate:
+                return len(await conn.fetch(
+                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {where}"))
+            return await conn.fetchval(f"SELECT count(*) FROM pg_stat_activity WHERE {where}")
+        finally:
+            await conn.close()
+
+    return asyncio.run(query())
+
+
+def test_changes_still_arrive_after_the_listening_connections_are_lost(gateways, services):
+    a, b = gateways
+    url = services["TRESTLE_DATABASE_URL"]
+    assert listening_backends(url) == 2
+    assert listening_backends(url, terminate=True) == 2  # both gateways lose their LISTEN
+    created = a.cli_json("keys", "create", "after-the-cut")
+    key = {"Authorization": f"Bearer {created['key']}"}
+    assert httpx.get(f"{b.url}/v1/models", headers=key).status_code == 200
+    a.cli("keys", "revoke", created["id"], "--yes")
+    wait_for(lambda: httpx.get(f"{b.url}/v1/models", headers=key).status_code == 401,
+             "gateway B to refuse the key revoked on A after its LISTEN connection was cut")
+    wait_for(lambda: listening_backends(url) == 2, "both gateways to LISTEN again")

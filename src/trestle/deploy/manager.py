@@ -6,13 +6,8 @@ stages pushes, brings deployments up through the replica backend, and keeps the 
 An environment's live pointer moves only when its new deployment is active, so the old one keeps
 serving until then; if the new one fails, the environment's record goes back to the old one.
 
-Several gateways may share one record (PostgreSQL). Each runs its own replicas of what the
-record says: the gateway a push or an activation reached *leads* that bring-up (it writes the
-deployment's status, and reverts the environments if it fails); the others *follow* it
-(`sync`, called by `trestle.store.changes` when another gateway changed the record): they unpack
-the pushed folder from the store onto their own machine, start their own replicas and keep their
-own status in their routing table, writing nothing but "active" over a record a crashed leader
-left loading. Deployments a gateway finds on start are followed the same way.
+Several gateways may share one record (PostgreSQL): the gateway a push reached leads its
+bring-up; the others follow it (`trestle.deploy.follow`).
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import logging
-import os
 import re
 import secrets
 import shutil
@@ -34,6 +28,7 @@ from pydantic import ValidationError
 from trestle import tokencount
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig, ScalingConfig
+from trestle.deploy.follow import RESUMABLE, Following
 from trestle.deploy.package import pack, unpack
 from trestle.deploy.requirements import read_requirements
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
@@ -46,8 +41,6 @@ from trestle.store.store import check_environment_name
 
 log = logging.getLogger("trestle.deploy")
 
-RESUMABLE = {Status.BUILDING, Status.DEPLOYING, Status.ACTIVE}
-
 
 @dataclass(frozen=True)
 class PushResult:
@@ -59,7 +52,7 @@ class PushResult:
     methods: list[str]  # the OpenAI methods a Model class defines (engine: both)
 
 
-class DeploymentManager:
+class DeploymentManager(Following):
     def __init__(self, store: Store, backend: ReplicaBackend, settings: Settings):
         self.store = store
         self.backend = UpstreamBackend(backend)  # deployments with `upstream:` run no worker
@@ -352,121 +345,6 @@ class DeploymentManager:
         dep = replace(dep, status=status, error=error)
         self.routing.record(dep)
         return dep
-
-    # -- following other gateways --------------------------------------------------------------
-    async def sync(self) -> None:
-        """Bring this gateway in step with the record after other gateways changed it: new
-        deployments are followed (brought up here), failed, deactivated or deleted ones stopped,
-        new scaling applied, environments re-pointed (live once their deployment is active here)."""
-        async with self._changing:
-            # Pointers first: a deployment an environment points at is never deleted, so every
-            # pointer read here names a deployment the read below finds.
-            pointers = {}
-            for model in await self.store.list_models():
-                for env in await self.store.list_environments(model.id):
-                    pointers[(model.id, env.name)] = env.deployment_id
-            records = {d.id: d for d in await self.store.list_deployments()}
-            for dep_id in [d for d in self.routing.deployments if d not in records]:
-                await self._forget(dep_id)
-            for record in records.values():
-                if self._seen.get(record.id) != record.updated_at:
-                    self._seen[record.id] = record.updated_at
-                    await self._sync_deployment(self._localized(record))
-            for key in [k for k in self.routing.intended if k not in pointers]:
-                self.routing.intended.pop(key, None)
-                self.routing.live.pop(key, None)
-            for key, dep_id in pointers.items():
-                if self.routing.intended.get(key) != dep_id:
-                    self.routing.point(key, dep_id)
-                    if self.routing.deployments[dep_id].status == Status.ACTIVE:
-                        self._go_live(dep_id)
-
-    async def _sync_deployment(self, record: Deployment) -> None:
-        mine = self.routing.deployments.get(record.id)
-        if mine is None or (mine.status not in RESUMABLE and record.status in RESUMABLE):
-            # new here, or activated again elsewhere
-            self.routing.record(record)
-            if record.status in RESUMABLE:
-                self._follow(record)
-            return
-        if record.status not in RESUMABLE and mine.status != record.status:
-            # failed where it was led, or deactivated: stop this gateway's replicas too
-            await self._stop_following(record.id)
-            await self.backend.stop(record.id)
-            self.routing.record(record)
-            self._log(record, f"stopped here: the deployment is {record.status} (changed by "
-                              "another gateway)")
-            return
-        if record.config != mine.config:
-            self.routing.record(replace(mine, config=record.config))
-            scaling = ModelConfig.from_dict(record.config, unknown="drop").scaling
-            self.backend.scale(record.id, scaling)
-
-    def _follow(self, dep: Deployment) -> None:
-        if dep.status == Status.ACTIVE:  # active elsewhere; loading here
-            dep = replace(dep, status=Status.DEPLOYING)
-            self.routing.record(dep)
-        task = asyncio.create_task(self._bring_up(dep, lead=False))
-        self._tasks.add(task)
-        self._following[dep.id] = task
-
-        def done(t: asyncio.Task) -> None:
-            self._tasks.discard(t)
-            if self._following.get(dep.id) is t:
-                del self._following[dep.id]
-
-        task.add_done_callback(done)
-
-    async def _stop_following(self, deployment_id: str) -> None:
-        task = self._following.pop(deployment_id, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _forget(self, deployment_id: str) -> None:
-        """A deployment deleted by another gateway: its replicas here stop, its folder goes."""
-        await self._stop_following(deployment_id)
-        dep = self.routing.deployments.pop(deployment_id)
-        await self.backend.stop(deployment_id)
-        self._seen.pop(deployment_id, None)
-        local = self._local_dirs.pop(deployment_id, None)
-        if local is not None:
-            await asyncio.to_thread(shutil.rmtree, Path(local).parent, True)
-        log.info("deployment %s (model %s) was deleted by another gateway", dep.id, dep.model_id)
-
-    def _localized(self, dep: Deployment) -> Deployment:
-        """The record with its folder on this machine, where this gateway unpacked it."""
-        local = self._local_dirs.get(dep.id)
-        return replace(dep, source_dir=local) if local and local != dep.source_dir else dep
-
-    async def _local_copy(self, dep: Deployment) -> Deployment:
-        """The deployment with its folder in this gateway's deployments folder: where the record
-        says when this gateway took the push, else unpacked there (once) from the archive kept
-        in the store. Each gateway keeps its own copy, virtualenv and log, even on one machine."""
-        home = self.settings.deployments_dir / Path(dep.source_dir).parent.name
-        if Path(dep.source_dir) == home / "src" and (home / "src").is_dir():
-            return dep
-        if not (home / "src").is_dir():
-            fd, name = tempfile.mkstemp(prefix=".fetch-", suffix=".tar.gz", dir=self.upload_dir())
-            os.close(fd)
-            archive = Path(name)
-            staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.upload_dir()))
-            try:
-                if not await self.store.load_archive(dep.id, archive):
-                    raise BadRequest("its folder is not on this machine and the store keeps no copy "
-                                     "of it (it was pushed to a gateway on SQLite); push it again")
-                await asyncio.to_thread(unpack, archive, staging, self.settings.limits)
-                home.mkdir(exist_ok=True)
-                staging.rename(home / "src")
-            finally:
-                archive.unlink(missing_ok=True)
-                shutil.rmtree(staging, ignore_errors=True)
-        self._local_dirs[dep.id] = str(home / "src")
-        dep = self._localized(dep)
-        self.routing.record(dep)
-        self._log(dep, f"following deployment {dep.id}: its folder was unpacked on this gateway")
-        return dep
-
 
     # -- helpers -------------------------------------------------------------------------------
     def deployment(self, deployment_id: str) -> Deployment:

@@ -230,7 +230,10 @@ class UsageCounter:
 
     def _take(self, text: bytes) -> None:
         try:
-            usage = json.loads(text).get("usage")
+            event = json.loads(text)
+            usage = event.get("usage")
+            if usage is None and isinstance(event.get("message"), dict):  # Anthropic's message_start
+                usage = event["message"].get("usage")
         except (ValueError, AttributeError):
             return
         if not isinstance(usage, dict):

@@ -64,11 +64,17 @@ class ChangeFeed:
         if origin != self.store.instance:
             self._wake.set()
 
+    def _terminated(self, _connection) -> None:
+        """The LISTEN connection is gone (server restart, network, pg_terminate_backend)."""
+        self.listening = False
+        self._wake.set()  # reconnect now, and re-read what may have been missed
+
     async def _listen(self) -> None:
         try:
             conn = await self.store.engine.connect()
             raw = (await conn.get_raw_connection()).driver_connection
             await raw.add_listener(CHANGES_CHANNEL, self._notified)
+            raw.add_termination_listener(self._terminated)
         except Exception as exc:  # noqa: BLE001 - any failure means: poll until it works
             log.warning("cannot LISTEN for other gateways' changes (%s); polling every %gs",
                         type(exc).__name__, self.fallback_poll_s)
@@ -86,9 +92,12 @@ class ChangeFeed:
                 await conn.invalidate()
 
     def _connection_lost(self) -> bool:
-        if self._conn is None:
+        if self._conn is None or not self.listening:
             return True
-        raw = self._conn.sync_connection.connection.driver_connection
+        try:
+            raw = self._conn.sync_connection.connection.driver_connection
+        except Exception:  # noqa: BLE001 - a closed SQLAlchemy connection: lost all the same
+            return True
         return raw is None or raw.is_closed()
 
     async def _run(self) -> None:
