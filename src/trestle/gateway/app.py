@@ -1,6 +1,7 @@
 """The gateway: one ASGI app for the whole edge (`trestle serve` runs it under uvicorn).
 
-    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize] -> BodyLimit -> Dispatch
+    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize -> RateLimit]
+        -> BodyLimit -> Dispatch
         /model/...   ModelRoutes (the data plane)          -> routing -> transport -> worker
         otherwise    the edge router: /v1 Model APIs, /api/v1 management, /api/datasets,
                      /api/endpoints (prompt endpoints), /health, /metrics
@@ -34,6 +35,7 @@ from trestle.gateway.bridge import Bridge
 from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
+from trestle.gateway.ratelimit import RateLimit
 from trestle.settings import Settings
 from trestle.store import Status
 
@@ -101,7 +103,8 @@ def build_app(gateway: Gateway) -> ASGIApp:
     if gateway.settings.auth:
         backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store,
                                                             registry=gateway.metrics.registry)
-        app = AuthenticationMiddleware(auth.Authorize(app), backend, on_error=auth.on_error)
+        app = AuthenticationMiddleware(auth.Authorize(RateLimit(app, gateway.limiter)), backend,
+                                       on_error=auth.on_error)
     return ModelSubdomain(RequestContext(app, gateway.metrics))
 
 
