@@ -22,8 +22,10 @@ What a deployment's config.yaml asks of Ray:
   environment on each node, once per list). `build_commands` cannot run on a cluster: such a push
   is refused with a message that says so.
 - the pushed folder is shipped through Ray's object store to each replica.
-Replicas are spread over the nodes (Ray's `SPREAD` strategy), so that one node leaving takes as
-few as possible with it.
+A deployment's replicas are spread over the nodes: each new one is asked for (a soft node
+affinity: Ray places it elsewhere when that node has no room now) on the node with the fewest of them, so
+that one node leaving takes as few as possible with it; when that node leaves, Ray places the
+replacements on those that remain.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import functools
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +62,7 @@ NAMESPACE = "trestle"
 LIVENESS_INTERVAL_S = 5.0
 OUTPUT_INTERVAL_S = 1.0  # how often each worker's output is fetched into the deployment log
 STOP_TIMEOUT_S = 15.0
+PLACEMENT_TIMEOUT_S = 600.0  # for Ray to place a replica and its actor to unpack the folder
 
 
 class RayUnavailable(Exception):
@@ -146,6 +150,7 @@ class _RayReplica:
     liveness: asyncio.Task | None = None
     pump: asyncio.Task | None = None
     metrics: Metrics | None = None
+    on_gone: Callable[[], None] = lambda: None  # it no longer counts for placement
 
     async def exited(self) -> str:
         import ray
@@ -158,6 +163,7 @@ class _RayReplica:
             self.metrics.replica_restart(self.spec.model_id, self.spec.deployment_id,
                                          self.restart_reason or "crashed")
         self._cancel_tasks()
+        self.on_gone()
         return how
 
     def _cancel_tasks(self) -> None:
@@ -181,6 +187,7 @@ class _RayReplica:
             except (asyncio.TimeoutError, Exception):
                 pass
         self._cancel_tasks()
+        self.on_gone()
         _kill(self.actor)
 
 
@@ -207,6 +214,7 @@ class RayBackend:
         self._folders: dict[str, object] = {}  # deployment id -> ObjectRef of its packed folder
         self._envs: dict[str, dict] = {}  # deployment id -> its runtime_env (requirements)
         self._logs: dict[Path, logfile.RotatingLog] = {}
+        self._placed: dict[str, set[_RayReplica]] = {}  # deployment id -> its live replicas
 
     async def _connect(self) -> None:
         if not self._connected:
@@ -316,24 +324,43 @@ class RayBackend:
     async def _launch(self, spec: DeploymentSpec, options: dict, index: int) -> _RayReplica:
         """Start replica `index` of the deployment on the cluster; return it once it is ready."""
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         env = self._envs.get(spec.deployment_id)
+        nodes = await asyncio.to_thread(_nodes_with_room, options)
+        # from here to its registration in `_placed`, nothing awaits: a launch beside this one
+        # sees where this replica goes
+        node = self._least_used(spec.deployment_id, nodes)
+        # soft, and spilled elsewhere when that node is busy: never wait for one node while
+        # another has room
+        strategy = (NodeAffinitySchedulingStrategy(node, soft=True, _spill_on_unavailable=True)
+                    if node is not None else "SPREAD")
         actor_cls = _actor_class().options(
-            **options, max_restarts=0, scheduling_strategy="SPREAD",
+            **options, max_restarts=0, scheduling_strategy=strategy,
             **({"runtime_env": env} if env else {}))
         launched = time.monotonic()
         actor = actor_cls.remote(spec.deployment_id, index)
-        r = _RayReplica(spec, index, actor, metrics=self.metrics)
+        r = _RayReplica(spec, index, actor, metrics=self.metrics, node=node)
+        self._placed.setdefault(spec.deployment_id, set()).add(r)
+        r.on_gone = lambda: self._placed.get(spec.deployment_id, set()).discard(r)
         log_file = deployment_log(spec.home)
         name = f"deployment {spec.deployment_id}"
         try:
-            where = await actor.start.remote(self._folders[spec.deployment_id], dict(spec.secrets),
-                                             spec.environment)
+            where = await asyncio.wait_for(
+                actor.start.remote(self._folders[spec.deployment_id], dict(spec.secrets),
+                                   spec.environment), PLACEMENT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            r.on_gone()
+            _kill(actor)
+            raise ReadinessError(f"replica {index}: no node of the Ray cluster had room for it "
+                                 f"within {PLACEMENT_TIMEOUT_S:.0f}s (it asks for {options})") from None
         except ray.exceptions.RayError as exc:
+            r.on_gone()
             _kill(actor)
             raise ReadinessError(f"replica {index} could not start on the Ray cluster: "
                                  f"{_first_line(exc)}") from None
         except BaseException:
+            r.on_gone()
             _kill(actor)
             raise
         r.pid, r.node = where["pid"], where["node_id"]
@@ -364,6 +391,16 @@ class RayBackend:
             self.metrics.cold_start(spec.model_id, spec.deployment_id, time.monotonic() - launched)
         r.liveness = asyncio.create_task(self._check_liveness(r))
         return r
+
+    def _least_used(self, deployment_id: str, nodes: list[str]) -> str | None:
+        """Of `nodes`, the one with the fewest of the deployment's replicas (then the fewest
+        replicas in all): a deployment's replicas spread over the nodes. None: no node listed
+        (Ray's SPREAD decides)."""
+        if not nodes:
+            return None
+        mine = Counter(r.node for r in self._placed.get(deployment_id, ()))
+        everyone = Counter(r.node for placed in self._placed.values() for r in placed)
+        return min(nodes, key=lambda n: (mine[n], everyone[n]))
 
     async def _pump(self, r: _RayReplica, path: Path) -> None:
         """Copy the worker's output (kept by its actor) into the deployment log."""
@@ -443,6 +480,18 @@ async def _wait_listening(url: str, gone: Callable[[], str | None]) -> None:
         writer.close()
         return
     raise ReadinessError(f"the worker was not listening after {READY_TIMEOUT_S:.0f}s")
+
+
+def _nodes_with_room(options: dict) -> list[str]:
+    """The ids of the alive nodes whose resources can hold a replica asking for `options`.
+    Blocking (asks the cluster)."""
+    import ray
+
+    wanted = {"CPU": options.get("num_cpus", 0), "GPU": options.get("num_gpus", 0),
+              "memory": options.get("memory", 0)}
+    return [n["NodeID"] for n in ray.nodes()
+            if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v
+                                      for k, v in wanted.items() if v)]
 
 
 @functools.cache
