@@ -139,6 +139,10 @@ class Settings:
     builtin_models: bool = True
     builtin_embeddings: bool = True  # the embeddings Model API too (when builtin_models)
     database_url: str | None = None
+    # What runs the workers: "local" (processes on this machine) or "ray" (actors on a Ray
+    # cluster, trestle.deploy.ray), and the cluster's address (None: start a local Ray).
+    backend: str = field(default_factory=lambda: os.environ.get("TRESTLE_BACKEND") or "local")
+    ray_address: str | None = field(default_factory=lambda: os.environ.get("TRESTLE_RAY_ADDRESS") or None)
     # Each deployment's worker.log is rotated past this size, keeping this many old files
     # (worker.log.1, ...). Env: TRESTLE_WORKER_LOG_MAX_BYTES, TRESTLE_WORKER_LOG_BACKUPS.
     worker_log_max_bytes: int = field(

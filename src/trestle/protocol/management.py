@@ -48,6 +48,7 @@ class ReplicaOut(BaseModel):
     pid: int | None = None
     restarts: int = 0  # times it ended and was restarted
     last_exit: str | None = None  # how it last ended (e.g. "exit code -9")
+    node: str | None = None  # the id of the Ray node it runs on (`--backend ray`)
 
 
 class DeploymentOut(BaseModel):
