@@ -22,6 +22,10 @@ window.consolePages.logs = () => ({
     } catch (e) { this.error = e.message; }
   },
   destroy() { if (this.controller) this.controller.abort(); },
+  clock(t) {
+    const d = t ? new Date(t) : null;
+    return d && !isNaN(d) ? d.toISOString().slice(11, 23) : "";
+  },
   label(d) { return `${(this.names || {})[d.model_id] || d.model_id} / ${d.id} (${d.status})`; },
   shown() {
     const rid = this.requestId.trim();
