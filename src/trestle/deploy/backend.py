@@ -9,8 +9,10 @@ backend fills by launching and stopping one replica at a time.
   it builds a virtualenv for `requirements` and writes the workers' output to the deployment log.
 - `trestle.deploy.inprocess`: the worker app called in the gateway's own process (fast tests).
 
-A Ray Serve backend plugs in behind the same methods: nothing here assumes a local interpreter,
-process or file beyond the pushed folder.
+- `trestle.deploy.ray`: replicas as Ray actors on a Ray cluster, each running a worker that the
+  gateway calls over TCP (`trestle serve --backend ray`).
+
+`make_backend` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -90,6 +92,24 @@ class ReplicaBackend(Protocol):
 
     async def close(self) -> None:
         """Stop everything."""
+
+
+BACKENDS = ("local", "ray")
+
+
+def make_backend(settings) -> ReplicaBackend:
+    """The backend `settings.backend` names (`trestle serve --backend`)."""
+    log_options = {"log_max_bytes": settings.worker_log_max_bytes,
+                   "log_backups": settings.worker_log_backups}
+    if settings.backend == "ray":
+        from trestle.deploy.ray import RayBackend
+
+        return RayBackend(settings.ray_address, **log_options)
+    if settings.backend != "local":
+        raise ValueError(f"unknown backend {settings.backend!r}: one of {', '.join(BACKENDS)}")
+    from trestle.deploy.local import LocalProcessBackend
+
+    return LocalProcessBackend(**log_options)
 
 
 def deployment_log(home: Path) -> Path:
