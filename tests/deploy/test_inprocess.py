@@ -117,3 +117,31 @@ def test_a_stream_arrives_in_pieces_and_can_be_closed_early(tmp_path):
             assert (await again.read()).decode().split() == ["a", "b", "c"] * 2
 
     asyncio.run(scenario())
+
+
+def test_wait_ready_retries_a_refused_connection():
+    """A worker's socket exists a moment before it listens: a refused connection then is "not
+    ready yet", not a failed start (a fake replica: the real race cannot be produced on demand)."""
+    from trestle.deploy.backend import wait_ready
+    from trestle.errors import Unavailable
+
+    class Refusing:
+        def __init__(self):
+            self.calls = 0
+
+        async def send(self, method, path, headers, body):
+            self.calls += 1
+            if self.calls < 3:
+                raise Unavailable("refused the connection")
+
+            class Ready:
+                status = 200
+
+                async def read(self):
+                    return b'{"status": "ready"}'
+
+            return Ready()
+
+    replica = Refusing()
+    asyncio.run(wait_ready(replica, lambda: None))
+    assert replica.calls == 3

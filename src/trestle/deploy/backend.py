@@ -26,7 +26,7 @@ from typing import Protocol
 
 from trestle.deploy.config import ScalingConfig, UpstreamConfig
 from trestle.deploy.transport import Replica, Sender
-from trestle.errors import UpstreamError
+from trestle.errors import Unavailable, UpstreamError
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,8 @@ async def wait_ready(replica: Replica, gone: Callable[[], str | None],
             try:
                 upstream = await replica.send("GET", "/health", [], b"")
                 body = json.loads(await upstream.read())
-            except (UpstreamError, ValueError):
-                pass  # not answering yet
+            except (UpstreamError, Unavailable, ValueError):
+                pass  # not answering yet (its socket is bound but not yet listening: refused)
             if isinstance(body, dict):
                 if upstream.status == 200 and body.get("status") == "ready":
                     return

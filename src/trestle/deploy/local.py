@@ -38,7 +38,7 @@ from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.build import run_build_commands
 from trestle.deploy.requirements import read_requirements
 from trestle.deploy.venv import BuildError, build_venv, venv_python
-from trestle.errors import UpstreamError
+from trestle.errors import Unavailable, UpstreamError
 from trestle.metrics import Metrics
 from trestle.protocol.health import WorkerState, reported
 
@@ -351,7 +351,7 @@ class LocalProcessBackend:
                 health = reported(body)
                 if health is not None and health.status is WorkerState.UNHEALTHY and not p.out_of_rotation:
                     self._restart_unhealthy(p, health.error)
-            except (UpstreamError, TimeoutError):
+            except (UpstreamError, Unavailable, TimeoutError):  # no answer, or refused
                 if loop.time() - last_answer >= timeout and proc.returncode is None:
                     log.error("deployment %s replica %d has not answered its health check for %.0fs; "
                               "restarting it", p.spec.deployment_id, p.index, loop.time() - last_answer)

@@ -280,8 +280,10 @@ class ReplicaSet:
                 slot.state = State.STARTING
                 try:
                     launched = await self._launch(slot.index)
-                except ReadinessError as exc:
-                    slot.last_exit = str(exc).splitlines()[0]
+                except Exception as exc:  # a start that failed; anything but ReadinessError is ours
+                    if not isinstance(exc, ReadinessError):
+                        log.exception("%s replica %d: starting it failed", self._name, slot.index)
+                    slot.last_exit = (str(exc).splitlines() or [type(exc).__name__])[0]
                     if self._crashed(slot, str(exc)):
                         return
                     slot.state = State.BACKOFF
