@@ -1,6 +1,7 @@
 """The gateway: one ASGI app for the whole edge (`trestle serve` runs it under uvicorn).
 
-    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize] -> BodyLimit -> Dispatch
+    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize -> RateLimit]
+        -> BodyLimit -> Dispatch
         /model/...   ModelRoutes (the data plane)          -> routing -> transport -> worker
         otherwise    the edge router: /v1 Model APIs, /api/v1 management, /api/datasets,
                      /api/endpoints (prompt endpoints), /health, /metrics
@@ -36,6 +37,7 @@ from trestle.gateway.bridge import Bridge
 from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
+from trestle.gateway.ratelimit import RateLimit
 from trestle.settings import Settings
 from trestle.store import Status
 
@@ -103,7 +105,8 @@ def build_app(gateway: Gateway) -> ASGIApp:
     if gateway.settings.auth:
         backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store,
                                                             registry=gateway.metrics.registry)
-        app = AuthenticationMiddleware(auth.Authorize(app), backend, on_error=auth.on_error)
+        app = AuthenticationMiddleware(auth.Authorize(RateLimit(app, gateway.limiter)), backend,
+                                       on_error=auth.on_error)
     return ModelSubdomain(RequestContext(Console(app), gateway.metrics))  # the console: no key
 
 
@@ -185,6 +188,7 @@ def run(settings: Settings) -> None:
     check_port(settings.host, settings.port)
     lock = lock_home(settings)
     configure_logging()
+    skip_unused_log_fields()
     app = GatewayApp(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
@@ -195,6 +199,16 @@ def run(settings: Settings) -> None:
         draining_server(config, app).run()
     finally:
         lock.close()
+
+
+def skip_unused_log_fields() -> None:
+    """The gateway writes an access line per request, in `requestid.LOG_FORMAT`, which names no
+    source line, thread or process: Python's logging then need not look them up for each record
+    (the settings of its "Optimization" section)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def draining_server(config, app: GatewayApp):
