@@ -167,7 +167,7 @@ def main() -> None:
         cluster.start_head()
         cluster.start_worker()
         ray_srv = start_server(work / "ray-home", "--no-auth", "--no-builtin", "--backend", "ray",
-                               "--ray-address", cluster.address)
+                               "--ray-address", cluster.address, env=cluster.auth_env())
         servers.append(ray_srv)
         local_srv = start_server(work / "local-home", "--no-auth", "--no-builtin")
         servers.append(local_srv)

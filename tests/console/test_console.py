@@ -150,8 +150,15 @@ def test_create_a_key_shown_once_then_revoke_it(server, page):
     shown.wait_for()
     key = shown.inner_text().strip()
     assert len(key) > 20
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        assert c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    endpoint = f"console-ep-{uuid.uuid4().hex[:6]}"
+    with server.client() as c:
+        made = c.post("/api/v1/endpoints", json={
+            "name": endpoint, "model": SLUG, "defaults": {"max_tokens": 4},
+            "messages": [{"role": "user", "content": "Say {{ word }}."}]})
+        assert made.status_code == 201, made.text
+        called = c.post(f"/api/endpoints/{made.json()['id']}/completions",
+                        json={"values": {"word": "yes"}}, headers={"Authorization": f"Bearer {key}"})
+        assert called.status_code == 200, called.text
     page.get_by_role("button", name="Done").click()
     assert key not in page.content()
     row = page.locator(f"tr[data-key='{name}']")
@@ -164,6 +171,9 @@ def test_create_a_key_shown_once_then_revoke_it(server, page):
     page.reload()
     page.locator(f"tr[data-key='{name}']").wait_for()
     assert key not in page.content()
+    # the call made with the key is in the usage table, under its endpoint and key
+    usage = page.get_by_role("table", name="Usage by endpoint and key")
+    usage.get_by_role("row").filter(has_text=endpoint).filter(has_text=name).wait_for()
     assert page.errors == []
 
 

@@ -4,12 +4,14 @@
 with its own temp folder, no dashboard and a small object store. Nodes are stopped by the PIDs of
 their processes (those whose command line names the node's temp folder), never with `ray stop`,
 which stops every Ray on the machine. The nodes join on the machine's own address (what `ray
-start` picks; Ray turns a loopback address into it).
+start` picks; Ray turns a loopback address into it). They use Ray's token authentication with a
+token of their own: give `auth_env()` to whatever joins them.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -48,7 +50,15 @@ class RayCluster:
         self.worker_dir = Path(tempfile.mkdtemp(prefix="trw-"))
         self.port = free_port()
         self.address: str | None = None
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # Ray's token authentication, with a token of this cluster's own: the nodes, and the
+        # gateways given `env` (a token in ~/.ray from another Ray would not match)
+        self.env = {**os.environ, **self.auth_env()}
+
+    def auth_env(self) -> dict[str, str]:
+        if not hasattr(self, "_token"):
+            self._token = secrets.token_hex(32)
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self._token,
+                "RAY_USAGE_STATS_ENABLED": "0"}
 
     def _start(self, args: list[str], log: Path) -> None:
         with open(log, "ab") as out:

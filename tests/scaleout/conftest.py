@@ -25,6 +25,6 @@ def ray_cluster() -> RayCluster:
 @pytest.fixture(scope="session")
 def ray_srv(ray_cluster, tmp_path_factory) -> Server:
     server = start_server(tmp_path_factory.mktemp("ray-home"), "--no-builtin", "--backend", "ray",
-                          "--ray-address", ray_cluster.address)
+                          "--ray-address", ray_cluster.address, env=ray_cluster.auth_env())
     yield server
     server.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -108,11 +109,24 @@ def test_scale_to_zero_on_ray_and_back_on_the_next_request(ray_cluster, ray_srv,
     push = ray_srv.push(tiny(tmp_path, "ray-zero", min_replicas=0, max_replicas=1, scale_down_delay=0))
     m, dep = push["model"]["id"], push["deployment"]["id"]
     wait_for(lambda: not deployment(ray_srv, dep)["replicas"], "the deployment to scale to zero")
-    with ray_srv.client() as http:
-        resp = http.post(f"/model/{m}/production/predict", json={})
+    # a request that holds its replica while the test looks where it runs (with no delay, an idle
+    # replica is stopped again at once)
+    answers = []
+
+    def call() -> None:
+        with ray_srv.client() as http:
+            answers.append(http.post(f"/model/{m}/production/predict", json={"hold": 20}))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        (replica,) = wait_for(lambda: [r for r in ready(ray_srv, dep) if r["in_flight"]],
+                              "a replica started for the request")
+        assert ray_cluster.node_of(replica["pid"]) in ("head", "worker")
+    finally:
+        caller.join(120)
+    (resp,) = answers
     assert resp.status_code == 200 and resp.json()["version"] == "v1"
-    (replica,) = ready(ray_srv, dep)
-    assert ray_cluster.node_of(replica["pid"]) in ("head", "worker")
 
 
 def test_a_replica_killed_on_the_worker_node_is_restarted_while_the_other_serves(

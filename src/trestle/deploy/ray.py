@@ -15,9 +15,7 @@ from `scaling`, draining, scale to zero. The gateway also checks each worker's `
 local backend does and replaces one that stops answering.
 
 What a deployment's config.yaml asks of Ray:
-- `resources` (Truss's keys): `cpu` ("2", "500m") -> the actor's `num_cpus` (default 1);
-  `memory` ("2Gi", "512Mi", "1G") -> `memory`; `accelerator` ("A10G", "T4:2") or `use_gpu: true`
-  -> `num_gpus` (the count after the colon, default 1).
+- `resources` -> the actor's `num_cpus`, `memory`, `num_gpus` (`trestle.deploy.ray_placement`).
 - `requirements` / `requirements_file` -> the actor's `runtime_env` `pip` list (Ray builds the
   environment on each node, once per list). `build_commands` cannot run on a cluster: such a push
   is refused with a message that says so.
@@ -33,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import yaml
 import yarl
 
 from trestle.deploy import logfile
@@ -49,6 +45,7 @@ from trestle.deploy.backend import (POLL_INTERVAL_S, READY_TIMEOUT_S, Deployment
                                     deployment_log, log_tail, wait_ready)
 from trestle.deploy.config import ScalingConfig
 from trestle.deploy.package import pack
+from trestle.deploy.ray_placement import actor_options, nodes_with_room
 from trestle.deploy.replicas import ReplicaSet
 from trestle.deploy.requirements import read_requirements
 from trestle.deploy.transport import HTTPTransport, Replica
@@ -83,55 +80,6 @@ def connect(address: str | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a new local Ray'}: "
                              f"{exc}") from None
-
-
-# -- config.yaml `resources` -> ray_actor_options -------------------------------------------------
-_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTkmgt]i?|m)?[Bb]?\s*$")
-_FACTORS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-
-
-def _cpus(value: object) -> float:
-    text = str(value).strip()
-    if text.endswith("m"):
-        return float(text[:-1]) / 1000
-    return float(text)
-
-
-def _bytes(value: object) -> int:
-    match = _QUANTITY.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a memory size (examples: 512Mi, 2Gi, 1G)")
-    unit = match.group(2) or ""
-    unit = unit[0].upper() + unit[1:] if unit else ""
-    return int(float(match.group(1)) * _FACTORS[unit])
-
-
-def actor_options(source_dir: Path) -> dict:
-    """Ray's `num_cpus`, `memory`, `num_gpus` from config.yaml's `resources` (see the module
-    docstring). Raises `ReadinessError` on a value it cannot read."""
-    try:
-        data = yaml.safe_load((source_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        data = {}
-    resources = data.get("resources") if isinstance(data, dict) else None
-    options: dict = {"num_cpus": 1.0}
-    if not isinstance(resources, dict):
-        return options
-    try:
-        if resources.get("cpu") is not None:
-            options["num_cpus"] = _cpus(resources["cpu"])
-        if resources.get("memory") is not None:
-            options["memory"] = _bytes(resources["memory"])
-        accelerator = resources.get("accelerator")
-        if accelerator:
-            _, _, count = str(accelerator).partition(":")
-            options["num_gpus"] = float(count or 1)
-        elif resources.get("use_gpu"):
-            options["num_gpus"] = 1.0
-    except ValueError as exc:
-        raise ReadinessError(f"config.yaml resources: {exc}") from None
-    return options
 
 
 @dataclass(eq=False)
@@ -327,7 +275,7 @@ class RayBackend:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         env = self._envs.get(spec.deployment_id)
-        nodes = await asyncio.to_thread(_nodes_with_room, options)
+        nodes = await asyncio.to_thread(nodes_with_room, options)
         # from here to its registration in `_placed`, nothing awaits: a launch beside this one
         # sees where this replica goes
         node = self._least_used(spec.deployment_id, nodes)
@@ -480,18 +428,6 @@ async def _wait_listening(url: str, gone: Callable[[], str | None]) -> None:
         writer.close()
         return
     raise ReadinessError(f"the worker was not listening after {READY_TIMEOUT_S:.0f}s")
-
-
-def _nodes_with_room(options: dict) -> list[str]:
-    """The ids of the alive nodes whose resources can hold a replica asking for `options`.
-    Blocking (asks the cluster)."""
-    import ray
-
-    wanted = {"CPU": options.get("num_cpus", 0), "GPU": options.get("num_gpus", 0),
-              "memory": options.get("memory", 0)}
-    return [n["NodeID"] for n in ray.nodes()
-            if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v
-                                      for k, v in wanted.items() if v)]
 
 
 @functools.cache

@@ -9,7 +9,7 @@ function listOrNull(text) {
 window.consolePages = window.consolePages || {};
 window.consolePages.keys = () => ({
   keys: [], error: "", created: null, form: { name: "", scope: "invoke", models: "", endpoints: "" },
-  since: "24h", totals: null, groups: [], endpointNames: {},
+  since: "24h", by: "endpoint", measure: "tokens", totals: null, groups: [], records: [], endpointNames: {},
   async init() { await sessionReady; await this.load(); await this.loadUsage(); },
   async load() {
     try { this.keys = (await apiJson("/api/v1/keys")).keys; } catch (e) { this.error = e.message; }
@@ -49,18 +49,23 @@ window.consolePages.keys = () => ({
         g.cost += r.prompt_cost + r.completion_cost; if (r.status !== "ok") g.errors += 1;
       }
       this.groups = Object.values(groups);
-      this.draw(usage.records);
+      this.records = usage.records;
+      this.draw();
     } catch (e) { this.error = e.message; }
   },
-  draw(records) {
+  draw() {
     if (!window.Chart) return;
+    const keyNames = Object.fromEntries(this.keys.map((k) => [k.id, k.name]));
     const hours = {}, series = {};
-    for (const r of records) {
+    for (const r of Alpine.raw(this.records)) {
       const hour = r.created_at.slice(0, 13) + ":00";
       hours[hour] = true;
-      const name = this.endpointNames[r.endpoint_id] || r.endpoint_id;
+      const name = this.by === "key"
+        ? (r.key_id ? (keyNames[r.key_id] || r.key_id) : "(auth off)")
+        : (this.endpointNames[r.endpoint_id] || r.endpoint_id);
       const s = series[name] || (series[name] = {});
-      s[hour] = (s[hour] || 0) + r.prompt_tokens + r.completion_tokens;
+      s[hour] = (s[hour] || 0) + (this.measure === "cost"
+        ? r.prompt_cost + r.completion_cost : r.prompt_tokens + r.completion_tokens);
     }
     const labels = Object.keys(hours).sort();
     const datasets = Object.entries(series).map(([label, s]) => ({ label, data: labels.map((h) => s[h] || 0) }));
