@@ -27,8 +27,6 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from trestle.store.engine import sqlite_url
-
 DEFAULT_PORT = 8700
 MiB = 1024 * 1024
 # A dataset upload's body: `trestle.endpoints.ingest.MAX_UPLOAD_BYTES` of files (100 MiB) and
@@ -141,6 +139,10 @@ class Settings:
     builtin_models: bool = True
     builtin_embeddings: bool = True  # the embeddings Model API too (when builtin_models)
     database_url: str | None = None
+    # What runs the workers: "local" (processes on this machine) or "ray" (actors on a Ray
+    # cluster, trestle.deploy.ray), and the cluster's address (None: start a local Ray).
+    backend: str = field(default_factory=lambda: os.environ.get("TRESTLE_BACKEND") or "local")
+    ray_address: str | None = field(default_factory=lambda: os.environ.get("TRESTLE_RAY_ADDRESS") or None)
     # Each deployment's worker.log is rotated past this size, keeping this many old files
     # (worker.log.1, ...). Env: TRESTLE_WORKER_LOG_MAX_BYTES, TRESTLE_WORKER_LOG_BACKUPS.
     worker_log_max_bytes: int = field(
@@ -176,6 +178,10 @@ class Settings:
 
     @property
     def db_url(self) -> str:
+        # Imported here: SQLAlchemy takes seconds to import, and the CLI (which reads the
+        # defaults above) never opens the store.
+        from trestle.store.engine import sqlite_url
+
         return (
             self.database_url
             or os.environ.get("TRESTLE_DATABASE_URL")

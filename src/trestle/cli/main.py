@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import click
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -121,18 +123,27 @@ def limit_options(fn):
               envvar="TRESTLE_DRAIN_TIMEOUT", show_envvar=True,
               help="seconds that requests and streams in flight get to finish on SIGTERM or "
                    "Ctrl-C, before the workers are stopped")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              envvar="TRESTLE_BACKEND", show_envvar=True,
+              help="what runs the workers: processes on this machine, or actors on a Ray cluster")
+@click.option("--ray-address", default=None, envvar="TRESTLE_RAY_ADDRESS", show_envvar=True,
+              help="the Ray cluster to join (host:port of its head; default with --backend ray: "
+                   "start a local Ray)")
 @limit_options
 def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url, redis_url,
-          drain_timeout, **limits) -> None:
+          drain_timeout, backend, ray_address, **limits) -> None:
     """Run the gateway (and its workers) in the foreground.
 
     SIGTERM or Ctrl-C stops it gracefully (a second Ctrl-C: at once)."""
     from trestle.gateway.app import CannotStart, run
 
+    if ray_address and backend != "ray":
+        raise click.UsageError("--ray-address is for --backend ray")
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
                         builtin_models=not no_builtin,
                         builtin_embeddings=not no_builtin_embeddings, database_url=database_url,
-                        redis_url=redis_url, drain_timeout=drain_timeout, limits=Limits(**limits))
+                        redis_url=redis_url, drain_timeout=drain_timeout, backend=backend,
+                        ray_address=ray_address, limits=Limits(**limits))
     try:
         run(settings)
     except CannotStart as exc:
@@ -181,15 +192,42 @@ def push(client: Client, folder: Path, promote: bool, environment: str | None, w
 
 
 def wait_for(client: Client, deployment_id: str) -> wire.DeploymentOut:
-    with console.status("deploying") as status:
-        while True:
-            dep = wire.DeploymentOut.model_validate(
-                client.request("GET", f"/api/v1/deployments/{deployment_id}").json()
-            )
-            status.update(f"deployment {dep.id}: {dep.status}")
-            if dep.status.settled:
-                return dep
-            time.sleep(0.5)
+    """Poll the deployment until it is active or failed, printing its build output (pip's,
+    the build commands') on stderr as it is written."""
+    done = threading.Event()
+    threading.Thread(target=print_build_output, args=(client, deployment_id, done), daemon=True).start()
+    try:
+        with console.status("deploying") as status:
+            while True:
+                dep = wire.DeploymentOut.model_validate(
+                    client.request("GET", f"/api/v1/deployments/{deployment_id}").json()
+                )
+                status.update(f"deployment {dep.id}: {dep.status}")
+                if dep.status.settled:
+                    return dep
+                time.sleep(0.5)
+    finally:
+        done.set()
+
+
+def print_build_output(client: Client, deployment_id: str, done: threading.Event) -> None:
+    """Follow the deployment's log and print its `build` lines on stderr until `done` (a thread
+    of `wait_for`: the build output is a convenience, so a lost stream just ends it)."""
+    url = f"/api/v1/deployments/{deployment_id}/logs"
+    params = {"format": "json", "tail": 10_000, "follow": 1}
+    try:
+        with client.http(timeout=None) as http, http.stream("GET", url, params=params) as resp:
+            if not resp.is_success:
+                return
+            for line in resp.iter_lines():
+                if done.is_set():
+                    return
+                record = json.loads(line) if line else {}
+                if record.get("source") == "build":
+                    console.print(f"build | {record.get('message', '')}", markup=False,
+                                  highlight=False, soft_wrap=True)
+    except (httpx.HTTPError, ValueError):
+        return
 
 
 def print_push(result: wire.PushResponse, dep: wire.DeploymentOut) -> None:

@@ -57,7 +57,7 @@ class DeploymentManager(Following):
         self.store = store
         self.backend = UpstreamBackend(backend)  # deployments with `upstream:` run no worker
         self.settings = settings
-        self.routing = RoutingTable(self.backend)
+        self.routing = RoutingTable(self.backend, metrics=getattr(backend, "metrics", None))
         self._tasks: set[asyncio.Task] = set()
         # Held by writes that change the record and the routing table together, and by `sync`,
         # so that a sync never sees one without the other.

@@ -73,10 +73,9 @@ class Gateway:
     @classmethod
     async def open(cls, settings: Settings, backend: ReplicaBackend | None = None) -> "Gateway":
         if backend is None:
-            from trestle.deploy.local import LocalProcessBackend
+            from trestle.deploy.backend import make_backend
 
-            backend = LocalProcessBackend(log_max_bytes=settings.worker_log_max_bytes,
-                                          log_backups=settings.worker_log_backups)
+            backend = make_backend(settings)
         settings.home.mkdir(parents=True, exist_ok=True)
         store = await Store.open(settings.db_url, secrets_key_file=settings.secrets_key_file,
                                  key_cache_ttl=settings.key_cache_ttl)
@@ -128,6 +127,11 @@ class Gateway:
             if self.changes is not None:
                 await self.changes.close()
             await self.limiter.close()
+            if self._datastore is not None:
+                try:
+                    await self._datastore.close()  # pending last_accessed times
+                except Exception:
+                    log.exception("could not write the datastore's pending last_accessed times")
             if self._embedder_client is not None:
                 await self._embedder_client.aclose()
             await self.manager.close()

@@ -48,6 +48,7 @@ class ReplicaOut(BaseModel):
     pid: int | None = None
     restarts: int = 0  # times it ended and was restarted
     last_exit: str | None = None  # how it last ended (e.g. "exit code -9")
+    node: str | None = None  # the id of the Ray node it runs on (`--backend ray`)
 
 
 class DeploymentOut(BaseModel):
@@ -74,6 +75,7 @@ class ScaleRequest(BaseModel):
     target_concurrency: int | None = None
     scale_down_delay: float | None = None
     cold_start_timeout: float | None = None
+    drain_timeout: float | None = None
 
 
 class PushResponse(BaseModel):
