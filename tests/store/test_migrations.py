@@ -22,7 +22,7 @@ from trestle.store.tables import Base, is_search_object
 TABLES = {
     "models", "deployments", "environments", "api_keys", "secrets", "datasets", "documents",
     "chunks", "environment_history", "endpoints", "endpoint_versions", "prices", "usage_records",
-    "alembic_version",
+    "deployment_archives", "alembic_version",
 }
 # SQLite's FTS5 index of chunks: the virtual table and its shadow tables.
 FTS_TABLES = {"chunks_fts", "chunks_fts_data", "chunks_fts_idx", "chunks_fts_docsize",
@@ -94,7 +94,9 @@ def test_fresh_file_gets_every_table_at_head(db_path, db_url):
         "id", "model_id", "status", "config", "source_dir", "error", "created_at", "updated_at",
     }
     assert tables["api_keys"] == {"id", "name", "prefix", "key_hash", "created_at", "revoked_at",
-                                  "scope", "models", "endpoints"}
+                                  "scope", "models", "endpoints", "rpm", "tpm"}
+    assert tables["deployment_archives"] == {"deployment_id", "part", "data"}
+    assert foreign_keys(db_path, "deployment_archives") == {("deployment_id", "deployments", "id")}
     assert tables["environments"] == {"model_id", "name", "deployment_id", "updated_at"}
     assert tables["secrets"] == {"name", "value", "encrypted", "updated_at"}
     assert tables["models"] == {"id", "name", "created_at"}
