@@ -7,6 +7,9 @@ leaves, `work` is cancelled (so whatever it holds — an upstream connection, an
 generator — is released by its own `finally`) and `left` is True. When `work` ends first, its
 result is returned, or its exception raised. Used by the gateway's proxy, the worker's streams and
 the engine's non-streaming answers; the request body must already have been read.
+
+It is on every proxied request, so it costs one task: `work` runs in the caller's own task, and a
+watcher task waiting for `http.disconnect` cancels that task if the client leaves first.
 """
 
 from __future__ import annotations
@@ -26,18 +29,33 @@ async def until_disconnect(receive: Receive) -> None:
 
 
 async def race_disconnect(receive: Receive, work: Awaitable[T]) -> tuple[bool, T | None]:
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(until_disconnect(receive))
+    task = asyncio.current_task()
+    running = True  # until `work` ends: the watcher cancels only while it runs
+    left = False
+
+    def on_disconnect(watcher: asyncio.Task) -> None:
+        nonlocal left
+        if watcher.cancelled() or watcher.exception() is not None:
+            return  # a receive that failed is not the client leaving
+        if running:
+            left = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(until_disconnect(receive))
+    watcher.add_done_callback(on_disconnect)
     try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        result = await work
+    except BaseException:
+        # the client left: whatever `work` raised on its way out is ours, unless someone else
+        # cancelled this task too
+        if left and task.uncancel() == 0:
+            return True, None
+        raise
     finally:
-        # work that ended in the same turn as the disconnect counts as done, not as abandoned
-        left = not task.done() and gone.done() and not gone.cancelled() and gone.exception() is None
-        task.cancel()
-        gone.cancel()
-        await asyncio.gather(task, gone, return_exceptions=True)
-    if left:
+        running = False
+        watcher.remove_done_callback(on_disconnect)
+        watcher.cancel()
+    if left:  # `work` swallowed the cancellation
+        task.uncancel()
         return True, None
-    if task.cancelled():
-        raise asyncio.CancelledError
-    return False, task.result()
+    return False, result

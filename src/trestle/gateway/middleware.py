@@ -17,7 +17,6 @@ import logging
 import re
 import time
 
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +31,16 @@ log = logging.getLogger("trestle.access")
 
 _HOST = re.compile(r"^model-([A-Za-z0-9]+)\.")
 _RESERVED = ("/model/", "/v1/", "/api/", "/health", "/metrics")
+_CONTENT_LENGTH = b"content-length"
+_REQUEST_ID = requestid.HEADER.encode()
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header (`name` in lowercase, as ASGI servers give them)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
 
 
 class ModelSubdomain:
@@ -40,8 +49,7 @@ class ModelSubdomain:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            host = Headers(scope=scope).get("host", "")
-            match = _HOST.match(host)
+            match = _HOST.match((header(scope, b"host") or b"").decode("latin-1"))
             if match and not scope["path"].startswith(_RESERVED):
                 prefix = f"/model/{match.group(1)}"
                 raw = scope.get("raw_path") or scope["path"].encode()
@@ -78,7 +86,7 @@ class BodyLimit:
             return PayloadTooLarge(f"the request body is larger than this route's limit of {limit} bytes "
                                    f"(limit: {setting})", code=code)
 
-        declared = Headers(scope=scope).get("content-length")
+        declared = header(scope, _CONTENT_LENGTH)
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large()
         received = 0
@@ -115,14 +123,13 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = requestid.from_header(Headers(scope=scope).get(requestid.HEADER))
+        rid = requestid.from_header(header(scope, _REQUEST_ID))
         token = requestid.current.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         path = scope["path"]
         kind = route_kind(path)
         start = time.perf_counter()
         status = 500
-        rid_header = (requestid.HEADER.encode(), rid.encode())
         started = False
         streamed = False  # no content-length: the body comes in pieces (time to first byte)
         first_byte: float | None = None
@@ -140,11 +147,11 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                hdrs = list(message.get("headers", []))
-                streamed = not any(k.lower() == b"content-length" for k, _ in hdrs)
-                if not any(k == rid_header[0] for k, _ in hdrs):
-                    hdrs.append(rid_header)
-                    message = {**message, "headers": hdrs}
+                headers = message.get("headers", [])
+                names = {k.lower() for k, _ in headers}
+                streamed = _CONTENT_LENGTH not in names
+                if _REQUEST_ID not in names:
+                    message = {**message, "headers": [*headers, (_REQUEST_ID, rid.encode())]}
             elif message["type"] == "http.response.body":
                 if streamed and first_byte is None and message.get("body"):
                     first_byte = time.perf_counter() - start

@@ -150,6 +150,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", f"{API}/keys", "List API keys (never the keys themselves)", response=wire.KeyList,
        tags=("management",)),
     Op("delete", f"{API}/keys/{{key_id}}", "Revoke an API key", response=wire.KeyOut, tags=("management",)),
+    Op("patch", f"{API}/keys/{{key_id}}", "Change an API key's rate limits (0: no limit)",
+       request=wire.KeyUpdate, response=wire.KeyOut, tags=("management",)),
     Op("put", f"{API}/secrets/{{name}}", "Set a secret", request=wire.SecretSet, response=wire.SecretList,
        tags=("management",)),
     Op("get", f"{API}/secrets", "List secret names (never values)", response=wire.SecretList,
