@@ -123,6 +123,21 @@ def test_last_accessed_is_written_in_batches_and_on_close(run, datastore, handbo
     assert last_accessed(again.chunk.id) == again.last_accessed
 
 
+def test_a_repeated_query_is_embedded_once(run, datastore, handbook, monkeypatch):
+    calls = []
+    embed = datastore.embedder.embed
+
+    async def counted(texts, progress=None):
+        calls.append(list(texts))
+        return await embed(texts, progress)
+
+    monkeypatch.setattr(datastore.embedder, "embed", counted)
+    first = run(datastore.search("handbook", "sourdough starter", top_k=2))
+    again = run(datastore.search("handbook", "sourdough starter", top_k=2))
+    assert calls == [["sourdough starter"]]
+    assert [(r.chunk.id, r.confidence) for r in first] == [(r.chunk.id, r.confidence) for r in again]
+
+
 def test_metadata_filters(run, datastore):
     run(datastore.create_dataset("filtered"))
     run(datastore.upload("filtered", data_files("lighthouse.txt", "volcano.txt", team="coast")))
@@ -263,6 +278,44 @@ def test_sqlite_vector_index_follows_changes_from_another_process(run, runner, t
             run(datastore.close())
             run(client.aclose())
             run(store.close())
+
+
+@pytest.mark.parametrize("runs", [16, 1], ids=["id-ranges", "join"])
+def test_keyword_search_keeps_to_its_dataset_when_uploads_interleave(run, datastore, monkeypatch,
+                                                                     runs):
+    """Two datasets whose chunk ids interleave: keyword search (alpha 0) in one never returns
+    the other's chunks, whether the dataset is named by runs of ids or by a join (SQLite)."""
+    from trestle.endpoints import search_sqlite
+
+    monkeypatch.setattr(search_sqlite, "MAX_RANGES", runs)
+    run(datastore.create_dataset("coast"))
+    run(datastore.create_dataset("inland"))
+    run(datastore.upload("coast", data_files("lighthouse.txt")))
+    run(datastore.upload("inland", data_files("volcano.txt")))
+    run(datastore.upload("coast", data_files("garden.md")))
+    run(datastore.upload("inland", data_files("bakery.txt")))
+
+    def names(dataset, query):
+        """Documents of the index's hits (before rows are read back, which checks the dataset
+        again), and those of the search's results: the same."""
+        ds = run(datastore.get_dataset(dataset))
+        hits = run(datastore.index.search(ds, run(datastore.query_vector(query)), query,
+                                          top_k=10, alpha=0.0, filter=None))
+        documents = {d.id: d.name for name in ("coast", "inland")
+                     for d in run(datastore.documents(name))}
+        rows = {r.id: documents[r.document_id] for name in ("coast", "inland")
+                for r in run(datastore.rows(name, limit=1000))}
+        found = {r.document.name for r in run(datastore.search(dataset, query, top_k=10, alpha=0))}
+        assert {rows[h.chunk_id] for h in hits} == found
+        return found
+
+    assert names("coast", "Tessaly eruption Orvane") == set()
+    assert names("inland", "Tessaly eruption Orvane") == {"volcano.txt"}
+    assert names("coast", "lighthouse keeper, raised beds") == {"lighthouse.txt", "garden.md"}
+    assert names("inland", "lighthouse keeper, raised beds") == set()
+    run(datastore.delete_document("coast", next(
+        d.id for d in run(datastore.documents("coast")) if d.name == "lighthouse.txt")))
+    assert names("coast", "lighthouse keeper, raised beds") == {"garden.md"}
 
 
 def test_delete_dataset_removes_everything(run, datastore):

@@ -223,7 +223,7 @@ class Datastore:
         filter = check_query(top_k, alpha, filter)
         hits = await self.index.search(dataset, query_vector, query_text, top_k=top_k,
                                        alpha=float(alpha), filter=filter)
-        rows = await self.datasets.get_rows(h.chunk_id for h in hits)
+        rows = await self.datasets.get_rows((h.chunk_id for h in hits), dataset.id)
         hits = [h for h in hits if h.chunk_id in rows]  # deleted since the index was read
         when = self.access.record(h.chunk_id for h in hits)
         return [

@@ -1,7 +1,10 @@
 """`SqliteSearch`: hybrid search on the SQLite store (see `trestle.endpoints.search`).
 
 Keyword scores: SQLite FTS5's `bm25()` over `chunks_fts` (created by the store's migrations and
-kept in step with `chunks` by triggers); the query's words are OR-ed, each quoted.
+kept in step with `chunks` by triggers); the query's words are OR-ed, each quoted. The dataset
+is named inside FTS5 by rowid ranges (runs of its chunks' ids, known from the vector index), so
+only its own matches are scored and no `chunks` row is read; the keyword query and the matrix
+product run at the same time.
 
 Vectors: one `VectorIndex` per dataset in memory, a float32 matrix of unit vectors searched
 exactly (one matrix product and a partial sort: 100,000 chunks in a few milliseconds, recall 1;
@@ -26,6 +29,7 @@ from trestle.store.datasets import Change, DatasetStore
 from trestle.store.records import Dataset
 from trestle.store.tables import ChunkRow, DocumentRow
 
+MAX_RANGES = 16  # runs of consecutive chunk ids that the keyword query names (else: a join)
 OFF_LOOP_ROWS = 20_000  # matrices this large are multiplied in a thread, off the event loop
 # One BLAS thread per product: a matrix-vector product is memory-bound, and on a busy machine
 # waking BLAS threads cost 30 ms where the product itself takes 0.2 ms (2,000 rows; 10k: 32 → 6).
@@ -39,10 +43,24 @@ class VectorIndex:
     version: int
     ids: np.ndarray  # int64, ascending
     matrix: np.ndarray  # (len(ids), dimensions) float32
+    _ranges: list[tuple[int, int]] | None | bool = False  # False: not computed yet
 
     def similarities(self, query: np.ndarray) -> np.ndarray:
         with _BLAS.limit(limits=1, user_api="blas"):
             return self.matrix @ query
+
+    def ranges(self) -> list[tuple[int, int]] | None:
+        """The ids as (first, last) runs of consecutive ids, or None past `MAX_RANGES` runs.
+        Every id of a run belongs to this dataset (ids are unique across datasets)."""
+        if self._ranges is False:
+            breaks = np.flatnonzero(np.diff(self.ids) != 1)
+            if len(breaks) >= MAX_RANGES:
+                self._ranges = None
+            else:
+                starts = [self.ids[0], *self.ids[breaks + 1]] if len(self.ids) else []
+                ends = [*self.ids[breaks], self.ids[-1]] if len(self.ids) else []
+                self._ranges = [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+        return self._ranges
 
     def rows_of(self, chunk_ids: np.ndarray) -> np.ndarray:
         """Row numbers of these chunk ids (which must be in the index)."""
@@ -59,11 +77,13 @@ class VectorIndex:
             order = np.argsort(self.ids, kind="stable")
             self.ids, self.matrix = self.ids[order], self.matrix[order]
         self.version = change.version
+        self._ranges = False
 
     def removed(self, change: Change) -> None:
         keep = ~np.isin(self.ids, change.chunk_ids)
         self.ids, self.matrix = self.ids[keep], self.matrix[keep]
         self.version = change.version
+        self._ranges = False
 
 
 def match_expression(words: list[str]) -> str:
@@ -121,43 +141,76 @@ class SqliteSearch:
             allowed = np.isin(index.ids, await self.datasets.filter_rows(dataset.id, filter))
             if not allowed.any():
                 return []
-        query = np.asarray(query_vector, dtype=np.float32)
-        if len(index.ids) >= OFF_LOOP_ROWS:
-            sims = await asyncio.to_thread(index.similarities, query)
-        else:
-            sims = index.similarities(query)
+        words = query_words(query_text)
+        # The keyword query (in the database's thread) and the matrix product (in a thread of
+        # its own when large) run at the same time: both release the GIL.
+        sims, keyword = await asyncio.gather(
+            self._similarities(index, query_vector),
+            self._keyword(dataset.id, index, words, filter or {}) if words and alpha < 1
+            else _nothing(),
+        )
         if allowed is not None:
             sims = np.where(allowed, sims, -np.inf)
         n = min(CANDIDATES, len(sims))
         rows = np.argpartition(-sims, n - 1)[:n]
         rows = rows[np.isfinite(sims[rows])]
-        vector = {int(index.ids[r]): float(sims[r]) for r in rows}
-
-        keyword: dict[int, float] = {}
-        words = query_words(query_text)
-        if words and alpha < 1:
-            keyword = await self._keyword(dataset.id, words, filter or {})
+        vector = dict(zip(index.ids[rows].tolist(), sims[rows].tolist(), strict=True))
+        if keyword:
             extra = np.array([i for i in keyword if i not in vector], dtype=np.int64)
             extra = extra[np.isin(extra, index.ids)]  # a chunk added since the index was read
-            for chunk_id, row in zip(extra, index.rows_of(extra), strict=True):
-                vector[int(chunk_id)] = float(sims[row])
+            vector.update(zip(extra.tolist(), sims[index.rows_of(extra)].tolist(), strict=True))
         return fuse(vector, keyword, alpha, top_k)
 
-    async def _keyword(self, dataset_id: str, words: list[str],
+    @staticmethod
+    async def _similarities(index: VectorIndex, query_vector: np.ndarray) -> np.ndarray:
+        query = np.asarray(query_vector, dtype=np.float32)
+        if len(index.ids) >= OFF_LOOP_ROWS:
+            return await asyncio.to_thread(index.similarities, query)
+        return index.similarities(query)
+
+    async def _keyword(self, dataset_id: str, index: VectorIndex, words: list[str],
                        filter: dict[str, Any]) -> dict[int, float]:
-        """BM25 (as a positive number) of the best `CANDIDATES` matches."""
-        match = sa.text("chunks_fts MATCH :match").bindparams(match=match_expression(words))
-        joined = _FTS.join(ChunkRow, ChunkRow.id == _FTS.c.rowid)
-        if filter:
-            joined = joined.join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
-        best = (
-            select(ChunkRow.id, _BM25)
-            .select_from(joined)
-            .where(match, ChunkRow.dataset_id == dataset_id,
-                   *self.datasets.filter_clauses(filter))
-            .order_by(_BM25)
-            .limit(CANDIDATES)
-        )
+        """BM25 (as a positive number) of the best `CANDIDATES` matches.
+
+        The dataset is applied inside FTS5 as rowid ranges (its chunks' ids, from the vector
+        index: one range per run of consecutive ids), so that only the dataset's matches are
+        scored and no `chunks` row is read. A dataset whose ids are scattered over more than
+        `MAX_RANGES` runs, or a metadata filter, joins `chunks` instead."""
+        match = match_expression(words)
+        ranges = index.ranges()
+        if not filter and ranges is not None:
+            parts = [
+                select(_FTS.c.rowid.label("id"), _BM25.label("score"))
+                .where(sa.text("chunks_fts MATCH :match"),
+                       _FTS.c.rowid.between(sa.bindparam(f"lo{i}"), sa.bindparam(f"hi{i}")))
+                .order_by(_BM25).limit(CANDIDATES)
+                for i in range(len(ranges))
+            ]
+            params: dict[str, Any] = {"match": match}
+            for i, (lo, hi) in enumerate(ranges):
+                params[f"lo{i}"], params[f"hi{i}"] = lo, hi
+            if len(parts) == 1:
+                best = parts[0]
+            else:
+                union = sa.union_all(*(p.subquery().select() for p in parts)).subquery()
+                best = select(union.c.id, union.c.score).order_by(union.c.score).limit(CANDIDATES)
+        else:
+            joined = _FTS.join(ChunkRow, ChunkRow.id == _FTS.c.rowid)
+            if filter:
+                joined = joined.join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+            best = (
+                select(ChunkRow.id, _BM25)
+                .select_from(joined)
+                .where(sa.text("chunks_fts MATCH :match"), ChunkRow.dataset_id == dataset_id,
+                       *self.datasets.filter_clauses(filter))
+                .order_by(_BM25)
+                .limit(CANDIDATES)
+            )
+            params = {"match": match}
         async with self.datasets.engine.connect() as conn:
-            rows = await conn.execute(best)
+            rows = await conn.execute(best, params)
             return {chunk_id: -float(bm25) for chunk_id, bm25 in rows if bm25 < 0}
+
+
+async def _nothing() -> dict[int, float]:
+    return {}

@@ -180,9 +180,9 @@ class DatasetStore:
         return _dataset(row)
 
     async def version(self, dataset_id: str) -> int | None:
-        async with self._sessions() as session:
-            return await session.scalar(
-                select(DatasetRow.version).where(DatasetRow.id == dataset_id)
+        async with self.engine.connect() as conn:
+            return await conn.scalar(
+                select(DatasetRow.__table__.c.version).where(DatasetRow.__table__.c.id == dataset_id)
             )
 
     # documents
@@ -353,18 +353,33 @@ class DatasetStore:
             )
             return int(n)
 
-    async def get_rows(self, ids: Iterable[int]) -> dict[int, tuple[Chunk, Document]]:
-        """The chunks with these ids and their documents, by id (missing ids are left out)."""
+    async def get_rows(self, ids: Iterable[int],
+                       dataset_id: str | None = None) -> dict[int, tuple[Chunk, Document]]:
+        """The chunks with these ids (of this dataset, if given) and their documents, by id
+        (missing ids are left out). One query, without the vectors."""
         ids = list(ids)
         if not ids:
             return {}
+        c, d = ChunkRow.__table__.c, DocumentRow.__table__.c
         query = (
-            select(ChunkRow, DocumentRow)
-            .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
-            .where(ChunkRow.id.in_(ids))
+            select(c.id, c.dataset_id, c.document_id, c.position, c.text, c.data, c.embedding,
+                   c.last_accessed, d.name, d["metadata"], d.created_at)
+            .join_from(ChunkRow.__table__, DocumentRow.__table__, d.id == c.document_id)
+            .where(c.id.in_(ids))
         )
-        async with self._sessions() as session:
-            return {c.id: (_chunk(c), _document(d)) for c, d in await session.execute(query)}
+        if dataset_id is not None:
+            query = query.where(c.dataset_id == dataset_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {
+            r[0]: (
+                Chunk(id=r[0], dataset_id=r[1], document_id=r[2], position=r[3], text=r[4],
+                      data=r[5], embedding=r[6], last_accessed=_utc(r[7])),
+                Document(id=r[2], dataset_id=r[1], name=r[8], metadata=r[9],
+                         created_at=_utc(r[10]), chunks=0),
+            )
+            for r in rows
+        }
 
     async def set_last_accessed(self, times: dict[int, datetime]) -> None:
         """Set `last_accessed` of these chunks (search results), in one transaction; ids of
