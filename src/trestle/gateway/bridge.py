@@ -35,7 +35,7 @@ from trestle.deploy.transport import Replica
 from trestle.errors import BadRequest, TrestleError, Unavailable
 from trestle.gateway import auth
 from trestle.gateway.bridge_legacy import LegacyAnswer
-from trestle.gateway.proxy import Relay
+from trestle.gateway.proxy import Relay, query_of
 from trestle.metrics import Metrics
 from trestle.protocol.bridge import FIELD, MODEL_PREFIX, BridgeTarget, target_of, without_routing
 from trestle.protocol.errors import error_response
@@ -79,7 +79,7 @@ class Bridge:
             return unavailable(exc)
         forwarded = self._forwarded(body, payload, replica)
         if METHODS[path] in methods:
-            return Relay(replica, "POST", path, request.url.query, request.scope["headers"], forwarded,
+            return Relay(replica, "POST", path, query_of(request.scope), request.scope["headers"], forwarded,
                          request.state.request_id)
         if "predict" not in methods:
             raise BadRequest(f"deployment {replica.deployment_id} serves neither {METHODS[path]} nor predict",
@@ -106,7 +106,7 @@ class Bridge:
                              f"`{METHODS[path]}` method): use /v1{path.removeprefix('/v1')} without "
                              f"/direct, which wraps its predict", param=f"{FIELD}.model_id")
         forwarded = self._forwarded(body, payload, replica)
-        return Relay(replica, "POST", path, request.url.query, request.scope["headers"], forwarded,
+        return Relay(replica, "POST", path, query_of(request.scope), request.scope["headers"], forwarded,
                      request.state.request_id)
 
     async def openai_replica(self, target: BridgeTarget, path: str) -> tuple[Replica, str | None]:
