@@ -57,7 +57,7 @@ _V1 = {
     "/v1/chat/completions": "chat_completions", "/v1/completions": "completions",
     "/v1/direct/chat/completions": "direct_chat_completions",
     "/v1/direct/completions": "direct_completions", "/v1/embeddings": "embeddings",
-    "/v1/messages": "messages", "/v1/models": "models",
+    "/v1/messages": "messages", "/v1/models": "models", "/v1/responses": "responses",
 }
 _EXACT = {"/health": "health", "/metrics": "metrics", "/openapi.json": "openapi"}
 

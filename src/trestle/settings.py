@@ -27,8 +27,6 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from trestle.store.engine import sqlite_url
-
 DEFAULT_PORT = 8700
 MiB = 1024 * 1024
 # A dataset upload's body: `trestle.endpoints.ingest.MAX_UPLOAD_BYTES` of files (100 MiB) and
@@ -141,6 +139,10 @@ class Settings:
     builtin_models: bool = True
     builtin_embeddings: bool = True  # the embeddings Model API too (when builtin_models)
     database_url: str | None = None
+    # What runs the workers: "local" (processes on this machine) or "ray" (actors on a Ray
+    # cluster, trestle.deploy.ray), and the cluster's address (None: start a local Ray).
+    backend: str = field(default_factory=lambda: os.environ.get("TRESTLE_BACKEND") or "local")
+    ray_address: str | None = field(default_factory=lambda: os.environ.get("TRESTLE_RAY_ADDRESS") or None)
     # Each deployment's worker.log is rotated past this size, keeping this many old files
     # (worker.log.1, ...). Env: TRESTLE_WORKER_LOG_MAX_BYTES, TRESTLE_WORKER_LOG_BACKUPS.
     worker_log_max_bytes: int = field(
@@ -152,6 +154,14 @@ class Settings:
     max_body_bytes: int = field(default_factory=lambda: _env_bytes("TRESTLE_MAX_BODY_BYTES", 8 * MiB))
     max_predict_body_bytes: int = field(
         default_factory=lambda: _env_bytes("TRESTLE_MAX_PREDICT_BODY_BYTES", 64 * MiB))
+    # Redis for rate limits shared by several gateways (docs/rate-limits.md); None: in memory.
+    redis_url: str | None = field(default_factory=lambda: os.environ.get("TRESTLE_REDIS_URL") or None)
+    # On PostgreSQL, how often the gateway re-reads the record besides LISTEN/NOTIFY
+    # (docs/multiple-gateways.md).
+    sync_poll_s: float = field(default_factory=lambda: _env_float("TRESTLE_SYNC_POLL_S", 10.0))
+    # How long a verified API key is remembered (a revocation on another gateway that does not
+    # reach this one in time still takes effect after this long).
+    key_cache_ttl: float = field(default_factory=lambda: _env_float("TRESTLE_KEY_CACHE_TTL", 30.0))
 
     def body_limit(self, path: str) -> tuple[int, str] | None:
         """The body limit of a route and what sets it (a setting, or the dataset upload limit);
@@ -168,6 +178,10 @@ class Settings:
 
     @property
     def db_url(self) -> str:
+        # Imported here: SQLAlchemy takes seconds to import, and the CLI (which reads the
+        # defaults above) never opens the store.
+        from trestle.store.engine import sqlite_url
+
         return (
             self.database_url
             or os.environ.get("TRESTLE_DATABASE_URL")

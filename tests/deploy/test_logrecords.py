@@ -41,6 +41,19 @@ def test_each_kind_of_line_becomes_a_record_with_the_same_keys():
     assert out[2].time == out[1].time  # a line without a time takes the one before it
 
 
+def test_pip_output_after_the_install_line_is_build_output():
+    out = records(b"""2026-11-22T13:00:00 [trestle] building a virtualenv with 1 requirement(s)
+2026-11-22T13:00:00 [trestle] installing requirements into a new virtualenv (88dd15420887)
+Collecting unidecode==1.3.8
+2026-11-22T13:00:03 [trestle] build command 1/1: make assets
+made
+2026-11-22T13:00:04 [trestle] deployment is active
+printed later
+""")
+    assert [r.source for r in out] == ["trestle", "trestle", "build", "trestle", "build", "trestle",
+                                       "output"]
+
+
 def test_since_keeps_what_came_at_or_after():
     local = datetime(2026, 11, 22, 13, 0, 7).astimezone()  # log times are the machine's local time
     kept = records(LOG, since=local)

@@ -101,6 +101,7 @@ def open_datastore(runner: asyncio.Runner, url: str, worker: EmbeddingsWorker):
 def datastore(runner, store_url, embeddings_worker):
     store, client, ds = open_datastore(runner, store_url, embeddings_worker)
     yield ds
+    runner.run(ds.close())
     runner.run(client.aclose())
     runner.run(store.close())
 

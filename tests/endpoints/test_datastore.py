@@ -100,6 +100,29 @@ def test_search_results_carry_the_seed_fields_and_touch_rows(run, datastore, han
     assert touched is not None and touched.isoformat() == wire["last_accessed"]
 
 
+def test_last_accessed_is_written_in_batches_and_on_close(run, datastore, handbook):
+    """A search does not write `last_accessed` itself: the times wait in memory (one write for
+    many searches), are written on the next flush, before rows are read, and on close."""
+    datastore.access.delay_s = 3600  # no timed flush during this test
+    stored = datastore.datasets  # reads the database, not the datastore's pending times
+
+    def last_accessed(row_id):
+        return {r.id: r.last_accessed for r in run(stored.list_rows(
+            run(datastore.get_dataset("handbook")).id, limit=1000))}[row_id]
+
+    first = run(datastore.search("handbook", "sourdough starter Gerald", top_k=1))[0]
+    second = run(datastore.search("handbook", "comet Varga-7", top_k=1))[0]
+    assert last_accessed(first.chunk.id) is None and last_accessed(second.chunk.id) is None
+    run(datastore.access.flush())
+    assert last_accessed(first.chunk.id) == first.last_accessed
+    assert last_accessed(second.chunk.id) == second.last_accessed
+
+    again = run(datastore.search("handbook", "sourdough starter Gerald", top_k=1))[0]
+    assert again.last_accessed > first.last_accessed
+    run(datastore.close())
+    assert last_accessed(again.chunk.id) == again.last_accessed
+
+
 def test_metadata_filters(run, datastore):
     run(datastore.create_dataset("filtered"))
     run(datastore.upload("filtered", data_files("lighthouse.txt", "volcano.txt", team="coast")))
@@ -236,7 +259,8 @@ def test_sqlite_vector_index_follows_changes_from_another_process(run, runner, t
         names = {r.document.name for r in run(a.search("shared", question, top_k=10, alpha=1.0))}
         assert names == {"lighthouse.txt", "comet.pdf"}
     finally:
-        for client, store in ((client_a, store_a), (client_b, store_b)):
+        for datastore, client, store in ((a, client_a, store_a), (b, client_b, store_b)):
+            run(datastore.close())
             run(client.aclose())
             run(store.close())
 

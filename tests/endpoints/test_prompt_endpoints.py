@@ -379,35 +379,20 @@ QUESTION = "Which day does the robotics club meet and in which room?"
 
 @pytest.fixture(scope="module")
 def handbook(server):
-    """A dataset of tests/data's documents (each with a `url`) in the server's own store,
-    embedded by the server's built-in embeddings deployment (reached through its data plane)."""
-    import asyncio
-
-    from trestle.endpoints.chunking import ChunkingOptions
-    from trestle.endpoints.datastore import Datastore
-    from trestle.endpoints.embedder import WorkerEmbedder
-    from trestle.endpoints.ingest import UploadedFile
-    from trestle.store import Store, sqlite_url
-
+    """A dataset of tests/data's documents uploaded with `trestle datasets upload`, as a user
+    would (robotics-club.md on its own, with a `url`), embedded by the server's built-in
+    embeddings deployment."""
     with server.client() as http:
         wait_for(lambda: any(m["id"] == MINILM_SLUG for m in http.get("/v1/models").json()["data"]),
                  "the built-in embeddings model", deadline_s=900)
-        model_id = next(m["id"] for m in http.get("/api/v1/models").json()["models"]
-                        if m["name"] == "all-MiniLM-L6-v2")
     name = unique("handbook")
-    files = [UploadedFile(p.name, p.read_bytes(), {"url": f"/docs/{p.name}"}) for p in sorted(DATA.iterdir())]
-
-    async def upload():
-        async with await Store.open(sqlite_url(server.home / "trestle.db")) as store, httpx.AsyncClient(
-                base_url=f"{server.url}/model/{model_id}/production/sync", headers=server.headers,
-                timeout=300) as client:
-            datastore = Datastore(store.datasets, WorkerEmbedder(client))
-            await datastore.prepare()
-            await datastore.create_dataset(name)
-            docs = await datastore.upload(name, files, ChunkingOptions(size=300, overlap=60))
-            return {d.name: d for d in docs}
-
-    return name, asyncio.run(upload())
+    assert server.cli_json("datasets", "create", name)["name"] == name
+    chunking = ("--chunk-size", "300", "--chunk-overlap", "60")
+    others = [str(p) for p in sorted(DATA.iterdir()) if p.name != "robotics-club.md"]
+    docs = server.cli_json("datasets", "upload", name, *others, *chunking)["documents"]
+    docs += server.cli_json("datasets", "upload", name, str(DATA / "robotics-club.md"), *chunking,
+                            "--metadata", json.dumps({"url": "/docs/robotics-club.md"}))["documents"]
+    return name, {d["name"]: d for d in docs}
 
 
 @pytest.fixture(scope="module")
@@ -439,7 +424,7 @@ def test_search_results_are_the_documents_with_the_facts_and_feed_the_template(s
         assert isinstance(result["data"]["text"], str)
     top = results[0]
     robotics = handbook[1]["robotics-club.md"]
-    assert top["metadata"]["documentId"] == robotics.id and top["metadata"]["url"] == "/docs/robotics-club.md"
+    assert top["metadata"]["documentId"] == robotics["id"] and top["metadata"]["url"] == "/docs/robotics-club.md"
     assert "B12" in top["data"]["text"]
 
     # the template received the results' texts: the same conversation, sent directly, matches
@@ -465,7 +450,7 @@ def test_a_streamed_search_sends_the_results_before_the_text_and_after_done(serv
     before, after = json.loads(events[0][1]), json.loads(events[-1][1])
     assert before["search_results"] and before["search_results"] == after["search_results"]
     ids = [r["metadata"]["documentId"] for r in before["search_results"]]
-    assert ids[0] == handbook[1]["robotics-club.md"].id
+    assert ids[0] == handbook[1]["robotics-club.md"]["id"]
     text = "".join(json.loads(d)["choices"][0]["text"] for _, d in events[1:-2])
     assert text and nextjs_text(chunks) == text
 

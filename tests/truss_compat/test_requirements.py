@@ -83,3 +83,11 @@ def test_a_requirements_file_that_reaches_outside_the_folder_is_refused(server, 
     missing = folder("missing", {"requirements_file": "nope.txt"}, VERSIONS_MODEL)
     res = server.cli("push", str(missing), check=False)
     assert res.returncode != 0 and "'nope.txt' is not a file in the model folder" in res.stderr
+
+
+def test_push_shows_pip_output_while_it_installs(server, folder):
+    path = folder("pip-live", {"requirements": ["pyjokes==0.8.3"]}, VERSIONS_MODEL)
+    res = server.cli("push", str(path))  # waits for the deployment, as a user would
+    build = [line for line in res.stderr.splitlines() if line.startswith("build | ")]
+    assert any("Successfully installed" in line and "pyjokes-0.8.3" in line for line in build), res.stderr
+    assert "active" in res.stdout

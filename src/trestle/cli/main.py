@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import click
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -115,22 +117,33 @@ def limit_options(fn):
 @click.option("--no-builtin-embeddings", is_flag=True,
               help="do not deploy the built-in embeddings model (saves ~1.5 GiB of memory)")
 @click.option("--database-url", default=None, help="SQLAlchemy URL (env TRESTLE_DATABASE_URL)")
+@click.option("--redis-url", default=None, envvar="TRESTLE_REDIS_URL", show_envvar=True,
+              help="Redis for rate limits shared by several gateways (default: counted in memory)")
 @click.option("--drain-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
               envvar="TRESTLE_DRAIN_TIMEOUT", show_envvar=True,
               help="seconds that requests and streams in flight get to finish on SIGTERM or "
                    "Ctrl-C, before the workers are stopped")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              envvar="TRESTLE_BACKEND", show_envvar=True,
+              help="what runs the workers: processes on this machine, or actors on a Ray cluster")
+@click.option("--ray-address", default=None, envvar="TRESTLE_RAY_ADDRESS", show_envvar=True,
+              help="the Ray cluster to join (host:port of its head; default with --backend ray: "
+                   "start a local Ray)")
 @limit_options
-def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url, drain_timeout,
-          **limits) -> None:
+def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url, redis_url,
+          drain_timeout, backend, ray_address, **limits) -> None:
     """Run the gateway (and its workers) in the foreground.
 
     SIGTERM or Ctrl-C stops it gracefully (a second Ctrl-C: at once)."""
     from trestle.gateway.app import CannotStart, run
 
+    if ray_address and backend != "ray":
+        raise click.UsageError("--ray-address is for --backend ray")
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
                         builtin_models=not no_builtin,
                         builtin_embeddings=not no_builtin_embeddings, database_url=database_url,
-                        drain_timeout=drain_timeout, limits=Limits(**limits))
+                        redis_url=redis_url, drain_timeout=drain_timeout, backend=backend,
+                        ray_address=ray_address, limits=Limits(**limits))
     try:
         run(settings)
     except CannotStart as exc:
@@ -179,15 +192,42 @@ def push(client: Client, folder: Path, promote: bool, environment: str | None, w
 
 
 def wait_for(client: Client, deployment_id: str) -> wire.DeploymentOut:
-    with console.status("deploying") as status:
-        while True:
-            dep = wire.DeploymentOut.model_validate(
-                client.request("GET", f"/api/v1/deployments/{deployment_id}").json()
-            )
-            status.update(f"deployment {dep.id}: {dep.status}")
-            if dep.status.settled:
-                return dep
-            time.sleep(0.5)
+    """Poll the deployment until it is active or failed, printing its build output (pip's,
+    the build commands') on stderr as it is written."""
+    done = threading.Event()
+    threading.Thread(target=print_build_output, args=(client, deployment_id, done), daemon=True).start()
+    try:
+        with console.status("deploying") as status:
+            while True:
+                dep = wire.DeploymentOut.model_validate(
+                    client.request("GET", f"/api/v1/deployments/{deployment_id}").json()
+                )
+                status.update(f"deployment {dep.id}: {dep.status}")
+                if dep.status.settled:
+                    return dep
+                time.sleep(0.5)
+    finally:
+        done.set()
+
+
+def print_build_output(client: Client, deployment_id: str, done: threading.Event) -> None:
+    """Follow the deployment's log and print its `build` lines on stderr until `done` (a thread
+    of `wait_for`: the build output is a convenience, so a lost stream just ends it)."""
+    url = f"/api/v1/deployments/{deployment_id}/logs"
+    params = {"format": "json", "tail": 10_000, "follow": 1}
+    try:
+        with client.http(timeout=None) as http, http.stream("GET", url, params=params) as resp:
+            if not resp.is_success:
+                return
+            for line in resp.iter_lines():
+                if done.is_set():
+                    return
+                record = json.loads(line) if line else {}
+                if record.get("source") == "build":
+                    console.print(f"build | {record.get('message', '')}", markup=False,
+                                  highlight=False, soft_wrap=True)
+    except (httpx.HTTPError, ValueError):
+        return
 
 
 def print_push(result: wire.PushResponse, dep: wire.DeploymentOut) -> None:
@@ -525,7 +565,7 @@ def promote(client: Client, model_id: str, deployment_id: str, environment: str,
 
 @cli.group(context_settings=CONTEXT)
 def keys() -> None:
-    """Create, list and revoke API keys."""
+    """Create, list, update (rate limits) and revoke API keys."""
 
 
 @keys.command("create")
@@ -536,18 +576,46 @@ def keys() -> None:
               help="limit an invoke key to this model id (repeat for several)")
 @click.option("--endpoint", "endpoints", multiple=True, metavar="ID",
               help="limit an invoke key to this prompt endpoint id (repeat for several)")
+@click.option("--rpm", type=click.IntRange(0), default=None, metavar="N",
+              help="requests per minute this key may make (default: no limit)")
+@click.option("--tpm", type=click.IntRange(0), default=None, metavar="N",
+              help="tokens per minute this key's answers may use (default: no limit)")
 @output_option
 @pass_client
 def keys_create(client: Client, name: str, scope: str, models: tuple[str, ...],
-                endpoints: tuple[str, ...], output: str) -> None:
+                endpoints: tuple[str, ...], rpm: int | None, tpm: int | None, output: str) -> None:
     """Create a key; it is shown once, here."""
     body = {"name": name, "scope": scope}
     if models or endpoints:
         body |= {"models": list(models), "endpoints": list(endpoints)}
+    body |= {k: v for k, v in (("rpm", rpm), ("tpm", tpm)) if v is not None}
     data = client.request("POST", "/api/v1/keys", json=body).json()
     emit(output, data, lambda: click.echo(
         f"key {data['id']} ({name}, scope {scope}{_limits_text(data)}):\n{data['key']}\n"
         "Store it now: it is not shown again."))
+
+
+@keys.command("update")
+@click.argument("key_id")
+@click.option("--rpm", type=click.IntRange(0), default=None, metavar="N",
+              help="requests per minute (0: no limit)")
+@click.option("--tpm", type=click.IntRange(0), default=None, metavar="N",
+              help="tokens per minute (0: no limit)")
+@output_option
+@pass_client
+def keys_update(client: Client, key_id: str, rpm: int | None, tpm: int | None, output: str) -> None:
+    """Change a key's rate limits; every gateway applies them at once."""
+    body = {k: v for k, v in (("rpm", rpm), ("tpm", tpm)) if v is not None}
+    if not body:
+        raise click.UsageError("nothing to change: give --rpm N and/or --tpm N")
+    data = client.request("PATCH", f"/api/v1/keys/{key_id}", json=body).json()
+    emit(output, data, lambda: click.echo(f"{key_id}: {_rates_text(data)}"))
+
+
+def _rates_text(key: dict) -> str:
+    rpm, tpm = key.get("rpm"), key.get("tpm")
+    return (f"{rpm or 'unlimited'} requests/min, {tpm or 'unlimited'} tokens/min"
+            if rpm or tpm else "no rate limits")
 
 
 def _limits_text(key: dict) -> str:
@@ -566,10 +634,12 @@ def keys_list(client: Client, output: str) -> None:
     data = client.request("GET", "/api/v1/keys").json()
 
     def text() -> None:
-        table = Table("id", "name", "prefix", "scope", "limited to", "created", "revoked")
+        table = Table("id", "name", "prefix", "scope", "limited to", "rate limits", "created",
+                      "revoked")
         for k in wire.KeyList.model_validate(data).keys:
             table.add_row(k.id, k.name, k.prefix, k.scope,
                           _limits_text(k.model_dump()).removeprefix(", limited to "),
+                          _rates_text(k.model_dump()) if k.rpm or k.tpm else "",
                           str(k.created_at)[:19], str(k.revoked_at)[:19] if k.revoked_at else "")
         Console().print(table)
 

@@ -9,8 +9,10 @@ backend fills by launching and stopping one replica at a time.
   it builds a virtualenv for `requirements` and writes the workers' output to the deployment log.
 - `trestle.deploy.inprocess`: the worker app called in the gateway's own process (fast tests).
 
-A Ray Serve backend plugs in behind the same methods: nothing here assumes a local interpreter,
-process or file beyond the pushed folder.
+- `trestle.deploy.ray`: replicas as Ray actors on a Ray cluster, each running a worker that the
+  gateway calls over TCP (`trestle serve --backend ray`).
+
+`make_backend` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -92,6 +94,24 @@ class ReplicaBackend(Protocol):
         """Stop everything."""
 
 
+BACKENDS = ("local", "ray")
+
+
+def make_backend(settings) -> ReplicaBackend:
+    """The backend `settings.backend` names (`trestle serve --backend`)."""
+    log_options = {"log_max_bytes": settings.worker_log_max_bytes,
+                   "log_backups": settings.worker_log_backups}
+    if settings.backend == "ray":
+        from trestle.deploy.ray import RayBackend
+
+        return RayBackend(settings.ray_address, **log_options)
+    if settings.backend != "local":
+        raise ValueError(f"unknown backend {settings.backend!r}: one of {', '.join(BACKENDS)}")
+    from trestle.deploy.local import LocalProcessBackend
+
+    return LocalProcessBackend(**log_options)
+
+
 def deployment_log(home: Path) -> Path:
     """The deployment's log on the gateway: trestle's own lines about it, and whatever its
     backend writes there (the local backend: the workers' output)."""
@@ -105,6 +125,10 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 READY_TIMEOUT_S = 900.0
+# A worker is watched closely while it comes up (a small model is ready a few milliseconds after
+# its socket appears), then less often (an engine may load for minutes): the interval doubles
+# from FIRST_POLL_S up to POLL_INTERVAL_S.
+FIRST_POLL_S = 0.005
 POLL_INTERVAL_S = 0.1
 
 
@@ -113,11 +137,14 @@ async def wait_ready(replica: Replica, gone: Callable[[], str | None],
                      timeout: float = READY_TIMEOUT_S) -> None:
     """Poll the replica's `/health` (once `listening()`) until it says `ready`.
 
+    Until it listens, only `listening()` and `gone()` are checked (every FIRST_POLL_S: both are
+    cheap); then `/health` is asked at intervals that grow from FIRST_POLL_S to POLL_INTERVAL_S.
     Raises `ReadinessError` when it says `failed`, when `gone()` returns why the replica is no
     more, or after `timeout` seconds.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    interval = FIRST_POLL_S
     while loop.time() < deadline:
         reason = gone()
         if reason is not None:
@@ -129,10 +156,13 @@ async def wait_ready(replica: Replica, gone: Callable[[], str | None],
                 body = json.loads(await upstream.read())
             except (UpstreamError, ValueError):
                 pass  # not answering yet
-        if isinstance(body, dict):
-            if upstream.status == 200 and body.get("status") == "ready":
-                return
-            if body.get("status") == "failed":
-                raise ReadinessError(body.get("error") or "the model failed to load")
-        await asyncio.sleep(POLL_INTERVAL_S)
+            if isinstance(body, dict):
+                if upstream.status == 200 and body.get("status") == "ready":
+                    return
+                if body.get("status") == "failed":
+                    raise ReadinessError(body.get("error") or "the model failed to load")
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, POLL_INTERVAL_S)
+        else:
+            await asyncio.sleep(FIRST_POLL_S)
     raise ReadinessError(f"the worker was not ready after {timeout:.0f}s")

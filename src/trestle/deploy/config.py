@@ -190,6 +190,9 @@ class ScalingConfig(BaseModel):
     # seconds a request waits for a ready replica (deployment loading, scaling from zero, every
     # replica restarting) before a 503
     cold_start_timeout: float = Field(default=120, gt=0, le=3600)
+    # seconds a replica leaving the rotation (scale-down, the old deployment after a promotion)
+    # lets its in-flight requests and streams finish; what is still running then is cut off
+    drain_timeout: float = Field(default=300, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _bounds(self) -> "ScalingConfig":
@@ -293,6 +296,15 @@ class ModelConfig(BaseModel):
             raise BadRequest(f"{CONFIG_FILE}: `upstream` and `engine` exclude each other: a "
                              "deployment either fronts a server elsewhere or runs an engine here",
                              param="upstream")
+        if config.engine is not None:
+            extra = [k for k in ("requirements", "requirements_file", "build_commands")
+                     if getattr(config, k)]
+            if extra:
+                raise BadRequest(
+                    f"{CONFIG_FILE}: an `engine:` deployment runs on trestle's own packages "
+                    f"(the engine is part of them), so {', '.join(extra)} would not be used; "
+                    "remove them, or serve the model with a Model class that lists them",
+                    param=extra[0])
         config._ignored = ignored
         config._notes = truss_notes(data)
         return config

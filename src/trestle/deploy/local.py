@@ -185,7 +185,7 @@ class LocalProcessBackend:
         await self.stop(spec.deployment_id)
         log_file = deployment_log(spec.home)
         replicas = ReplicaSet(spec, functools.partial(self._launch, spec), on_failed=on_failed,
-                              log_tail=lambda: log_tail(log_file))
+                              log_tail=lambda: log_tail(log_file), metrics=self.metrics)
         self._deployments[spec.deployment_id] = replicas
         try:
             await replicas.start()

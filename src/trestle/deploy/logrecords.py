@@ -36,7 +36,10 @@ _WORKER = re.compile(
     r"\[([^\]\s]*)\] ([\w.]+)(?: \(replica (\d+)\))?: (.*)$"
 )
 _TRESTLE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) \[trestle\] (.*)$")
-_BUILD_START = "building a virtualenv"
+# trestle's own lines that start or go on with a build: the lines without a stamp after them
+# are the build's output (pip's, the build commands')
+_BUILD_LINES = ("building a virtualenv", "installing requirements", "reusing the virtualenv",
+                "build command")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_LINE_CHARS = 16 * 1024  # a longer line is cut (the record says so)
@@ -94,7 +97,7 @@ class LineParser:
                              replica=int(replica) if replica is not None else None, logger=logger)
         m = _TRESTLE.match(line)
         if m:
-            self.building = m.group(2).startswith(_BUILD_START)
+            self.building = m.group(2).startswith(_BUILD_LINES)
             try:
                 time = _local(m.group(1), "%Y-%m-%dT%H:%M:%S")
             except ValueError:

@@ -5,6 +5,9 @@ stages pushes, brings deployments up through the replica backend, and keeps the 
 (`trestle.deploy.routing`, which the request path reads without I/O) in step with the record.
 An environment's live pointer moves only when its new deployment is active, so the old one keeps
 serving until then; if the new one fails, the environment's record goes back to the old one.
+
+Several gateways may share one record (PostgreSQL): the gateway a push reached leads its
+bring-up; the others follow it (`trestle.deploy.follow`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -25,6 +28,7 @@ from pydantic import ValidationError
 from trestle import tokencount
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig, ScalingConfig
+from trestle.deploy.follow import RESUMABLE, Following
 from trestle.deploy.package import pack, unpack
 from trestle.deploy.requirements import read_requirements
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
@@ -37,8 +41,6 @@ from trestle.store.store import check_environment_name
 
 log = logging.getLogger("trestle.deploy")
 
-RESUMABLE = {Status.BUILDING, Status.DEPLOYING, Status.ACTIVE}
-
 
 @dataclass(frozen=True)
 class PushResult:
@@ -50,13 +52,19 @@ class PushResult:
     methods: list[str]  # the OpenAI methods a Model class defines (engine: both)
 
 
-class DeploymentManager:
+class DeploymentManager(Following):
     def __init__(self, store: Store, backend: ReplicaBackend, settings: Settings):
         self.store = store
         self.backend = UpstreamBackend(backend)  # deployments with `upstream:` run no worker
         self.settings = settings
-        self.routing = RoutingTable(self.backend)
+        self.routing = RoutingTable(self.backend, metrics=getattr(backend, "metrics", None))
         self._tasks: set[asyncio.Task] = set()
+        # Held by writes that change the record and the routing table together, and by `sync`,
+        # so that a sync never sees one without the other.
+        self._changing = asyncio.Lock()
+        self._following: dict[str, asyncio.Task] = {}  # deployment id -> its follower bring-up
+        self._seen: dict[str, object] = {}  # deployment id -> updated_at of the record synced
+        self._local_dirs: dict[str, str] = {}  # deployment id -> its folder on this machine
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -68,7 +76,10 @@ class DeploymentManager:
                 self.routing.point((model.id, env.name), env.deployment_id)
         for dep in list(self.routing.deployments.values()):
             if dep.status in RESUMABLE:
-                self._spawn(self._bring_up(dep))
+                if self.store.shared:  # another gateway may serve it: follow, as sync does
+                    self._follow(dep)
+                else:
+                    self._spawn(self._bring_up(dep))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -105,7 +116,8 @@ class DeploymentManager:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return await self._record(staging, config, model_name, promote, environment, methods)
+        return await self._record(staging, config, model_name, promote, environment, methods,
+                                  archive)
 
     async def push_folder(self, folder: Path, **kwargs) -> PushResult:
         """Push a folder that is already on this machine (used for built-in models)."""
@@ -148,7 +160,8 @@ class DeploymentManager:
                     "a new version of it", param="engine.slug")
 
     async def _record(self, staging: Path, config: ModelConfig, model_name: str,
-                      promote: bool, environment: str | None, methods: list[str]) -> PushResult:
+                      promote: bool, environment: str | None, methods: list[str],
+                      archive: Path) -> PushResult:
         model = await self._model_named(model_name)
         first = not await self.store.list_deployments(model.id)
         raw_config = config.record()
@@ -158,8 +171,10 @@ class DeploymentManager:
         home = self.settings.deployments_dir / f"{safe}-{secrets.token_hex(4)}"
         home.mkdir()
         staging.rename(home / "src")
-        dep = await self.store.create_deployment(model.id, raw_config, source_dir=str(home / "src"))
-        self.routing.record(dep)
+        async with self._changing:
+            dep = await self.store.create_deployment(model.id, raw_config, source_dir=str(home / "src"),
+                                                     archive=archive)
+            self.routing.record(dep)
         self._log(dep, f"pushed as deployment {dep.id} of model {model.name} ({model.id})")
         if config.ignored_keys:
             self._log(dep, f"config.yaml keys trestle does not use: {', '.join(config.ignored_keys)}")
@@ -230,20 +245,26 @@ class DeploymentManager:
         return scaling
 
     async def _set_intended(self, model_id: str, env: str, deployment_id: str) -> None:
-        await self.store.set_environment(model_id, env, deployment_id)
-        self.routing.point((model_id, env), deployment_id)
+        async with self._changing:
+            await self.store.set_environment(model_id, env, deployment_id)
+            self.routing.point((model_id, env), deployment_id)
 
     # -- bringing a deployment up --------------------------------------------------------------
-    async def _bring_up(self, dep: Deployment) -> None:
+    async def _bring_up(self, dep: Deployment, *, lead: bool = True) -> None:
+        """Build and start the deployment's replicas here; `lead`: write its status to the
+        record (else only to this gateway's routing table: see the module docstring)."""
+        set_status = self._set_status if lead else self._set_local_status
         config = ModelConfig.from_dict(dep.config, unknown="drop")  # older records may have more
         try:
+            if not lead:
+                dep = await self._local_copy(dep)
             if config.requirements or config.requirements_file or config.build_commands:
-                dep = await self._set_status(dep, Status.BUILDING)
+                dep = await set_status(dep, Status.BUILDING)
                 listed = f" and {config.requirements_file}" if config.requirements_file else ""
                 self._log(dep, f"building a virtualenv with {len(config.requirements)} "
                                f"requirement(s){listed}")
                 await self.backend.prepare(self._spec(dep, config, {}))
-            dep = await self._set_status(dep, Status.DEPLOYING)
+            dep = await set_status(dep, Status.DEPLOYING)
             all_secrets = await self.store.get_secrets()
             wanted = set(config.secrets)
             if config.upstream is not None and config.upstream.api_key_secret:
@@ -252,22 +273,27 @@ class DeploymentManager:
             if missing:
                 self._log(dep, f"secrets not set (use `trestle secrets set NAME`): {', '.join(missing)}")
             spec = self._spec(dep, config, {k: v for k, v in all_secrets.items() if k in wanted})
-            await self.backend.start(spec, on_failed=lambda reason: self._spawn(self._failed(dep, reason)))
+            await self.backend.start(
+                spec, on_failed=lambda reason: self._spawn(self._failed(dep, reason, lead=lead)))
         except (ReadinessError, BadRequest) as exc:
             self._log(dep, f"deployment failed: {exc}")
-            await self._set_status(dep, Status.FAILED, error=str(exc))
-            await self._revert_intended(dep)
+            await set_status(dep, Status.FAILED, error=str(exc))
+            if lead:
+                await self._revert_intended(dep)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: record it rather than losing the deployment
             log.exception("deployment %s: unexpected error while bringing it up", dep.id)
-            await self._set_status(dep, Status.FAILED, error=f"internal error: {exc}")
-            await self._revert_intended(dep)
+            await set_status(dep, Status.FAILED, error=f"internal error: {exc}")
+            if lead:
+                await self._revert_intended(dep)
             return
-        dep = await self._set_status(dep, Status.ACTIVE)
+        dep = await set_status(dep, Status.ACTIVE)
         self._go_live(dep.id)
         self._log(dep, "deployment is active")
+        if not lead:
+            await self.store.mark_active_if_loading(dep.id)
 
     def _go_live(self, deployment_id: str) -> None:
         """Point the environments meant for the deployment at it; a deployment that no longer
@@ -277,11 +303,11 @@ class DeploymentManager:
             self._log(self.routing.deployments[old], "no environment points here any more: "
                       "scaling to min_replicas once in-flight requests finish")
 
-    async def _failed(self, dep: Deployment, reason: str) -> None:
+    async def _failed(self, dep: Deployment, reason: str, *, lead: bool = True) -> None:
         """The backend gave up on a running deployment (its replicas kept crashing)."""
         await self.backend.stop(dep.id)
         self._log(dep, f"deployment failed: {reason}")
-        await self._set_status(dep, Status.FAILED, error=reason)
+        await (self._set_status if lead else self._set_local_status)(dep, Status.FAILED, error=reason)
 
     def _spec(self, dep: Deployment, config: ModelConfig, secrets: dict[str, str]) -> DeploymentSpec:
         return DeploymentSpec(
@@ -309,7 +335,14 @@ class DeploymentManager:
                 await self._set_intended(key[0], key[1], previous)
 
     async def _set_status(self, dep: Deployment, status: Status, error: str | None = None) -> Deployment:
-        dep = await self.store.set_deployment_status(dep.id, status, error=error)
+        async with self._changing:
+            dep = self._localized(await self.store.set_deployment_status(dep.id, status, error=error))
+            self.routing.record(dep)
+        return dep
+
+    async def _set_local_status(self, dep: Deployment, status: Status,
+                                error: str | None = None) -> Deployment:
+        dep = replace(dep, status=status, error=error)
         self.routing.record(dep)
         return dep
 
@@ -325,9 +358,11 @@ class DeploymentManager:
 
     def _log(self, dep: Deployment, message: str) -> None:
         log.info("deployment %s: %s", dep.id, message)
-        path = deployment_log(Path(dep.source_dir).parent)
+        home = Path(dep.source_dir).parent
+        if not home.is_dir():  # followed from another gateway, not unpacked here (yet)
+            return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        with open(path, "a") as f:
+        with open(deployment_log(home), "a") as f:
             f.write(f"{stamp} [trestle] {message}\n")
 
     def upload_dir(self) -> Path:

@@ -15,7 +15,8 @@ here, so that every backend inherits it:
   ready list: O(replicas), no lock) and counts the request until its answer is closed.
 - **Waiting.** With no ready replica (scaled to zero, every replica restarting, the first one
   still starting), a request waits for one up to `scaling.cold_start_timeout`, then gets a 503
-  that says why; it never hangs and is never a 404.
+  that says why; it never hangs and is never a 404. The time it waited is observed in the
+  gateway's `trestle_queue_wait_seconds` (when the backend gives its `Metrics`).
 - **Restarts.** A replica that dies leaves the rotation at once; its in-flight requests fail at
   once (their connection breaks: 502) while the other replicas keep serving. It is restarted
   after a backoff that doubles at each crash (`RESTART_BACKOFF_S` up to `MAX_BACKOFF_S`).
@@ -25,7 +26,7 @@ here, so that every backend inherits it:
   `target_concurrency` per replica, up to `max_replicas`; replicas above what the load needs are
   stopped after `scale_down_delay` seconds of lower load, down to `min_replicas` (0: none until
   the next request). A replica leaving is drained: out of the rotation first, stopped once its
-  in-flight requests and streams have finished.
+  in-flight requests and streams have finished, or after `drain_timeout` seconds.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from trestle.deploy.backend import DeploymentSpec, ReadinessError
 from trestle.deploy.config import ScalingConfig
 from trestle.deploy.transport import Headers, Replica, Upstream
 from trestle.errors import Unavailable
+from trestle.metrics import Metrics
 
 log = logging.getLogger("trestle.deploy")
 
@@ -103,8 +105,11 @@ class Slot:
 class ReplicaSet:
     def __init__(self, spec: DeploymentSpec, launch: Launch, *,
                  on_failed: Callable[[str], object] | None = None,
-                 log_tail: Callable[[], str] = lambda: ""):
+                 log_tail: Callable[[], str] = lambda: "",
+                 metrics: Metrics | None = None):
         self.deployment_id = spec.deployment_id
+        self.model_id = spec.model_id
+        self._metrics = metrics
         self.home = spec.home
         self.scaling: ScalingConfig = spec.scaling
         self._launch = launch
@@ -217,7 +222,8 @@ class ReplicaSet:
     async def _wait_for_replica(self) -> Slot:
         timeout = self.scaling.cold_start_timeout
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        started = loop.time()
+        deadline = started + timeout
         self.waiting += 1
         self._wake.set()  # scale from zero if need be
         try:
@@ -239,6 +245,8 @@ class ReplicaSet:
                         code="no_replica") from None
         finally:
             self.waiting -= 1
+            if self._metrics is not None:
+                self._metrics.queue_wait(self.model_id, self.deployment_id, loop.time() - started)
 
     # -- replicas ------------------------------------------------------------------------------
     def _new_slot(self) -> Slot:
@@ -342,13 +350,22 @@ class ReplicaSet:
             self.slots.remove(slot)
 
     async def _drain(self, slot: Slot) -> None:
-        """Take a replica out of the rotation, let its in-flight requests finish, stop it."""
+        """Take a replica out of the rotation, let its in-flight requests finish (for up to
+        `scaling.drain_timeout` seconds), stop it."""
         slot.state = State.DRAINING
         self._out_of_rotation(slot)
         if slot.inflight == 0:
             slot.drained.set()
-        await slot.drained.wait()
-        log.info("%s replica %d drained; stopping it", self._name, slot.index)
+        timeout = self.scaling.drain_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await slot.drained.wait()
+        except TimeoutError:
+            log.warning("%s replica %d still had %d request(s) in flight after its drain timeout "
+                        "(%gs, scaling.drain_timeout); stopping it anyway", self._name, slot.index,
+                        slot.inflight, timeout)
+        else:
+            log.info("%s replica %d drained; stopping it", self._name, slot.index)
         await self._stop_slot(slot)
 
     # -- autoscaling ---------------------------------------------------------------------------

@@ -20,6 +20,8 @@ deploying after the wait, failed.
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import TYPE_CHECKING
 
 from trestle.deploy.backend import ReplicaBackend
 from trestle.deploy.config import ScalingConfig
@@ -27,6 +29,9 @@ from trestle.deploy.transport import Headers, Sender, Upstream
 from trestle.errors import BadRequest, NotFound, Unavailable
 from trestle.protocol.management import Status
 from trestle.store import Deployment
+
+if TYPE_CHECKING:
+    from trestle.metrics import Metrics
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -36,8 +41,9 @@ LOADING = (Status.BUILDING, Status.DEPLOYING)
 
 
 class RoutingTable:
-    def __init__(self, backend: ReplicaBackend):
+    def __init__(self, backend: ReplicaBackend, metrics: Metrics | None = None):
         self.backend = backend
+        self.metrics = metrics  # the gateway's: the time requests waited for a loading deployment
         self.deployments: dict[str, Deployment] = {}
         self.live: dict[Key, str] = {}  # (model_id, env) -> deployment serving it now
         self.intended: dict[Key, str] = {}  # what the store says it should be
@@ -176,5 +182,11 @@ class _Pending:
         self.timeout = scaling.get("cold_start_timeout", ScalingConfig.model_fields["cold_start_timeout"].default)
 
     async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
-        dep = await self.routing.wait_loaded(self.deployment_id, self.timeout)
+        started = time.monotonic()
+        try:
+            dep = await self.routing.wait_loaded(self.deployment_id, self.timeout)
+        finally:
+            if (metrics := self.routing.metrics) is not None:
+                waited = self.routing.deployments[self.deployment_id]
+                metrics.queue_wait(waited.model_id, waited.id, time.monotonic() - started)
         return await self.routing.replica(dep).send(method, path, headers, body)

@@ -17,10 +17,11 @@ unknown dataset or document, BadRequest naming the field (`top_k`, `alpha`, `fil
 `metadata`, `query`), PayloadTooLarge for uploads over a limit (`trestle.endpoints.ingest`),
 Unavailable when the embeddings worker cannot be reached.
 
-`search` embeds the query with the same model as the chunks, runs the hybrid search of
-`trestle.endpoints.search` (the fusion formula is documented there) and sets `last_accessed`
-of the chunks it returns. `search_vector` takes a ready query vector instead (for callers that
-embed many queries at once).
+`search` embeds the query with the same model as the chunks (the last `QUERY_CACHE` query
+vectors are kept), runs the hybrid search of `trestle.endpoints.search` (the fusion formula is
+documented there) and records `last_accessed` of the chunks it returns (written in batches by
+`trestle.endpoints.access_log`; `close()` writes what is pending). `search_vector` takes a ready
+query vector instead (for callers that embed many queries at once).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from typing import Any
 
 import json
 import uuid
+from collections import OrderedDict
 
 import numpy as np
 
+from trestle.endpoints.access_log import AccessLog
 from trestle.endpoints.chunking import ChunkingOptions
 from trestle.endpoints.embedder import Embedder, Progress
 from trestle.endpoints.ingest import UploadedFile, check_metadata, ingest
@@ -43,6 +46,7 @@ from trestle.store.datasets import DatasetStore, NewChunk, NewDocument, RowUpdat
 from trestle.store.records import Chunk, Dataset, Document
 
 MAX_QUERY_CHARS = 10_000
+QUERY_CACHE = 256  # query embeddings kept (384 float32 each: 1.5 KiB)
 MAX_ROW_TEXT = 20_000  # characters of an upserted row's text
 MAX_ROW_DATA_BYTES = 64 * 1024  # an upserted row's `data`, as JSON
 
@@ -105,9 +109,15 @@ class Datastore:
         self.datasets = datasets
         self.embedder = embedder
         self.index = index or search_index(datasets)
+        self.access = AccessLog(datasets)
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
     async def prepare(self) -> None:
         await self.index.prepare()
+
+    async def close(self) -> None:
+        """Write the pending `last_accessed` times (see `trestle.endpoints.access_log`)."""
+        await self.access.close()
 
     # datasets
 
@@ -145,6 +155,7 @@ class Datastore:
     async def rows(self, ref: str, *, limit: int = 100, after: int = 0,
                    document_id: str | None = None) -> list[Chunk]:
         dataset = await self.get_dataset(ref)
+        await self.access.flush()  # rows show the last_accessed times searches answered with
         return await self.datasets.list_rows(dataset.id, limit=limit, after=after,
                                              document_id=document_id)
 
@@ -188,9 +199,23 @@ class Datastore:
             raise BadRequest(f"query is longer than {MAX_QUERY_CHARS} characters", param="query")
         dataset = await self._usable(ref)
         check_query(top_k, alpha, filter)
-        vector = (await self.embedder.embed([query]))[0]
+        vector = await self.query_vector(query)
         return await self.search_vector(dataset, vector, query, top_k=top_k, alpha=alpha,
                                         filter=filter)
+
+    async def query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding; the last `QUERY_CACHE` queries' are kept (a prompt endpoint
+        with several search bindings on one query, or a repeated question, embeds it once)."""
+        vector = self._query_vectors.get(query)
+        if vector is None:
+            vector = (await self.embedder.embed([query]))[0]
+            vector.setflags(write=False)
+            self._query_vectors[query] = vector
+            if len(self._query_vectors) > QUERY_CACHE:
+                self._query_vectors.popitem(last=False)
+        else:
+            self._query_vectors.move_to_end(query)
+        return vector
 
     async def search_vector(self, dataset: Dataset, query_vector: np.ndarray, query_text: str, *,
                             top_k: int = 5, alpha: float = 0.5,
@@ -200,7 +225,7 @@ class Datastore:
                                        alpha=float(alpha), filter=filter)
         rows = await self.datasets.get_rows(h.chunk_id for h in hits)
         hits = [h for h in hits if h.chunk_id in rows]  # deleted since the index was read
-        when = await self.datasets.touch(h.chunk_id for h in hits)
+        when = self.access.record(h.chunk_id for h in hits)
         return [
             SearchResult(rows[h.chunk_id][0], rows[h.chunk_id][1], h.confidence, h.vector_score,
                          h.keyword_score, when)

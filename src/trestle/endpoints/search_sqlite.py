@@ -147,12 +147,12 @@ class SqliteSearch:
                        filter: dict[str, Any]) -> dict[int, float]:
         """BM25 (as a positive number) of the best `CANDIDATES` matches."""
         match = sa.text("chunks_fts MATCH :match").bindparams(match=match_expression(words))
+        joined = _FTS.join(ChunkRow, ChunkRow.id == _FTS.c.rowid)
+        if filter:
+            joined = joined.join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
         best = (
             select(ChunkRow.id, _BM25)
-            .select_from(
-                _FTS.join(ChunkRow, ChunkRow.id == _FTS.c.rowid)
-                .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
-            )
+            .select_from(joined)
             .where(match, ChunkRow.dataset_id == dataset_id,
                    *self.datasets.filter_clauses(filter))
             .order_by(_BM25)

@@ -9,7 +9,8 @@
 
 The replica is found as `/v1/chat/completions` finds it: `model` is a Model API slug, or
 `model: "baseten/MODEL_ID[/DEPLOYMENT_ID]"` (or a `baseten` field) names a deployment through the
-bridge, which must have an OpenAI mode (an engine, or a Model with `chat_completions`).
+bridge, which must have an OpenAI mode (an engine, or a Model with `chat_completions`). A bridge
+target whose Model defines `messages` itself gets the request as sent, its answer relayed as is.
 `Messages` is the route and its error boundary: an error before the answer starts is answered in
 Anthropic's envelope (`trestle.protocol.anthropic.error_response`), one during a stream as an
 `event: error`. The client's `x-api-key` (like its `Authorization`) never reaches the model.
@@ -92,8 +93,13 @@ class Messages:
             await a.error_response(exc, headers)(scope, receive, tracked)
 
     async def _answer(self, request: Request) -> ASGIApp:
-        payload = parse_body(await request.body())
+        body = await request.body()
+        payload = parse_body(body)
         target = target_of(payload)
+        if target is not None:
+            replica, methods = await self.bridge.resolve(request, target, payload)
+            if "messages" in methods:  # the Model speaks Messages itself: relayed as is
+                return await self.bridge.relay(request, PATH, body, payload, target)
         try:
             req = a.MessagesRequest.model_validate(without_routing(payload))
         except ValidationError as exc:
@@ -104,10 +110,10 @@ class Messages:
                 auth.require_model(request.scope, model_id)
             replica = self.routing.route(slug=req.model)
         else:
-            replica, methods = await self.bridge.resolve(request, target, payload)
             if "chat_completions" not in methods:
                 raise BadRequest(f"model {target.model_id} has no OpenAI mode (no `chat_completions` method), "
-                                 f"which {PATH} is translated onto; call it through /v1/chat/completions",
+                                 f"which {PATH} is translated onto, nor a `messages` method; call it "
+                                 "through /v1/chat/completions",
                                  param="model")
         engine = (self.routing.deployments[replica.deployment_id].config or {}).get("engine") or {}
         if engine.get("slug"):

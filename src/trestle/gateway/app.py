@@ -1,9 +1,11 @@
 """The gateway: one ASGI app for the whole edge (`trestle serve` runs it under uvicorn).
 
-    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize] -> BodyLimit -> Dispatch
+    ModelSubdomain -> RequestContext -> [AuthenticationMiddleware -> Authorize -> RateLimit]
+        -> BodyLimit -> Dispatch
         /model/...   ModelRoutes (the data plane)          -> routing -> transport -> worker
         otherwise    the edge router: /v1 Model APIs, /api/v1 management, /api/datasets,
                      /api/endpoints (prompt endpoints), /health, /metrics
+    / and /console/...: the web console's pages (trestle.console), before auth: they hold no data
 
 `GatewayApp` answers the ASGI lifespan itself: at startup it opens the `Gateway` (store, manager
 and routing table, settings, metrics) and builds the request stack around it, passing it to
@@ -27,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from trestle.console.routes import Console
 from trestle.deploy.backend import ReplicaBackend
 from trestle.errors import NotFound
 from trestle.gateway import auth, datasets, management, openapi, prompt_admin, prompt_call, routes
@@ -34,6 +37,7 @@ from trestle.gateway.bridge import Bridge
 from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
+from trestle.gateway.ratelimit import RateLimit
 from trestle.settings import Settings
 from trestle.store import Status
 
@@ -103,8 +107,9 @@ def build_app(gateway: Gateway) -> ASGIApp:
     if gateway.settings.auth:
         backend: AuthenticationBackend = auth.ApiKeyBackend(gateway.store,
                                                             registry=gateway.metrics.registry)
-        app = AuthenticationMiddleware(auth.Authorize(app), backend, on_error=auth.on_error)
-    return ModelSubdomain(RequestContext(app, gateway.metrics))
+        app = AuthenticationMiddleware(auth.Authorize(RateLimit(app, gateway.limiter)), backend,
+                                       on_error=auth.on_error)
+    return ModelSubdomain(RequestContext(Console(app), gateway.metrics))  # the console: no key
 
 
 class GatewayApp:

@@ -39,8 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.errors import Forbidden, Unauthorized
 from trestle.gateway.throttle import KeyThrottle
-from trestle.protocol import anthropic
-from trestle.protocol.errors import error_for
+from trestle.protocol.errors import ANTHROPIC_ROUTES, error_for
 from trestle.store import ApiKey, Store
 from trestle.store.keys import ADMIN
 
@@ -49,7 +48,7 @@ PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 DATA_PLANE = ("/model/", "/v1/", "/api/endpoints/")
 _DATASET_SEARCH = re.compile(r"^/api/datasets/[^/]+/search$")
 HOW = "send `Authorization: Api-Key YOUR_KEY` (or `Bearer YOUR_KEY`)"
-ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})  # where `x-api-key` is a key too
+ANTHROPIC_PATHS = ANTHROPIC_ROUTES  # where `x-api-key` is a key too
 HOW_ANTHROPIC = "send `x-api-key: YOUR_KEY` (or `Authorization: Bearer YOUR_KEY`)"
 REJECTED_TTL_S = 300.0
 _REMEMBERED_MAX = 10_000
@@ -157,9 +156,8 @@ class _HashChecks:
 
 
 def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
-    if conn.scope["path"] in ANTHROPIC_PATHS:
-        return anthropic.error_response(Unauthorized(str(exc).replace(HOW, HOW_ANTHROPIC)))
-    return error_for(conn.scope["path"], Unauthorized(str(exc)), worker=False)
+    how = HOW_ANTHROPIC if conn.scope["path"] in ANTHROPIC_PATHS else HOW
+    return error_for(conn.scope["path"], Unauthorized(str(exc).replace(HOW, how)), worker=False)
 
 
 def calling_key(scope: Scope) -> ApiKey | None:

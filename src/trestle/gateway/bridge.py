@@ -3,6 +3,7 @@
     POST /v1/chat/completions   {"baseten": {"model_id", "deployment_id"?}, ...}  or  model "baseten/ID[/DEP]"
     POST /v1/completions        the same, text completions
     POST /v1/direct/chat/completions, /v1/direct/completions   OpenAI-mode deployments only
+    POST /v1/embeddings, /v1/messages, /v1/responses           to a Model's own method (`relay`)
 
 The target (`trestle.protocol.bridge`) is looked up in the routing table: production when no
 deployment is named, that exact deployment when one is. Then, by what the deployment serves:
@@ -49,6 +50,8 @@ RETRYABLE = frozenset({"loading", "no_replica"})
 # the worker route of each bridged path, and the Model method that serves it
 METHODS = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions"}
 OPENAI_METHODS = frozenset(METHODS.values())
+# routes relayed as they are to the Model method of the same name, when it defines one
+RELAYED = {"/v1/embeddings": "embeddings", "/v1/messages": "messages", "/v1/responses": "responses"}
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -108,6 +111,21 @@ class Bridge:
         forwarded = self._forwarded(body, payload, replica)
         return Relay(replica, "POST", path, query_of(request.scope), request.scope["headers"], forwarded,
                      request.state.request_id)
+
+    async def relay(self, request: Request, path: str, body: bytes, payload: dict[str, Any],
+                    target: BridgeTarget) -> ASGIApp:
+        """A route of `RELAYED` for a bridge target: the body less `baseten` to the Model's own
+        method of that name; a 400 that says so when it defines none."""
+        try:
+            replica, methods = await self._resolve(request, target, payload)
+        except Unavailable as exc:
+            return unavailable(exc)
+        method = RELAYED[path]
+        if method not in methods:
+            raise BadRequest(f"model {target.model_id} does not serve {path}: its deployment "
+                             f"defines no `{method}` method", param="model")
+        return Relay(replica, "POST", path, request.url.query, request.scope["headers"],
+                     self._forwarded(body, payload, replica), request.state.request_id)
 
     async def openai_replica(self, target: BridgeTarget, path: str) -> tuple[Replica, str | None]:
         """For callers inside the gateway (prompt endpoints): a replica of `target` that serves
@@ -170,7 +188,10 @@ class Bridge:
         known = self._methods.get(dep.id)
         if known is not None:
             return known
-        if (dep.config or {}).get("engine") or (dep.config or {}).get("upstream"):
+        engine = (dep.config or {}).get("engine") or {}
+        if engine.get("kind") == "sentence_transformers":
+            methods = frozenset({"embeddings"})
+        elif engine or (dep.config or {}).get("upstream"):
             methods = OPENAI_METHODS
         else:
             upstream = await replica.send("GET", "/health", [], b"")

@@ -14,6 +14,12 @@ object in its constructor; nothing is looked up on a request or an app's `state`
 PostgreSQL that creates the pgvector tables; a server without pgvector answers 503 then, and the
 rest of the gateway still works). It embeds through the routing table: the deployment serving
 `sentence-transformers/all-MiniLM-L6-v2` (the built-in one unless `--no-builtin`).
+
+On a shared store (PostgreSQL: several gateways, docs/multiple-gateways.md) the gateway follows
+the others' changes (`trestle.store.changes.ChangeFeed`): `resync` brings the deployment
+manager in step with the record and forgets cached keys that were revoked or changed. Its rate
+limiter (`trestle.gateway.ratelimit`) counts in Redis when `TRESTLE_REDIS_URL` is set, else in
+this process's memory.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.routing import RoutingTable
 from trestle.metrics import Metrics, StateCollector
 from trestle.settings import Settings
+from trestle.gateway.ratelimit import RateLimiter, limiter_for
 from trestle.store import Store, keys
+from trestle.store.changes import ChangeFeed
 
 if TYPE_CHECKING:
     import httpx
@@ -49,11 +57,14 @@ class Gateway:
     _embedder_client: "httpx.AsyncClient | None" = field(default=None, init=False, repr=False)
     _datastore_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
     lifecycle: Lifecycle = field(init=False)
+    limiter: RateLimiter = field(init=False)
+    changes: ChangeFeed | None = field(default=None, init=False, repr=False)
     # Set when `trestle serve` was asked to stop: long-lived answers (a log being followed) end.
     draining: bool = False
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self.manager)
+        self.limiter = limiter_for(self.settings.redis_url)
 
     @property
     def routing(self) -> RoutingTable:
@@ -62,12 +73,12 @@ class Gateway:
     @classmethod
     async def open(cls, settings: Settings, backend: ReplicaBackend | None = None) -> "Gateway":
         if backend is None:
-            from trestle.deploy.local import LocalProcessBackend
+            from trestle.deploy.backend import make_backend
 
-            backend = LocalProcessBackend(log_max_bytes=settings.worker_log_max_bytes,
-                                          log_backups=settings.worker_log_backups)
+            backend = make_backend(settings)
         settings.home.mkdir(parents=True, exist_ok=True)
-        store = await Store.open(settings.db_url, secrets_key_file=settings.secrets_key_file)
+        store = await Store.open(settings.db_url, secrets_key_file=settings.secrets_key_file,
+                                 key_cache_ttl=settings.key_cache_ttl)
         metrics = Metrics()
         if hasattr(backend, "metrics"):
             backend.metrics = metrics  # the backend's hooks: cold starts, restarts, health checks
@@ -77,6 +88,9 @@ class Gateway:
             if settings.auth:
                 await gateway._ensure_admin_key()
             await gateway.manager.start()
+            if store.shared:
+                gateway.changes = ChangeFeed(store, gateway.resync, poll_s=settings.sync_poll_s)
+                await gateway.changes.start()
             if settings.builtin_models:
                 await gateway._deploy_builtin_models()
         except BaseException:
@@ -103,8 +117,21 @@ class Gateway:
                 self._embedder_client, self._datastore = client, datastore
         return self._datastore
 
+    async def resync(self) -> None:
+        """Another gateway changed the record: deployments, environments, keys."""
+        await self.manager.sync()
+        await self.store.refresh_keys()
+
     async def close(self) -> None:
         try:
+            if self.changes is not None:
+                await self.changes.close()
+            await self.limiter.close()
+            if self._datastore is not None:
+                try:
+                    await self._datastore.close()  # pending last_accessed times
+                except Exception:
+                    log.exception("could not write the datastore's pending last_accessed times")
             if self._embedder_client is not None:
                 await self._embedder_client.aclose()
             await self.manager.close()

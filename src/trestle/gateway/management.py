@@ -253,20 +253,27 @@ def _key_out(key) -> wire.KeyOut:
         id=key.id, name=key.name, prefix=key.prefix, scope=key.scope,
         models=list(key.models) if key.models is not None else None,
         endpoints=list(key.endpoints) if key.endpoints is not None else None,
-        created_at=key.created_at, revoked_at=key.revoked_at,
+        rpm=key.rpm, tpm=key.tpm, created_at=key.created_at, revoked_at=key.revoked_at,
     )
 
 
 async def create_key(gw: Gateway, request: Request) -> JSONResponse:
     body = await _body(request, wire.KeyCreate)
     key, plaintext = await gw.store.create_api_key(body.name, scope=body.scope, models=body.models,
-                                                   endpoints=body.endpoints)
+                                                   endpoints=body.endpoints, rpm=body.rpm, tpm=body.tpm)
     return _json(wire.KeyCreated(**_key_out(key).model_dump(), key=plaintext), 201)
 
 
 async def list_keys(gw: Gateway, request: Request) -> JSONResponse:
     keys = await gw.store.list_api_keys()
     return _json(wire.KeyList(keys=[_key_out(k) for k in keys]))
+
+
+async def update_key(gw: Gateway, request: Request) -> JSONResponse:
+    body = await _body(request, wire.KeyUpdate)
+    key = await gw.store.update_api_key(request.path_params["key_id"],
+                                        **body.model_dump(exclude_unset=True))
+    return _json(_key_out(key))
 
 
 async def revoke_key(gw: Gateway, request: Request) -> JSONResponse:
@@ -313,6 +320,7 @@ def routes(gw: Gateway) -> list[Route]:
         Route(f"{PREFIX}/keys", partial(create_key, gw), methods=["POST"]),
         Route(f"{PREFIX}/keys", partial(list_keys, gw), methods=["GET"]),
         Route(f"{PREFIX}/keys/{{key_id}}", partial(revoke_key, gw), methods=["DELETE"]),
+        Route(f"{PREFIX}/keys/{{key_id}}", partial(update_key, gw), methods=["PATCH"]),
         Route(f"{PREFIX}/secrets/{{name}}", partial(set_secret, gw), methods=["PUT"]),
         Route(f"{PREFIX}/secrets", partial(list_secrets, gw), methods=["GET"]),
     ]

@@ -20,10 +20,12 @@ from pydantic.json_schema import models_json_schema
 
 from trestle import __version__
 from trestle.protocol import anthropic
+from trestle.protocol import datasets
 from trestle.protocol import endpoints
 from trestle.protocol import management as wire
 from trestle.protocol.bridge import BridgeTarget
 from trestle.protocol.errors import ErrorResponse
+from trestle.protocol.openai.embeddings import EmbeddingRequest, EmbeddingResponse
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
 from trestle.protocol.openai.responses import ChatCompletion, Completion, ModelList
 
@@ -59,6 +61,21 @@ class Op:
 
 
 API = "/api/v1"
+DATASET = "/api/datasets/{dataset}"
+# The upload form (`trestle.gateway.datasets.read_upload`).
+UPLOAD_FORM: dict[str, Any] = {
+    "type": "object", "required": ["files"],
+    "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "one part per file: text, Markdown, PDF or CSV"},
+        "metadata": {"type": "string", "description": "a JSON object kept with every file's "
+                     "document, or one such field per file in the files' order (`url` sets the "
+                     "document's url)"},
+        "chunk_size": {"type": "string", "description": "characters per chunk (default 1000)"},
+        "chunk_overlap": {"type": "string",
+                          "description": "characters repeated from the previous chunk (default 200)"},
+    },
+}
 _PREDICT_TARGETS = (
     ("/model/{model_id}/production/predict", "the production environment"),
     ("/model/{model_id}/development/predict", "the development environment"),
@@ -80,6 +97,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/v1/messages", "Anthropic Messages API, for a Model API slug or `baseten/{model_id}`",
        request=anthropic.MessagesRequest, response=anthropic.Message, error=anthropic.AnthropicError,
        security=("anthropicApiKey", "bearer"), tags=("model apis",)),
+    Op("post", "/v1/embeddings", "Embeddings from an embedding Model API (by `model` slug)",
+       request=EmbeddingRequest, response=EmbeddingResponse, tags=("model apis",)),
     Op("get", "/v1/models", "The Model API slugs served here", response=ModelList, tags=("model apis",)),
     *(Op("post", f"/v1/direct/{route}", f"{what} from a deployment that speaks OpenAI itself (an "
          "engine, a Model with that method, an upstream), named in `baseten`; its answer as is",
@@ -131,6 +150,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("get", f"{API}/keys", "List API keys (never the keys themselves)", response=wire.KeyList,
        tags=("management",)),
     Op("delete", f"{API}/keys/{{key_id}}", "Revoke an API key", response=wire.KeyOut, tags=("management",)),
+    Op("patch", f"{API}/keys/{{key_id}}", "Change an API key's rate limits (0: no limit)",
+       request=wire.KeyUpdate, response=wire.KeyOut, tags=("management",)),
     Op("put", f"{API}/secrets/{{name}}", "Set a secret", request=wire.SecretSet, response=wire.SecretList,
        tags=("management",)),
     Op("get", f"{API}/secrets", "List secret names (never values)", response=wire.SecretList,
@@ -148,6 +169,29 @@ OPERATIONS: tuple[Op, ...] = (
        response=endpoints.EndpointOut, tags=("management",)),
     Op("delete", f"{API}/endpoints/{{ref}}", "Delete a prompt endpoint", response=endpoints.EndpointOut,
        tags=("management",)),
+    Op("get", "/api/datasets", "List datasets", response=datasets.DatasetList, tags=("datasets",)),
+    Op("post", "/api/datasets", "Create an empty dataset", request=datasets.DatasetCreate,
+       response=datasets.DatasetOut, status=201, tags=("datasets",)),
+    Op("get", DATASET, "One dataset (by id or name), with its document and row counts",
+       response=datasets.DatasetOut, tags=("datasets",)),
+    Op("delete", DATASET, "Delete a dataset with its documents and rows", response=datasets.DatasetOut,
+       tags=("datasets",)),
+    Op("post", f"{DATASET}/upload", "Upload files, all or none: parsed, chunked, embedded and stored",
+       request=UPLOAD_FORM, request_media="multipart/form-data", response=datasets.UploadOut,
+       status=201, tags=("datasets",)),
+    Op("post", f"{DATASET}/search", "Hybrid search (vector and keyword scores fused by `alpha`)",
+       request=datasets.SearchRequest, response=datasets.SearchResponse, tags=("datasets",)),
+    Op("get", f"{DATASET}/rows", "A dataset's rows (chunks) in id order, a page at a time",
+       response=datasets.RowPage,
+       query=(("limit", "rows per page, 1-1000 (default 100)"),
+              ("after", "the `next_after` of the previous page"),
+              ("document_id", "only this document's rows")), tags=("datasets",)),
+    Op("post", f"{DATASET}/rows/upsert", "Replace rows by id and add new ones (re-embedded), all or none",
+       request=datasets.RowUpsert, response=datasets.RowUpsertOut, tags=("datasets",)),
+    Op("get", f"{DATASET}/documents", "A dataset's documents", response=datasets.DocumentList,
+       tags=("datasets",)),
+    Op("delete", f"{DATASET}/documents/{{document_id}}", "Delete a document with its rows and vectors",
+       response=datasets.DocumentOut, tags=("datasets",)),
     Op("put", f"{API}/prices/{{model}}", "Set a model's prices (per 1M tokens)", request=endpoints.PriceSet,
        response=endpoints.PriceOut, tags=("management",)),
     Op("get", f"{API}/prices", "List model prices", response=endpoints.PriceList, tags=("management",)),

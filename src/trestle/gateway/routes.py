@@ -6,7 +6,9 @@
     /v1/direct/chat/completions, /v1/direct/completions   the direct bridge (OpenAI-mode deployments)
     /v1/messages                                     the Anthropic Messages API over the same targets
                                                      (`trestle.gateway.anthropic`; no count_tokens: 501)
-    /v1/embeddings                                   embedding Model APIs, by the `model` slug
+    /v1/embeddings                                   embedding Model APIs, by the `model` slug, or
+                                                     a bridge target's Model `embeddings` method
+    /v1/responses                                    a bridge target's Model `responses` method
     /v1/models, /v1/models/{id}                      the Model API slugs (a slug may contain `/`:
                                                      `org/name`) and `baseten/{model_id}`s
     /api/endpoints                                   prompt endpoints: `trestle.gateway.prompt_call`
@@ -48,15 +50,33 @@ async def model_api(routing: RoutingTable, bridge: Bridge, request: Request,
     return _relay_to_slug(routing, request, body, model, EMBEDDINGS_KIND, wanted=False, metrics=metrics)
 
 
-async def embeddings(routing: RoutingTable, metrics: Metrics | None, request: Request) -> ASGIApp:
+async def embeddings(routing: RoutingTable, bridge: Bridge, metrics: Metrics | None,
+                     request: Request) -> ASGIApp:
     """`/v1/embeddings`: to the embedding model serving the `model` slug (its worker validates
-    the rest of the body: input, encoding_format, dimensions)."""
+    the rest of the body: input, encoding_format, dimensions), or to a bridge target's Model
+    that defines `embeddings`."""
     body = await request.body()
-    model = parse_body(body).get("model")
+    payload = parse_body(body)
+    if (target := target_of(payload)) is not None:  # a deployment named as the bridge does
+        return await bridge.relay(request, request.url.path, body, payload, target)
+    model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: an embeddings Model API slug (see GET /v1/models)",
                          param="model")
     return _relay_to_slug(routing, request, body, model, EMBEDDINGS_KIND, wanted=True, metrics=metrics)
+
+
+async def responses(bridge: Bridge, request: Request) -> ASGIApp:
+    """`/v1/responses`: to a deployment whose Model defines `responses`, named as the bridge does
+    (no built-in Model API serves it)."""
+    body = await request.body()
+    payload = parse_body(body)
+    target = target_of(payload)
+    if target is None:
+        raise BadRequest("/v1/responses is served only by deployments whose Model defines "
+                         "`responses`: name one with model='baseten/MODEL_ID' or "
+                         "extra_body={'baseten': {'model_id': 'MODEL_ID'}}", param="model")
+    return await bridge.relay(request, request.url.path, body, payload, target)
 
 
 EMBEDDINGS_KIND = "sentence_transformers"
@@ -125,7 +145,8 @@ def routes(routing: RoutingTable, bridge: Bridge, metrics: Metrics | None = None
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/direct/chat/completions", partial(direct, bridge), methods=["POST"]),
         Route("/v1/direct/completions", partial(direct, bridge), methods=["POST"]),
-        Route("/v1/embeddings", partial(embeddings, routing, metrics), methods=["POST"]),
+        Route("/v1/embeddings", partial(embeddings, routing, bridge, metrics), methods=["POST"]),
+        Route("/v1/responses", partial(responses, bridge), methods=["POST"]),
         Route("/v1/models", partial(list_models, routing), methods=["GET"]),
         Route("/v1/models/{slug:path}", partial(retrieve_model, routing), methods=["GET"]),
     ]

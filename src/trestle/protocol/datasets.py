@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trestle.protocol.endpoints import SearchResultOut
 from trestle.store.records import Chunk, Dataset, Document
 
 MAX_UPSERT_ROWS = 1000
@@ -116,17 +117,6 @@ class SearchRequest(BaseModel):
     top_k: Any = 5
     alpha: Any = 0.5
     filter: Any = None
-
-
-class SearchResultOut(BaseModel):
-    data: dict[str, Any]
-    embedding: str
-    image_paths: list[str] | None
-    confidence: float
-    metadata: dict[str, Any]
-    variable: str | None
-    last_accessed: str
-    query: str
 
 
 class SearchResponse(BaseModel):

@@ -160,12 +160,15 @@ class SearchMetadata(Wire):
 
 
 class SearchResultOut(Wire):
+    """One search result: an item of a prompt endpoint's `search_results`, and of a dataset
+    search's `results` (`trestle.protocol.datasets`)."""
+
     data: dict[str, Any]
     embedding: str
     image_paths: list[str] | None
     confidence: float
     metadata: SearchMetadata
-    variable: str
+    variable: str | None  # the template variable; null in a dataset search
     last_accessed: str
     query: str
 

@@ -89,12 +89,16 @@ def truss_error_response(exc: TrestleError, source: str = WORKER_SOURCE) -> JSON
 
 # prompt endpoints and datastores: their clients read a top-level `message` (seed 002's API)
 MESSAGE_ROUTES = ("/api/endpoints/", "/api/datasets")
+ANTHROPIC_ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 
 
 def error_for(path: str, exc: TrestleError, *, worker: bool) -> JSONResponse:
     """The response for `exc` on `path`, in the shape of that route."""
     if truss_route(path, worker=worker):
         return truss_error_response(exc, WORKER_SOURCE if worker else GATEWAY_SOURCE)
+    if path in ANTHROPIC_ROUTES:
+        from trestle.protocol import anthropic  # (it builds on the OpenAI wire types, which use this)
+        return anthropic.error_response(exc, exc.headers)
     if path.startswith(MESSAGE_ROUTES):
         return JSONResponse({"message": exc.message, **error_body(exc)}, status_code=exc.status_code,
                             headers=exc.headers)

@@ -48,6 +48,7 @@ class ReplicaOut(BaseModel):
     pid: int | None = None
     restarts: int = 0  # times it ended and was restarted
     last_exit: str | None = None  # how it last ended (e.g. "exit code -9")
+    node: str | None = None  # the id of the Ray node it runs on (`--backend ray`)
 
 
 class DeploymentOut(BaseModel):
@@ -74,6 +75,7 @@ class ScaleRequest(BaseModel):
     target_concurrency: int | None = None
     scale_down_delay: float | None = None
     cold_start_timeout: float | None = None
+    drain_timeout: float | None = None
 
 
 class PushResponse(BaseModel):
@@ -139,6 +141,16 @@ class KeyCreate(Request):
     scope: Scope = "invoke"
     models: list[str] | None = Field(default=None, max_length=100)
     endpoints: list[str] | None = Field(default=None, max_length=100)
+    # Requests / tokens per minute (docs/rate-limits.md); None or 0: no limit.
+    rpm: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    tpm: int | None = Field(default=None, ge=0, le=1_000_000_000)
+
+
+class KeyUpdate(Request):
+    """New rate limits for a key: a field left out stays as it is; 0 removes the limit."""
+
+    rpm: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    tpm: int | None = Field(default=None, ge=0, le=1_000_000_000)
 
 
 class KeyOut(BaseModel):
@@ -148,6 +160,8 @@ class KeyOut(BaseModel):
     scope: Scope
     models: list[str] | None = None  # None in both lists: no limit
     endpoints: list[str] | None = None
+    rpm: int | None = None  # requests per minute; None: no limit
+    tpm: int | None = None  # tokens per minute; None: no limit
     created_at: datetime
     revoked_at: datetime | None = None
 

@@ -1,9 +1,11 @@
-"""config.yaml as a model worker reads it.
+"""config.yaml as a worker reads it.
 
-The gateway checks every push against `trestle.deploy.config.ModelConfig` (pydantic 2). A model
-worker normally loads the folder with it too (`load_config`). A worker whose deployment pins
-`pydantic<2` cannot import it, so it reads the keys the runtime uses into `WorkerConfig`, a plain
-view with the same attribute names, with no pydantic at all: the folder was checked at push.
+The gateway checks every push against `trestle.deploy.config.ModelConfig` (pydantic 2), so a
+worker need not check it again. A model worker (and a docker_server one) reads the keys the
+runtime uses into `WorkerConfig`, a plain view with the same attribute names and no pydantic: a
+deployment that pins `pydantic<2` can import it, and a cold start does not pay for building the
+config's pydantic models (a few hundred milliseconds). An engine worker, which always runs on
+the gateway's own packages, loads the checked `ModelConfig`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,25 @@ CONFIG_FILE = "config.yaml"
 
 
 @dataclass(frozen=True)
+class HealthChecksSection:
+    period: float = 10.0
+    failure_threshold: int = 3
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class RuntimeSection:
     predict_concurrency: int = 1
+    health_checks: HealthChecksSection = field(default_factory=HealthChecksSection)
+
+
+@dataclass(frozen=True)
+class DockerServerSection:
+    start_command: str
+    server_port: int = 8000
+    predict_endpoint: str = "/predict"
+    readiness_endpoint: str = "/"
+    liveness_endpoint: str = "/"
 
 
 @dataclass(frozen=True)
@@ -34,28 +53,54 @@ class WorkerConfig:
     model_class_name: str = "Model"
     environment_variables: dict[str, str] = field(default_factory=dict)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
-    engine: None = None  # engines always run on the gateway's own packages
-    docker_server: None = None
+    engine: None = None  # engine folders load `ModelConfig`
+    docker_server: DockerServerSection | None = None
     bundled_packages_dir: str = "packages"
     external_package_dirs: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Any) -> "WorkerConfig":
+        """The view of a checked config.yaml; a value of the wrong type is a BadRequest (a
+        folder that did not come through `trestle push`)."""
         data = data if isinstance(data, dict) else {}
-        runtime = data.get("runtime") if isinstance(data.get("runtime"), dict) else {}
-        for section in ("engine", "docker_server"):
-            if data.get(section):
-                raise BadRequest(f"a folder with a `{section}:` section cannot have requirements "
-                                 "that pin pydantic<2")
-        return cls(
-            model_module_dir=str(data.get("model_module_dir") or "model"),
-            model_class_filename=str(data.get("model_class_filename") or "model.py"),
-            model_class_name=str(data.get("model_class_name") or "Model"),
-            environment_variables=env_strings(data.get("environment_variables") or {}),
-            runtime=RuntimeSection(predict_concurrency=int(runtime.get("predict_concurrency", 1))),
-            bundled_packages_dir=str(data.get("bundled_packages_dir") or "packages"),
-            external_package_dirs=[str(d) for d in data.get("external_package_dirs") or []],
-        )
+        if data.get("engine"):
+            raise BadRequest("a folder with an `engine:` section cannot have requirements that pin "
+                             "pydantic<2: an engine runs on trestle's own packages")
+        try:
+            runtime = _section(data, "runtime")
+            checks = _section(runtime, "health_checks")
+            docker = _section(data, "docker_server") if data.get("docker_server") else None
+            return cls(
+                model_module_dir=str(data.get("model_module_dir") or "model"),
+                model_class_filename=str(data.get("model_class_filename") or "model.py"),
+                model_class_name=str(data.get("model_class_name") or "Model"),
+                environment_variables=env_strings(data.get("environment_variables") or {}),
+                runtime=RuntimeSection(
+                    predict_concurrency=int(runtime.get("predict_concurrency", 1)),
+                    health_checks=HealthChecksSection(
+                        period=float(checks.get("period", 10)),
+                        failure_threshold=int(checks.get("failure_threshold", 3)),
+                        timeout=float(checks.get("timeout", 5)))),
+                docker_server=None if docker is None else DockerServerSection(
+                    start_command=str(docker["start_command"]),
+                    **{k: (int(v) if k == "server_port" else str(v)) for k, v in docker.items()
+                       if k in ("server_port", "predict_endpoint", "readiness_endpoint",
+                                "liveness_endpoint")}),
+                bundled_packages_dir=str(data.get("bundled_packages_dir") or "packages"),
+                external_package_dirs=[str(d) for d in data.get("external_package_dirs") or []],
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise BadRequest(f"{CONFIG_FILE} is not valid ({type(exc).__name__}: {exc}); "
+                             "check it with `trestle push`") from None
+
+
+def _section(data: dict, name: str) -> dict:
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"`{name}` must be a mapping")
+    return value
 
 
 def env_strings(values: dict) -> dict[str, str]:
@@ -84,12 +129,16 @@ def external_dir(model_dir: Path, index: int, name: str) -> Path:
 
 
 def load_config(folder: Path):
-    """The folder's config: a `ModelConfig` (checked), or a `WorkerConfig` under pydantic 1."""
-    if not V1:
-        from trestle.deploy.config import ModelConfig
-
-        return ModelConfig.load(folder)
+    """The folder's config: a `WorkerConfig`, or for an engine folder the checked `ModelConfig`."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise BadRequest(f"the model folder has no {CONFIG_FILE}")
-    return WorkerConfig.from_dict(yaml.safe_load(path.read_text()))
+    data = yaml.load(path.read_text(), Loader=_LOADER)
+    if isinstance(data, dict) and data.get("engine") and not V1:
+        from trestle.deploy.config import ModelConfig
+
+        return ModelConfig.load(folder)
+    return WorkerConfig.from_dict(data)
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -13,9 +13,10 @@ so console scripts of the deployment's requirements are found), polls `readiness
 it answers 200, and then proxies: `POST /predict` to `predict_endpoint`, any other path (what
 the gateway sends for `.../sync/{path}`) to the same path. Status, headers and body come back as
 the server sends them, streamed. The worker's `GET /health` is the usual health contract; once
-ready it asks `liveness_endpoint` (5 s at most), and reports `failed` while the server does not
-answer it with 200. If the server exits, the worker exits with it, and is restarted like any
-worker. Every replica runs the command, so they all want the same
+ready it asks `liveness_endpoint` (5 s at most), and after `runtime.health_checks.failure_threshold`
+failures in a row reports `unhealthy`: the gateway takes the replica out of rotation and restarts
+it, as it does a model whose `is_healthy()` keeps failing. If the server exits, the worker exits
+with it, and is restarted like any worker. Every replica runs the command, so they all want the same
 `server_port`: a docker_server deployment runs one replica.
 """
 
@@ -58,6 +59,7 @@ class DockerServer:
         self.model_dir = Path(model_dir)
         self.state = WorkerState.LOADING
         self.error: str | None = None
+        self.liveness_failures = 0  # liveness checks failed in a row
         self.proc: asyncio.subprocess.Process | None = None
         self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.spec.server_port}",
                                         timeout=httpx.Timeout(None, connect=10.0))
@@ -97,10 +99,23 @@ class DockerServer:
         return resp.status_code == 200
 
     async def health(self) -> WorkerHealth:
-        if self.state is WorkerState.READY and not await self._answers(
-                self.spec.liveness_endpoint, timeout=LIVENESS_TIMEOUT_S):
-            return WorkerHealth(status=WorkerState.FAILED,
-                                error=f"the server does not answer {self.spec.liveness_endpoint}")
+        """The worker's state; once ready, each call asks the server's `liveness_endpoint`, and
+        `runtime.health_checks.failure_threshold` failures in a row make it `unhealthy` (the
+        gateway then restarts the replica)."""
+        if self.state is WorkerState.READY:
+            path = self.spec.liveness_endpoint
+            if await self._answers(path, timeout=LIVENESS_TIMEOUT_S):
+                self.liveness_failures = 0
+            else:
+                self.liveness_failures += 1
+                threshold = self.config.runtime.health_checks.failure_threshold
+                logger.warning("the server did not answer %s with 200 (%d of %d)", path,
+                               self.liveness_failures, threshold)
+                if self.liveness_failures >= threshold:
+                    self.state = WorkerState.UNHEALTHY
+                    self.error = (f"the server did not answer {path} with 200 "
+                                  f"{self.liveness_failures} time(s) in a row")
+                    logger.error("%s; the replica is taken out of rotation and restarted", self.error)
         return WorkerHealth(status=self.state, error=self.error)
 
     async def stop(self) -> None:

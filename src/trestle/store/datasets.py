@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import cast, delete, func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, cast, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -366,16 +366,18 @@ class DatasetStore:
         async with self._sessions() as session:
             return {c.id: (_chunk(c), _document(d)) for c, d in await session.execute(query)}
 
-    async def touch(self, ids: Iterable[int], when: datetime | None = None) -> datetime:
-        """Set `last_accessed` of these chunks (search results) to now."""
-        when = when or _now()
-        ids = list(ids)
-        if ids:
-            async with self._sessions.begin() as session:
-                await session.execute(
-                    update(ChunkRow).where(ChunkRow.id.in_(ids)).values(last_accessed=when)
-                )
-        return when
+    async def set_last_accessed(self, times: dict[int, datetime]) -> None:
+        """Set `last_accessed` of these chunks (search results), in one transaction; ids of
+        chunks deleted meanwhile are ignored."""
+        if not times:
+            return
+        statement = (
+            update(ChunkRow.__table__)
+            .where(ChunkRow.__table__.c.id == bindparam("chunk_id"))
+            .values(last_accessed=bindparam("when"))
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(statement, [{"chunk_id": i, "when": w} for i, w in times.items()])
 
     async def load_vectors(self, dataset_id: str) -> tuple[int, np.ndarray, np.ndarray]:
         """`(version, ids, vectors)`: every chunk vector of the dataset as one float32 matrix,

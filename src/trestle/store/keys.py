@@ -35,6 +35,18 @@ MAX_LIMITS = 100  # ids in a key's models or endpoints list
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+MAX_RATE = 1_000_000_000  # requests or tokens per minute
+
+
+def check_rate(value: int | None, param: str) -> int | None:
+    """A rate limit per minute: None or 0 means none (stored as None); BadRequest otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RATE:
+        raise BadRequest(f"`{param}` must be an integer from 0 (no limit) to {MAX_RATE}", param=param)
+    return value or None
+
+
 def check_scope(scope: str, models: list[str] | None, endpoints: list[str] | None,
                 ) -> tuple[str, list[str] | None, list[str] | None]:
     """A key's scope and limits, validated (BadRequest naming the field otherwise)."""
@@ -124,8 +136,9 @@ class _Entry:
 class VerifiedKeyCache:
     """Successful verifications, remembered for `ttl` seconds, keyed by `fingerprint()`.
 
-    Only this process's revocations drop entries at once; a key revoked by another process
-    (another gateway on the same database) stays valid here for at most `ttl` seconds.
+    Only this process's revocations drop entries at once; a key revoked by another gateway on the
+    same database is dropped when that change reaches this one (`Store.refresh_keys`, run by
+    `trestle.store.changes`), and in any case within `ttl` seconds.
     """
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 10_000):
@@ -159,6 +172,10 @@ class VerifiedKeyCache:
     def drop(self, key_id: str) -> None:
         self.generation += 1
         self._entries = {fp: e for fp, e in self._entries.items() if e.key.id != key_id}
+
+    def keys(self) -> list[ApiKey]:
+        """The records remembered (possibly stale: see `Store.refresh_keys`)."""
+        return [e.key for e in self._entries.values()]
 
     def __len__(self) -> int:
         return len(self._entries)

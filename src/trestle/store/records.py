@@ -63,6 +63,9 @@ class ApiKey:
     # means no limit. A key limited in one list and None in the other may call nothing of the other.
     models: tuple[str, ...] | None = None
     endpoints: tuple[str, ...] | None = None
+    # Requests and tokens per minute (trestle.gateway.ratelimit); None: no limit.
+    rpm: int | None = None
+    tpm: int | None = None
 
     @property
     def active(self) -> bool:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -36,6 +36,7 @@ from trestle.store.secretbox import KEY_FILE, SecretBox
 from trestle.store.records import ApiKey, Deployment, Environment, Model, Status, check_status
 from trestle.store.tables import (
     ApiKeyRow,
+    DeploymentArchiveRow,
     DeploymentRow,
     EnvironmentHistoryRow,
     EnvironmentRow,
@@ -43,6 +44,10 @@ from trestle.store.tables import (
     SecretRow,
 )
 
+# PostgreSQL's channel for "the record changed" (payload: {"origin": Store.instance, "kind": ...});
+# other gateways on the same database re-read it (trestle.store.changes).
+CHANGES_CHANNEL = "trestle_changes"
+ARCHIVE_PART_BYTES = 8 * 1024 * 1024
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_NAME = 255
@@ -116,6 +121,8 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
         scope=row.scope or keys.ADMIN,
         models=tuple(row.models) if row.models is not None else None,
         endpoints=tuple(row.endpoints) if row.endpoints is not None else None,
+        rpm=row.rpm,
+        tpm=row.tpm,
     )
 
 
@@ -139,6 +146,26 @@ class Store:
         self.endpoints = EndpointStore(engine)  # prompt endpoints, prices, usage: store/endpoints.py
         # How many times a key was checked against its scrypt hash (the costly part of auth).
         self.hash_checks = 0
+        # This store's id in change notifications, so that a gateway skips its own.
+        self.instance = new_id("g")
+
+    @property
+    def shared(self) -> bool:
+        """Whether several gateways may share this database (PostgreSQL): changes are announced
+        (`CHANGES_CHANNEL`) and pushed folders kept in the store."""
+        return self._engine.dialect.name == "postgresql"
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def _announce(self, session, kind: str) -> None:
+        """Tell the other gateways on this database that `kind` changed, when the transaction
+        commits (PostgreSQL's NOTIFY is delivered on commit, and not at all on rollback)."""
+        if self.shared:
+            payload = json.dumps({"origin": self.instance, "kind": kind})
+            await session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                                  {"channel": CHANGES_CHANNEL, "payload": payload})
 
     @classmethod
     async def open(cls, url: str, *, key_cache_ttl: float = 30.0,
@@ -201,8 +228,11 @@ class Store:
     # deployments
 
     async def create_deployment(
-        self, model_id: str, config: dict, source_dir: str, status: str = Status.BUILDING
+        self, model_id: str, config: dict, source_dir: str, status: str = Status.BUILDING,
+        archive: Path | None = None,
     ) -> Deployment:
+        """A new deployment record. On a shared store, `archive` (the gzip tar it was pushed as)
+        is kept with it, in the same transaction, for the other gateways (`load_archive`)."""
         status = check_status(status).value
         if not isinstance(config, dict):
             raise BadRequest("config must be a JSON object", param="config")
@@ -225,7 +255,36 @@ class Store:
             if await session.get(ModelRow, model_id) is None:
                 raise NotFound(f"no model {model_id!r}", param="model_id")
             session.add(row)
+            if archive is not None and self.shared:
+                await session.flush()
+                await self._save_archive(session, row.id, archive)
+            await self._announce(session, "deployment")
         return _deployment(row)
+
+    async def _save_archive(self, session, deployment_id: str, archive: Path) -> None:
+        part = 0
+        with open(archive, "rb") as f:
+            while data := await asyncio.to_thread(f.read, ARCHIVE_PART_BYTES):
+                session.add(DeploymentArchiveRow(deployment_id=deployment_id, part=part, data=data))
+                await session.flush()
+                part += 1
+
+    async def load_archive(self, deployment_id: str, dest: Path) -> bool:
+        """Write the deployment's pushed archive to `dest`; False when the store has none (it
+        was pushed to a gateway on SQLite, or before archives were kept)."""
+        query = (select(DeploymentArchiveRow.part).where(DeploymentArchiveRow.deployment_id == deployment_id)
+                 .order_by(DeploymentArchiveRow.part))
+        async with self._sessions() as session:
+            parts = list(await session.scalars(query))
+            if not parts:
+                return False
+            with open(dest, "wb") as f:
+                for part in parts:
+                    data = await session.scalar(select(DeploymentArchiveRow.data).where(
+                        DeploymentArchiveRow.deployment_id == deployment_id,
+                        DeploymentArchiveRow.part == part))
+                    await asyncio.to_thread(f.write, data)
+        return True
 
     async def get_deployment(self, deployment_id: str) -> Deployment | None:
         async with self._sessions() as session:
@@ -254,7 +313,22 @@ class Store:
             row.status = status
             row.error = error
             row.updated_at = _now()
+            await self._announce(session, "deployment")
         return _deployment(row)
+
+    async def mark_active_if_loading(self, deployment_id: str) -> bool:
+        """Record the deployment active if the record still says building or deploying (a
+        gateway that brought up its copy of a deployment whose push was interrupted); whether
+        it did."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(DeploymentRow)
+                .where(DeploymentRow.id == deployment_id,
+                       DeploymentRow.status.in_([Status.BUILDING.value, Status.DEPLOYING.value]))
+                .values(status=Status.ACTIVE.value, error=None, updated_at=_now()))
+            if result.rowcount:
+                await self._announce(session, "deployment")
+            return bool(result.rowcount)
 
     async def set_deployment_config(self, deployment_id: str, config: dict) -> Deployment:
         """Replace a deployment's recorded config (e.g. new scaling bounds)."""
@@ -265,6 +339,7 @@ class Store:
                 raise NotFound(f"no deployment {deployment_id!r}", param="deployment_id")
             row.config = config
             row.updated_at = _now()
+            await self._announce(session, "deployment")
         return _deployment(row)
 
     async def delete_deployment(self, deployment_id: str) -> Deployment:
@@ -287,7 +362,11 @@ class Store:
             await session.execute(
                 delete(EnvironmentHistoryRow).where(EnvironmentHistoryRow.deployment_id == deployment_id)
             )
+            await session.execute(
+                delete(DeploymentArchiveRow).where(DeploymentArchiveRow.deployment_id == deployment_id)
+            )
             await session.delete(row)
+            await self._announce(session, "deployment")
         return _deployment(row)
 
     # environments
@@ -321,6 +400,7 @@ class Store:
             if before != deployment_id:
                 session.add(EnvironmentHistoryRow(model_id=model_id, name=name,
                                                   deployment_id=deployment_id, created_at=now))
+                await self._announce(session, "environment")
         return Environment(model_id=model_id, name=name, **values)
 
     async def get_environment(self, model_id: str, name: str) -> Environment | None:
@@ -346,6 +426,7 @@ class Store:
             await session.execute(delete(EnvironmentHistoryRow).where(
                 EnvironmentHistoryRow.model_id == model_id, EnvironmentHistoryRow.name == name))
             await session.delete(row)
+            await self._announce(session, "environment")
         return _environment(row)
 
     async def environment_history(self, model_id: str, name: str) -> list[str]:
@@ -378,13 +459,14 @@ class Store:
                 EnvironmentHistoryRow.id > last))
             row.deployment_id = deployment_id
             row.updated_at = _now()
+            await self._announce(session, "environment")
         return _environment(row)
 
     # API keys
 
     async def create_api_key(
         self, name: str, *, scope: str = keys.ADMIN, models: list[str] | None = None,
-        endpoints: list[str] | None = None,
+        endpoints: list[str] | None = None, rpm: int | None = None, tpm: int | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its plaintext `tr_{prefix}_{secret}`: the only time it is available.
 
@@ -392,6 +474,7 @@ class Store:
         (which must exist) and `endpoints`."""
         name = _name(name)
         scope, models, endpoints = keys.check_scope(scope, models, endpoints)
+        rpm, tpm = keys.check_rate(rpm, "rpm"), keys.check_rate(tpm, "tpm")
         for model_id in models or ():
             if await self.get_model(model_id) is None:
                 raise BadRequest(f"no model with id {model_id!r}", param="models")
@@ -408,6 +491,8 @@ class Store:
                 scope=scope,
                 models=models,
                 endpoints=endpoints,
+                rpm=rpm,
+                tpm=tpm,
             )
             try:
                 async with self._sessions.begin() as session:
@@ -473,8 +558,38 @@ class Store:
                 raise NotFound(f"no API key {key_id!r}", param="key_id")
             if row.revoked_at is None:
                 row.revoked_at = _now()
+                await self._announce(session, "key")
         self._verified.drop(key_id)
         return _api_key(row)
+
+    _UNSET: Any = object()
+
+    async def update_api_key(self, key_id: str, *, rpm: int | None = _UNSET,
+                             tpm: int | None = _UNSET) -> ApiKey:
+        """Change a key's rate limits (0 or None: no limit; a limit left out stays)."""
+        changes = {}
+        if rpm is not self._UNSET:
+            changes["rpm"] = keys.check_rate(rpm, "rpm")
+        if tpm is not self._UNSET:
+            changes["tpm"] = keys.check_rate(tpm, "tpm")
+        async with self._sessions.begin() as session:
+            row = await session.get(ApiKeyRow, key_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no API key {key_id!r}", param="key_id")
+            for name, value in changes.items():
+                setattr(row, name, value)
+            await self._announce(session, "key")
+        self._verified.drop(key_id)
+        return _api_key(row)
+
+    async def refresh_keys(self) -> int:
+        """Forget verified keys whose record changed (revoked or new limits, by another
+        gateway); how many were forgotten. The next request with one reads its record again."""
+        current = {k.id: k for k in await self.list_api_keys()}
+        stale = {key.id for key in self._verified.keys() if current.get(key.id) != key}
+        for key_id in stale:
+            self._verified.drop(key_id)
+        return len(stale)
 
     async def count_api_keys(self, active_only: bool = True, scope: str | None = None) -> int:
         query = select(func.count()).select_from(ApiKeyRow)

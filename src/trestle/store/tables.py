@@ -109,6 +109,21 @@ class ApiKeyRow(Base):
     # An invoke key's limits: lists of ids, or NULL for none (see ApiKey.may_call_model).
     models: Mapped[list[str] | None] = mapped_column(JSON)
     endpoints: Mapped[list[str] | None] = mapped_column(JSON)
+    # Requests and tokens per minute the key may use (trestle.gateway.ratelimit); NULL: no limit.
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+
+
+class DeploymentArchiveRow(Base):
+    """The gzip tar a deployment was pushed as, in parts (PostgreSQL only: every gateway sharing
+    the database unpacks the folder from here on its own machine)."""
+
+    __tablename__ = "deployment_archives"
+
+    deployment_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SecretRow(Base):

@@ -1,4 +1,5 @@
-"""A tiny, fast model for lifecycle tests: answers at once, streams, holds, or dies on request."""
+"""A tiny, fast model for lifecycle tests: answers at once, streams, holds (for a time, or until
+the test releases it), or dies on request."""
 
 import asyncio
 import os
@@ -14,6 +15,12 @@ class Model:
         if model_input.get("crash"):
             print(f"crashing on purpose in process {PROCESS}", flush=True)
             os._exit(3)
+        if model_input.get("gate"):  # hold until the test creates HOME/release (2 minutes at most)
+            release = os.path.join(os.environ["HOME"], "release")
+            for _ in range(1200):
+                if os.path.exists(release):
+                    break
+                await asyncio.sleep(0.1)
         hold = min(float(model_input.get("hold", 0)), 30.0)
         if hold:
             await asyncio.sleep(hold)

@@ -1,0 +1,517 @@
+"""Replicas on a Ray cluster: `trestle serve --backend ray [--ray-address ADDRESS]`.
+
+The gateway is a Ray driver (`ray.init(address)`; without an address it starts a one-machine Ray
+of its own). Each replica of a deployment is a `ReplicaActor` (`trestle.deploy.ray_actor`): Ray
+places it on a node that has the resources the deployment asks for, the actor starts the worker
+there on the node's address and a free port, and the gateway reaches the worker through an
+`HTTPTransport` over TCP, as it reaches a local one over its Unix socket. Ray is not on the request
+path (its own HTTP proxy or a DeploymentHandle costs milliseconds a request; a direct call costs
+what a local one does: bench/scaleout.py).
+
+Everything else is the deployment's `ReplicaSet` (`trestle.deploy.replicas`), as for local
+workers: balancing, waiting for a replica, restarts after a crash (a new actor, which Ray places
+where there is room: on another node when the replica's node has left the cluster), autoscaling
+from `scaling`, draining, scale to zero. The gateway also checks each worker's `/health` like the
+local backend does and replaces one that stops answering.
+
+What a deployment's config.yaml asks of Ray:
+- `resources` (Truss's keys): `cpu` ("2", "500m") -> the actor's `num_cpus` (default 1);
+  `memory` ("2Gi", "512Mi", "1G") -> `memory`; `accelerator` ("A10G", "T4:2") or `use_gpu: true`
+  -> `num_gpus` (the count after the colon, default 1).
+- `requirements` / `requirements_file` -> the actor's `runtime_env` `pip` list (Ray builds the
+  environment on each node, once per list). `build_commands` cannot run on a cluster: such a push
+  is refused with a message that says so.
+- the pushed folder is shipped through Ray's object store to each replica.
+A deployment's replicas are spread over the nodes: each new one is asked for (a soft node
+affinity: Ray places it elsewhere when that node has no room now) on the node with the fewest of them, so
+that one node leaving takes as few as possible with it; when that node leaves, Ray places the
+replacements on those that remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import yaml
+import yarl
+
+from trestle.deploy import logfile
+from trestle.deploy.backend import (POLL_INTERVAL_S, READY_TIMEOUT_S, DeploymentSpec, ReadinessError,
+                                    deployment_log, log_tail, wait_ready)
+from trestle.deploy.config import ScalingConfig
+from trestle.deploy.package import pack
+from trestle.deploy.replicas import ReplicaSet
+from trestle.deploy.requirements import read_requirements
+from trestle.deploy.transport import HTTPTransport, Replica
+from trestle.errors import UpstreamError
+from trestle.metrics import Metrics
+from trestle.protocol.health import WorkerState, reported
+
+log = logging.getLogger("trestle.deploy")
+
+NAMESPACE = "trestle"
+LIVENESS_INTERVAL_S = 5.0
+OUTPUT_INTERVAL_S = 1.0  # how often each worker's output is fetched into the deployment log
+STOP_TIMEOUT_S = 15.0
+PLACEMENT_TIMEOUT_S = 600.0  # for Ray to place a replica and its actor to unpack the folder
+
+
+class RayUnavailable(Exception):
+    """Ray is not installed, or the cluster cannot be reached: the message says which."""
+
+
+def connect(address: str | None) -> None:
+    """`ray.init`: join the cluster at `address`, or start a local one (None). Blocking."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable("the ray backend needs Ray: pip install 'trestle[ray]'") from None
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a new local Ray'}: "
+                             f"{exc}") from None
+
+
+# -- config.yaml `resources` -> ray_actor_options -------------------------------------------------
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTkmgt]i?|m)?[Bb]?\s*$")
+_FACTORS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def _cpus(value: object) -> float:
+    text = str(value).strip()
+    if text.endswith("m"):
+        return float(text[:-1]) / 1000
+    return float(text)
+
+
+def _bytes(value: object) -> int:
+    match = _QUANTITY.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a memory size (examples: 512Mi, 2Gi, 1G)")
+    unit = match.group(2) or ""
+    unit = unit[0].upper() + unit[1:] if unit else ""
+    return int(float(match.group(1)) * _FACTORS[unit])
+
+
+def actor_options(source_dir: Path) -> dict:
+    """Ray's `num_cpus`, `memory`, `num_gpus` from config.yaml's `resources` (see the module
+    docstring). Raises `ReadinessError` on a value it cannot read."""
+    try:
+        data = yaml.safe_load((source_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        data = {}
+    resources = data.get("resources") if isinstance(data, dict) else None
+    options: dict = {"num_cpus": 1.0}
+    if not isinstance(resources, dict):
+        return options
+    try:
+        if resources.get("cpu") is not None:
+            options["num_cpus"] = _cpus(resources["cpu"])
+        if resources.get("memory") is not None:
+            options["memory"] = _bytes(resources["memory"])
+        accelerator = resources.get("accelerator")
+        if accelerator:
+            _, _, count = str(accelerator).partition(":")
+            options["num_gpus"] = float(count or 1)
+        elif resources.get("use_gpu"):
+            options["num_gpus"] = 1.0
+    except ValueError as exc:
+        raise ReadinessError(f"config.yaml resources: {exc}") from None
+    return options
+
+
+@dataclass(eq=False)
+class _RayReplica:
+    """One replica: its actor and the worker it runs (a `Launched` of trestle.deploy.replicas)."""
+
+    spec: DeploymentSpec
+    index: int
+    actor: object
+    replica: Replica | None = None
+    pid: int | None = None
+    node: str | None = None
+    stopping: bool = False
+    out_of_rotation: bool = False
+    restart_reason: str | None = None
+    liveness: asyncio.Task | None = None
+    pump: asyncio.Task | None = None
+    metrics: Metrics | None = None
+    on_gone: Callable[[], None] = lambda: None  # it no longer counts for placement
+
+    async def exited(self) -> str:
+        import ray
+
+        try:
+            how = await self.actor.exited.remote()
+        except ray.exceptions.RayActorError as exc:
+            how = _actor_gone(exc)
+        if self.metrics is not None and not self.stopping:
+            self.metrics.replica_restart(self.spec.model_id, self.spec.deployment_id,
+                                         self.restart_reason or "crashed")
+        self._cancel_tasks()
+        self.on_gone()
+        return how
+
+    def _cancel_tasks(self) -> None:
+        for task in (self.liveness, self.pump):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+
+    async def stop(self) -> None:
+        import ray
+
+        self.stopping = True
+        if self.replica is not None:
+            await self.replica.close()
+        try:
+            await asyncio.wait_for(self.actor.stop.remote(), STOP_TIMEOUT_S)
+        except (ray.exceptions.RayError, asyncio.TimeoutError):
+            pass
+        if self.pump is not None and self.pump is not asyncio.current_task():
+            try:  # its last lines into the log
+                await asyncio.wait_for(asyncio.shield(self.pump), 2.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        self._cancel_tasks()
+        self.on_gone()
+        _kill(self.actor)
+
+
+def _actor_gone(exc: Exception) -> str:
+    text = str(exc)
+    if "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
+        return "its Ray node left the cluster"
+    return "its Ray actor died"
+
+
+class RayBackend:
+    """A `ReplicaBackend` whose replicas are Ray actors (see the module docstring)."""
+
+    metrics: Metrics | None = None  # the gateway's (trestle.metrics): cold starts, restarts
+
+    def __init__(self, address: str | None = None, *,
+                 log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
+                 log_backups: int = logfile.DEFAULT_BACKUPS):
+        self.address = address
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self._connected = False
+        self._deployments: dict[str, ReplicaSet] = {}
+        self._folders: dict[str, object] = {}  # deployment id -> ObjectRef of its packed folder
+        self._envs: dict[str, dict] = {}  # deployment id -> its runtime_env (requirements)
+        self._logs: dict[Path, logfile.RotatingLog] = {}
+        self._placed: dict[str, set[_RayReplica]] = {}  # deployment id -> its live replicas
+
+    async def _connect(self) -> None:
+        if not self._connected:
+            try:
+                await asyncio.to_thread(connect, self.address)
+            except RayUnavailable as exc:
+                raise ReadinessError(str(exc)) from None
+            self._connected = True
+
+    # -- ReplicaBackend ------------------------------------------------------------------------
+    async def prepare(self, spec: DeploymentSpec) -> None:
+        if spec.build_commands:
+            raise ReadinessError("build_commands cannot run on the ray backend (each node would "
+                                 "need them): bake what they do into the nodes' image, or list "
+                                 "Python packages under requirements")
+        reqs = read_requirements(spec.source_dir, list(spec.requirements), spec.requirements_file)
+        if not reqs.shareable:
+            raise ReadinessError("requirements name a local path, which the Ray nodes do not "
+                                 "have: publish the package to an index, or install it on the "
+                                 "nodes")
+        lines = list(reqs.lines)
+        if reqs.file:
+            text = (spec.source_dir / reqs.file).read_text()
+            lines += [ln.strip() for ln in text.splitlines()
+                      if ln.strip() and not ln.lstrip().startswith("#")]
+        if lines:
+            self._envs[spec.deployment_id] = {"pip": lines}
+
+    async def start(self, spec: DeploymentSpec,
+                    on_failed: Callable[[str], object] | None = None) -> None:
+        import ray
+
+        await self.stop(spec.deployment_id)
+        await self._connect()
+        options = actor_options(spec.source_dir)
+        archive = await asyncio.to_thread(pack, spec.source_dir)
+        self._folders[spec.deployment_id] = ray.put(archive)
+        log_file = deployment_log(spec.home)
+        replicas = ReplicaSet(spec, functools.partial(self._launch, spec, options), on_failed=on_failed,
+                              log_tail=lambda: log_tail(log_file))
+        self._deployments[spec.deployment_id] = replicas
+        try:
+            await replicas.start()
+        except BaseException:
+            await self.stop(spec.deployment_id)
+            raise
+
+    async def stop(self, deployment_id: str) -> None:
+        replicas = self._deployments.pop(deployment_id, None)
+        self._folders.pop(deployment_id, None)
+        if replicas is None:
+            return
+        await replicas.close()
+        out = self._logs.pop(deployment_log(replicas.home), None)
+        if out is not None:
+            out.close()
+
+    def replica(self, deployment_id: str) -> ReplicaSet | None:
+        return self._deployments.get(deployment_id)
+
+    def scale(self, deployment_id: str, scaling: ScalingConfig) -> None:
+        if (replicas := self._deployments.get(deployment_id)) is not None:
+            replicas.rescale(scaling)
+
+    def settle(self, deployment_id: str) -> None:
+        if (replicas := self._deployments.get(deployment_id)) is not None:
+            replicas.settle()
+
+    def replicas(self, deployment_id: str) -> list[dict] | None:
+        replicas = self._deployments.get(deployment_id)
+        if replicas is None:
+            return None
+        out = []
+        for slot in sorted(replicas.slots, key=lambda s: s.index):
+            node = slot.launched.node if slot.launched is not None else None
+            out.append(slot.describe() | {"node": node})
+        return out
+
+    def ready_replicas(self, deployment_id: str) -> list[Replica]:
+        """Every replica of the deployment in the rotation (for scraping their counters)."""
+        replicas = self._deployments.get(deployment_id)
+        if replicas is None:
+            return []
+        return [slot.launched.replica for slot in replicas.ready if slot.launched is not None]
+
+    def replica_states(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for deployment_id, replicas in self._deployments.items():
+            counts = out.setdefault(deployment_id, {})
+            for slot in replicas.slots:
+                launched = slot.launched
+                state = "unhealthy" if getattr(launched, "out_of_rotation", False) else slot.state.value
+                counts[state] = counts.get(state, 0) + 1
+        return out
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
+        for out in self._logs.values():
+            out.close()
+        if self._connected:
+            import ray
+
+            await asyncio.to_thread(ray.shutdown)
+            self._connected = False
+
+    # -- actors --------------------------------------------------------------------------------
+    async def _launch(self, spec: DeploymentSpec, options: dict, index: int) -> _RayReplica:
+        """Start replica `index` of the deployment on the cluster; return it once it is ready."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        env = self._envs.get(spec.deployment_id)
+        nodes = await asyncio.to_thread(_nodes_with_room, options)
+        # from here to its registration in `_placed`, nothing awaits: a launch beside this one
+        # sees where this replica goes
+        node = self._least_used(spec.deployment_id, nodes)
+        # soft, and spilled elsewhere when that node is busy: never wait for one node while
+        # another has room
+        strategy = (NodeAffinitySchedulingStrategy(node, soft=True, _spill_on_unavailable=True)
+                    if node is not None else "SPREAD")
+        actor_cls = _actor_class().options(
+            **options, max_restarts=0, scheduling_strategy=strategy,
+            **({"runtime_env": env} if env else {}))
+        launched = time.monotonic()
+        actor = actor_cls.remote(spec.deployment_id, index)
+        r = _RayReplica(spec, index, actor, metrics=self.metrics, node=node)
+        self._placed.setdefault(spec.deployment_id, set()).add(r)
+        r.on_gone = lambda: self._placed.get(spec.deployment_id, set()).discard(r)
+        log_file = deployment_log(spec.home)
+        name = f"deployment {spec.deployment_id}"
+        try:
+            where = await asyncio.wait_for(
+                actor.start.remote(self._folders[spec.deployment_id], dict(spec.secrets),
+                                   spec.environment), PLACEMENT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            r.on_gone()
+            _kill(actor)
+            raise ReadinessError(f"replica {index}: no node of the Ray cluster had room for it "
+                                 f"within {PLACEMENT_TIMEOUT_S:.0f}s (it asks for {options})") from None
+        except ray.exceptions.RayError as exc:
+            r.on_gone()
+            _kill(actor)
+            raise ReadinessError(f"replica {index} could not start on the Ray cluster: "
+                                 f"{_first_line(exc)}") from None
+        except BaseException:
+            r.on_gone()
+            _kill(actor)
+            raise
+        r.pid, r.node = where["pid"], where["node_id"]
+        log.info("deployment %s replica %d: started pid %d on Ray node %s (%s)", spec.deployment_id,
+                 index, r.pid, where["node_ip"], where["node_id"][:12])
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        r.replica = Replica(spec.deployment_id, index,
+                            HTTPTransport(connector, where["url"], name, spec.request_timeout))
+        r.pump = asyncio.create_task(self._pump(r, log_file))
+        ended = asyncio.ensure_future(actor.exited.remote())
+
+        def gone() -> str | None:
+            if not ended.done():
+                return None
+            how = ended.exception() and _actor_gone(ended.exception()) or ended.result()
+            return (f"worker ended ({how}) before it was ready; last log lines:\n"
+                    f"{log_tail(log_file)}")
+
+        try:
+            await _wait_listening(where["url"], gone)
+            await wait_ready(r.replica, gone)
+        except BaseException:
+            await r.stop()
+            raise
+        finally:
+            ended.cancel()
+        if self.metrics is not None:
+            self.metrics.cold_start(spec.model_id, spec.deployment_id, time.monotonic() - launched)
+        r.liveness = asyncio.create_task(self._check_liveness(r))
+        return r
+
+    def _least_used(self, deployment_id: str, nodes: list[str]) -> str | None:
+        """Of `nodes`, the one with the fewest of the deployment's replicas (then the fewest
+        replicas in all): a deployment's replicas spread over the nodes. None: no node listed
+        (Ray's SPREAD decides)."""
+        if not nodes:
+            return None
+        mine = Counter(r.node for r in self._placed.get(deployment_id, ()))
+        everyone = Counter(r.node for placed in self._placed.values() for r in placed)
+        return min(nodes, key=lambda n: (mine[n], everyone[n]))
+
+    async def _pump(self, r: _RayReplica, path: Path) -> None:
+        """Copy the worker's output (kept by its actor) into the deployment log."""
+        import ray
+
+        out = self._logs.get(path)
+        if out is None:
+            out = self._logs[path] = logfile.RotatingLog(path, self.log_max_bytes, self.log_backups)
+        offset = 0
+        while True:
+            try:
+                data, offset = await r.actor.output.remote(offset)
+            except ray.exceptions.RayError:
+                return
+            if data:
+                out.write(data)
+            if r.stopping and not data:
+                return
+            await asyncio.sleep(OUTPUT_INTERVAL_S)
+
+    async def _check_liveness(self, r: _RayReplica) -> None:
+        """Replace a replica that has not answered `/health` for `liveness_timeout` seconds, or
+        that says it is unhealthy: out of the rotation, its actor stopped; its replica set then
+        starts another."""
+        import ray
+
+        loop = asyncio.get_running_loop()
+        timeout = r.spec.liveness_timeout
+        interval = min(LIVENESS_INTERVAL_S, timeout / 3)
+        last_answer = loop.time()
+        while not r.stopping:
+            await asyncio.sleep(interval)
+            try:
+                async with asyncio.timeout(interval):
+                    body = await (await r.replica.send("GET", "/health", [], b"")).read()
+                last_answer = loop.time()
+                health = reported(body)
+                if health is not None and health.status is WorkerState.UNHEALTHY:
+                    reason, why = "unhealthy", health.error
+                else:
+                    continue
+            except (UpstreamError, TimeoutError):
+                if loop.time() - last_answer < timeout:
+                    continue
+                reason, why = "unresponsive", f"no answer to its health check for {timeout:.0f}s"
+            log.error("deployment %s replica %d is %s (%s); replacing it", r.spec.deployment_id,
+                      r.index, reason, why)
+            r.restart_reason = reason
+            r.out_of_rotation = True
+            replicas = self._deployments.get(r.spec.deployment_id)
+            if replicas is not None:
+                replicas.take_out(r)
+            if reason == "unhealthy":  # a graceful stop: its requests in flight finish
+                try:
+                    await asyncio.wait_for(r.actor.stop.remote(), STOP_TIMEOUT_S)
+                except (ray.exceptions.RayError, asyncio.TimeoutError):
+                    pass
+            _kill(r.actor)
+            return
+
+
+async def _wait_listening(url: str, gone: Callable[[], str | None]) -> None:
+    """Until the worker at `url` accepts connections (it binds its port once its app is built),
+    or `gone()` says why it never will. `wait_ready` then asks its `/health`."""
+    parts = yarl.URL(url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT_S
+    while loop.time() < deadline:
+        reason = gone()
+        if reason is not None:
+            raise ReadinessError(reason)
+        try:
+            _, writer = await asyncio.open_connection(parts.host, parts.port)
+        except OSError:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            continue
+        writer.close()
+        return
+    raise ReadinessError(f"the worker was not listening after {READY_TIMEOUT_S:.0f}s")
+
+
+def _nodes_with_room(options: dict) -> list[str]:
+    """The ids of the alive nodes whose resources can hold a replica asking for `options`.
+    Blocking (asks the cluster)."""
+    import ray
+
+    wanted = {"CPU": options.get("num_cpus", 0), "GPU": options.get("num_gpus", 0),
+              "memory": options.get("memory", 0)}
+    return [n["NodeID"] for n in ray.nodes()
+            if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v
+                                      for k, v in wanted.items() if v)]
+
+
+@functools.cache
+def _actor_class():
+    import ray
+
+    from trestle.deploy.ray_actor import ReplicaActor
+
+    return ray.remote(ReplicaActor)
+
+
+def _kill(actor) -> None:
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+    except (ray.exceptions.RayError, ValueError):
+        pass  # already gone
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__

@@ -1,0 +1,71 @@
+"""Throwaway services for the scale-out tests: redis-server on a free port, and a model folder
+that says which version it is and reports the tokens it was asked to.
+
+    with throwaway_redis() as url:      # pytest.skip, saying why, where redis-server is missing
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import free_port, stop_process, wait_for
+
+TALLY = '''
+class Model:
+    def __init__(self, **kwargs):
+        pass
+
+    def predict(self, model_input):
+        return {"output": VERSION, "usage": {"total_tokens": int(model_input.get("tokens", 0))}}
+'''
+
+
+def tally_model(root: Path, name: str, version: str) -> Path:
+    """A model folder whose predict answers `{"output": version, "usage": {"total_tokens": N}}`
+    for `{"tokens": N}`."""
+    folder = root / f"{name}-{version}"
+    (folder / "model").mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"model_name: {name}\n")
+    (folder / "model" / "model.py").write_text(f"VERSION = {version!r}\n{TALLY}")
+    return folder
+
+
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[str]:
+    """redis-server on a free loopback port and a temporary folder, stopped by its PID."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    pytest.importorskip("redis", reason="redis-py is not installed (pip install -e '.[test]')")
+    import redis
+
+    root = Path(tempfile.mkdtemp(prefix="trestle-redis-"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(root)],
+        stdout=open(root / "log", "wb"), stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"redis-server exited:\n{(root / 'log').read_text()}")
+        try:
+            return redis.Redis.from_url(url, socket_timeout=2).ping()
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_for(answers, "redis-server to answer PING")
+        yield url
+    finally:
+        stop_process(proc, grace=15)
+        shutil.rmtree(root, ignore_errors=True)
