@@ -124,7 +124,7 @@ class Bridge:
         if method not in methods:
             raise BadRequest(f"model {target.model_id} does not serve {path}: its deployment "
                              f"defines no `{method}` method", param="model")
-        return Relay(replica, "POST", path, request.url.query, request.scope["headers"],
+        return Relay(replica, "POST", path, query_of(request.scope), request.scope["headers"],
                      self._forwarded(body, payload, replica), request.state.request_id)
 
     async def openai_replica(self, target: BridgeTarget, path: str) -> tuple[Replica, str | None]:

@@ -58,7 +58,7 @@ async def embeddings(routing: RoutingTable, bridge: Bridge, metrics: Metrics | N
     body = await request.body()
     payload = parse_body(body)
     if (target := target_of(payload)) is not None:  # a deployment named as the bridge does
-        return await bridge.relay(request, request.url.path, body, payload, target)
+        return await bridge.relay(request, request.scope["path"], body, payload, target)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: an embeddings Model API slug (see GET /v1/models)",
@@ -76,7 +76,7 @@ async def responses(bridge: Bridge, request: Request) -> ASGIApp:
         raise BadRequest("/v1/responses is served only by deployments whose Model defines "
                          "`responses`: name one with model='baseten/MODEL_ID' or "
                          "extra_body={'baseten': {'model_id': 'MODEL_ID'}}", param="model")
-    return await bridge.relay(request, request.url.path, body, payload, target)
+    return await bridge.relay(request, request.scope["path"], body, payload, target)
 
 
 EMBEDDINGS_KIND = "sentence_transformers"
