@@ -78,12 +78,14 @@ class Edge:
         bridge = Bridge(gateway.routing, gateway.metrics)
         self.router = Router(
             routes=[
+                # the Model APIs and the bridge first: they are the hot ones (a router tries
+                # its routes in order, and no other route's path starts with /v1/)
+                *routes.routes(gateway.routing, bridge, gateway.metrics),
                 Route("/health", health, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"]),
                 Route("/metrics", metrics, methods=["GET"]),
                 *management.routes(gateway),
                 *prompt_admin.routes(gateway),
-                *routes.routes(gateway.routing, bridge, gateway.metrics),
                 *datasets.routes(gateway),
                 Route("/api/endpoints/{endpoint_id}/completions",
                       partial(prompt_call.completions, gateway, bridge), methods=["POST"]),

@@ -36,7 +36,7 @@ from trestle.deploy.transport import Replica
 from trestle.errors import BadRequest, TrestleError, Unavailable
 from trestle.gateway import auth
 from trestle.gateway.bridge_legacy import LegacyAnswer
-from trestle.gateway.proxy import Relay
+from trestle.gateway.proxy import Relay, query_of
 from trestle.metrics import Metrics
 from trestle.protocol.bridge import FIELD, MODEL_PREFIX, BridgeTarget, target_of, without_routing
 from trestle.protocol.errors import error_response
@@ -82,7 +82,7 @@ class Bridge:
             return unavailable(exc)
         forwarded = self._forwarded(body, payload, replica)
         if METHODS[path] in methods:
-            return Relay(replica, "POST", path, request.url.query, request.scope["headers"], forwarded,
+            return Relay(replica, "POST", path, query_of(request.scope), request.scope["headers"], forwarded,
                          request.state.request_id)
         if "predict" not in methods:
             raise BadRequest(f"deployment {replica.deployment_id} serves neither {METHODS[path]} nor predict",
@@ -109,7 +109,7 @@ class Bridge:
                              f"`{METHODS[path]}` method): use /v1{path.removeprefix('/v1')} without "
                              f"/direct, which wraps its predict", param=f"{FIELD}.model_id")
         forwarded = self._forwarded(body, payload, replica)
-        return Relay(replica, "POST", path, request.url.query, request.scope["headers"], forwarded,
+        return Relay(replica, "POST", path, query_of(request.scope), request.scope["headers"], forwarded,
                      request.state.request_id)
 
     async def relay(self, request: Request, path: str, body: bytes, payload: dict[str, Any],
@@ -124,7 +124,7 @@ class Bridge:
         if method not in methods:
             raise BadRequest(f"model {target.model_id} does not serve {path}: its deployment "
                              f"defines no `{method}` method", param="model")
-        return Relay(replica, "POST", path, request.url.query, request.scope["headers"],
+        return Relay(replica, "POST", path, query_of(request.scope), request.scope["headers"],
                      self._forwarded(body, payload, replica), request.state.request_id)
 
     async def openai_replica(self, target: BridgeTarget, path: str) -> tuple[Replica, str | None]:

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from trestle.deploy.routing import RoutingTable
 from trestle.errors import NotFound
-from trestle.gateway.proxy import Relay
+from trestle.gateway.proxy import Relay, query_of
 from trestle.metrics import Metrics
 
 _PATH = re.compile(
@@ -88,6 +88,5 @@ class ModelRoutes:
         if self.metrics is not None:
             self.metrics.route_to(scope, model_id, replica.deployment_id, environment)
         body = await read_body(receive)
-        query = scope.get("query_string", b"").decode("latin-1")
-        await Relay(replica, scope["method"], path, query, scope["headers"], body,
+        await Relay(replica, scope["method"], path, query_of(scope), scope["headers"], body,
                     scope["state"]["request_id"])(scope, receive, send)

@@ -80,5 +80,10 @@ class Relay:
             await send({"type": "http.response.body", "body": b""})
 
 
+def query_of(scope: Scope) -> str:
+    """The request's query string, as `Relay` takes it (without `?`)."""
+    return scope.get("query_string", b"").decode("latin-1")
+
+
 def is_sse(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(k == b"content-type" and v.lower().startswith(b"text/event-stream") for k, v in headers)

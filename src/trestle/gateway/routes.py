@@ -30,7 +30,7 @@ from trestle.deploy.routing import PRODUCTION, RoutingTable
 from trestle.errors import BadRequest, NotFound
 from trestle.gateway import anthropic, auth
 from trestle.gateway.bridge import Bridge, parse_body
-from trestle.gateway.proxy import Relay
+from trestle.gateway.proxy import Relay, query_of
 from trestle.metrics import Metrics
 from trestle.protocol.bridge import MODEL_PREFIX, target_of
 from trestle.protocol.openai.responses import ModelCard, ModelList
@@ -43,7 +43,7 @@ async def model_api(routing: RoutingTable, bridge: Bridge, request: Request,
     payload = parse_body(body)
     target = target_of(payload)
     if target is not None:
-        return await bridge.openai(request, request.url.path, body, payload, target)
+        return await bridge.openai(request, request.scope["path"], body, payload, target)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: a Model API slug (see GET /v1/models)", param="model")
@@ -58,7 +58,7 @@ async def embeddings(routing: RoutingTable, bridge: Bridge, metrics: Metrics | N
     body = await request.body()
     payload = parse_body(body)
     if (target := target_of(payload)) is not None:  # a deployment named as the bridge does
-        return await bridge.relay(request, request.url.path, body, payload, target)
+        return await bridge.relay(request, request.scope["path"], body, payload, target)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("`model` is required: an embeddings Model API slug (see GET /v1/models)",
@@ -76,7 +76,7 @@ async def responses(bridge: Bridge, request: Request) -> ASGIApp:
         raise BadRequest("/v1/responses is served only by deployments whose Model defines "
                          "`responses`: name one with model='baseten/MODEL_ID' or "
                          "extra_body={'baseten': {'model_id': 'MODEL_ID'}}", param="model")
-    return await bridge.relay(request, request.url.path, body, payload, target)
+    return await bridge.relay(request, request.scope["path"], body, payload, target)
 
 
 EMBEDDINGS_KIND = "sentence_transformers"
@@ -98,7 +98,7 @@ def _relay_to_slug(routing: RoutingTable, request: Request, body: bytes, slug: s
         metrics.route_to(request.scope, routing.deployments[replica.deployment_id].model_id,
                          replica.deployment_id, PRODUCTION)
     return Relay(
-        replica, "POST", request.url.path, request.url.query, request.scope["headers"], body,
+        replica, "POST", request.scope["path"], query_of(request.scope), request.scope["headers"], body,
         request.state.request_id,
     )
 
@@ -109,7 +109,7 @@ async def _model_api(routing: RoutingTable, bridge: Bridge, metrics: Metrics | N
 
 
 async def direct(bridge: Bridge, request: Request) -> ASGIApp:
-    return await bridge.direct(request, request.url.path.replace("/v1/direct", "/v1", 1))
+    return await bridge.direct(request, request.scope["path"].replace("/v1/direct", "/v1", 1))
 
 
 def _cards(routing: RoutingTable) -> list[ModelCard]:
