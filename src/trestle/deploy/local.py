@@ -32,8 +32,7 @@ from pathlib import Path
 
 from trestle.deploy import logfile, sandbox, stale
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
-from trestle.deploy.config import ScalingConfig
-from trestle.deploy.replicas import ReplicaSet
+from trestle.deploy.replica_sets import ReplicaSets
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.build import run_build_commands
 from trestle.deploy.requirements import read_requirements
@@ -142,15 +141,11 @@ class _Process:
         shutil.rmtree(self.socket.parent, ignore_errors=True)
 
 
-class LocalProcessBackend:
-    metrics: Metrics | None = None  # the gateway's (trestle.metrics): cold starts, restarts
-
+class LocalProcessBackend(ReplicaSets):
     def __init__(self, run_dir: Path | None = None, *,
                  log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
                  log_backups: int = logfile.DEFAULT_BACKUPS):
-        self.log_max_bytes = log_max_bytes
-        self.log_backups = log_backups
-        self._logs: dict[Path, logfile.RotatingLog] = {}
+        super().__init__(log_max_bytes=log_max_bytes, log_backups=log_backups)
         remove_stale_run_dirs()
         # Unix socket paths are limited to ~107 bytes, so they live in a short temp dir, one
         # folder per replica in it, and the gateway's pid (to tell a dead run's from a live one's).
@@ -158,7 +153,6 @@ class LocalProcessBackend:
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix=RUN_PREFIX))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
-        self._deployments: dict[str, ReplicaSet] = {}
         self._venvs: dict[str, Path] = {}  # deployment id -> its virtualenv (trestle.deploy.venv)
         box = sandbox.detect()
         (log.info if box.enabled else log.warning)("%s", box.describe())
@@ -183,63 +177,10 @@ class LocalProcessBackend:
     async def start(self, spec: DeploymentSpec,
                     on_failed: Callable[[str], object] | None = None) -> None:
         await self.stop(spec.deployment_id)
-        log_file = deployment_log(spec.home)
-        replicas = ReplicaSet(spec, functools.partial(self._launch, spec), on_failed=on_failed,
-                              log_tail=lambda: log_tail(log_file), metrics=self.metrics)
-        self._deployments[spec.deployment_id] = replicas
-        try:
-            await replicas.start()
-        except BaseException:
-            await self.stop(spec.deployment_id)
-            raise
-
-    async def stop(self, deployment_id: str) -> None:
-        replicas = self._deployments.pop(deployment_id, None)
-        if replicas is None:
-            return
-        await replicas.close()
-        out = self._logs.pop(deployment_log(replicas.home), None)
-        if out is not None:
-            out.close()
-
-    def replica(self, deployment_id: str) -> ReplicaSet | None:
-        return self._deployments.get(deployment_id)
-
-    def scale(self, deployment_id: str, scaling: ScalingConfig) -> None:
-        if (replicas := self._deployments.get(deployment_id)) is not None:
-            replicas.rescale(scaling)
-
-    def settle(self, deployment_id: str) -> None:
-        if (replicas := self._deployments.get(deployment_id)) is not None:
-            replicas.settle()
-
-    def replicas(self, deployment_id: str) -> list[dict] | None:
-        replicas = self._deployments.get(deployment_id)
-        return replicas.describe() if replicas is not None else None
-
-    def ready_replicas(self, deployment_id: str) -> list[Replica]:
-        """Every replica of the deployment in the rotation (for scraping their counters)."""
-        replicas = self._deployments.get(deployment_id)
-        if replicas is None:
-            return []
-        return [slot.launched.replica for slot in replicas.ready if slot.launched is not None]
-
-    def replica_states(self) -> dict[str, dict[str, int]]:
-        """{deployment id: {state: how many replicas}}: the replica sets' slot states, and
-        `unhealthy` for one taken out after failing its health checks."""
-        out: dict[str, dict[str, int]] = {}
-        for deployment_id, replicas in self._deployments.items():
-            counts = out.setdefault(deployment_id, {})
-            for slot in replicas.slots:
-                launched = slot.launched
-                state = "unhealthy" if getattr(launched, "out_of_rotation", False) else slot.state.value
-                counts[state] = counts.get(state, 0) + 1
-        return out
+        await self.start_set(spec, functools.partial(self._launch, spec), on_failed)
 
     async def close(self) -> None:
-        await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
-        for out in self._logs.values():
-            out.close()
+        await self.close_sets()
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         else:
@@ -318,9 +259,7 @@ class LocalProcessBackend:
 
     async def _pump(self, stream: asyncio.StreamReader, path: Path) -> None:
         """Copy a worker's output into its deployment's log, rotating it by size."""
-        out = self._logs.get(path)
-        if out is None:
-            out = self._logs[path] = logfile.RotatingLog(path, self.log_max_bytes, self.log_backups)
+        out = self.log_for(path)
         while chunk := await stream.read(logfile.BLOCK):
             out.write(chunk)
 

@@ -43,10 +43,9 @@ import yarl
 from trestle.deploy import logfile
 from trestle.deploy.backend import (POLL_INTERVAL_S, READY_TIMEOUT_S, DeploymentSpec, ReadinessError,
                                     deployment_log, log_tail, wait_ready)
-from trestle.deploy.config import ScalingConfig
 from trestle.deploy.package import pack
 from trestle.deploy.ray_placement import actor_options, nodes_with_room
-from trestle.deploy.replicas import ReplicaSet
+from trestle.deploy.replica_sets import ReplicaSets
 from trestle.deploy.requirements import read_requirements
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.errors import UpstreamError
@@ -146,22 +145,17 @@ def _actor_gone(exc: Exception) -> str:
     return "its Ray actor died"
 
 
-class RayBackend:
+class RayBackend(ReplicaSets):
     """A `ReplicaBackend` whose replicas are Ray actors (see the module docstring)."""
-
-    metrics: Metrics | None = None  # the gateway's (trestle.metrics): cold starts, restarts
 
     def __init__(self, address: str | None = None, *,
                  log_max_bytes: int = logfile.DEFAULT_MAX_BYTES,
                  log_backups: int = logfile.DEFAULT_BACKUPS):
+        super().__init__(log_max_bytes=log_max_bytes, log_backups=log_backups)
         self.address = address
-        self.log_max_bytes = log_max_bytes
-        self.log_backups = log_backups
         self._connected = False
-        self._deployments: dict[str, ReplicaSet] = {}
         self._folders: dict[str, object] = {}  # deployment id -> ObjectRef of its packed folder
         self._envs: dict[str, dict] = {}  # deployment id -> its runtime_env (requirements)
-        self._logs: dict[Path, logfile.RotatingLog] = {}
         self._placed: dict[str, set[_RayReplica]] = {}  # deployment id -> its live replicas
 
     async def _connect(self) -> None:
@@ -200,68 +194,16 @@ class RayBackend:
         options = actor_options(spec.source_dir)
         archive = await asyncio.to_thread(pack, spec.source_dir)
         self._folders[spec.deployment_id] = ray.put(archive)
-        log_file = deployment_log(spec.home)
-        replicas = ReplicaSet(spec, functools.partial(self._launch, spec, options), on_failed=on_failed,
-                              log_tail=lambda: log_tail(log_file))
-        self._deployments[spec.deployment_id] = replicas
-        try:
-            await replicas.start()
-        except BaseException:
-            await self.stop(spec.deployment_id)
-            raise
+        await self.start_set(spec, functools.partial(self._launch, spec, options), on_failed)
 
-    async def stop(self, deployment_id: str) -> None:
-        replicas = self._deployments.pop(deployment_id, None)
+    def forget(self, deployment_id: str) -> None:
         self._folders.pop(deployment_id, None)
-        if replicas is None:
-            return
-        await replicas.close()
-        out = self._logs.pop(deployment_log(replicas.home), None)
-        if out is not None:
-            out.close()
 
-    def replica(self, deployment_id: str) -> ReplicaSet | None:
-        return self._deployments.get(deployment_id)
-
-    def scale(self, deployment_id: str, scaling: ScalingConfig) -> None:
-        if (replicas := self._deployments.get(deployment_id)) is not None:
-            replicas.rescale(scaling)
-
-    def settle(self, deployment_id: str) -> None:
-        if (replicas := self._deployments.get(deployment_id)) is not None:
-            replicas.settle()
-
-    def replicas(self, deployment_id: str) -> list[dict] | None:
-        replicas = self._deployments.get(deployment_id)
-        if replicas is None:
-            return None
-        out = []
-        for slot in sorted(replicas.slots, key=lambda s: s.index):
-            node = slot.launched.node if slot.launched is not None else None
-            out.append(slot.describe() | {"node": node})
-        return out
-
-    def ready_replicas(self, deployment_id: str) -> list[Replica]:
-        """Every replica of the deployment in the rotation (for scraping their counters)."""
-        replicas = self._deployments.get(deployment_id)
-        if replicas is None:
-            return []
-        return [slot.launched.replica for slot in replicas.ready if slot.launched is not None]
-
-    def replica_states(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for deployment_id, replicas in self._deployments.items():
-            counts = out.setdefault(deployment_id, {})
-            for slot in replicas.slots:
-                launched = slot.launched
-                state = "unhealthy" if getattr(launched, "out_of_rotation", False) else slot.state.value
-                counts[state] = counts.get(state, 0) + 1
-        return out
+    def describe_slot(self, slot) -> dict:
+        return slot.describe() | {"node": slot.launched.node if slot.launched is not None else None}
 
     async def close(self) -> None:
-        await asyncio.gather(*(self.stop(d) for d in list(self._deployments)))
-        for out in self._logs.values():
-            out.close()
+        await self.close_sets()
         if self._connected:
             import ray
 
@@ -354,9 +296,7 @@ class RayBackend:
         """Copy the worker's output (kept by its actor) into the deployment log."""
         import ray
 
-        out = self._logs.get(path)
-        if out is None:
-            out = self._logs[path] = logfile.RotatingLog(path, self.log_max_bytes, self.log_backups)
+        out = self.log_for(path)
         offset = 0
         while True:
             try:
