@@ -29,7 +29,9 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
+# Package-scoped, not session: Playwright's sync API runs an event loop in this thread until it is
+# closed, and every asyncio test that comes after the browser tests needs that loop gone.
+@pytest.fixture(scope="package")
 def chromium():
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
