@@ -7,7 +7,7 @@
     counter = TokenCounter.load(path)                    # blocking: call it off the event loop
     counter.usage(payload, completion_text, chat=True)   # -> Usage (blocking too)
 
-Used by the bridge (`trestle.gateway.bridge_legacy`) and, to check the file at push, by the
+Used by the bridge (`trestle.gateway.bridge.legacy`) and, to check the file at push, by the
 deployment manager. A `tokenizer.json` is read with Hugging Face's `tokenizers`; its chat template, when there is
 one, comes from the `tokenizer_config.json` beside it. A GGUF is read vocabulary-only by
 `trestle.engine.llama.LlamaVocab` (the module that owns llama.cpp) and carries its own template.

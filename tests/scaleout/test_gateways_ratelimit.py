@@ -11,7 +11,7 @@ import pytest
 from scaleout.gateway_support import tally_model
 from support import start_server, wait_for
 
-from trestle.gateway.ratelimit import UsageCounter, duration
+from trestle.gateway.access.ratelimit import UsageCounter, duration
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
-from trestle.gateway import datasets, management, prompt_admin
+from trestle.gateway import management
+from trestle.gateway.endpoints import datasets, prompt_admin
 from trestle.gateway.openapi import REF, document
 from trestle.protocol import management as wire
 from trestle.protocol.openai.requests import ChatCompletionRequest

@@ -1,5 +1,5 @@
 """`trestle endpoints`, `trestle prices`, `trestle usage`: prompt endpoints, what their models
-cost, and what their calls used (the management API of `trestle.gateway.prompt_admin`).
+cost, and what their calls used (the management API of `trestle.gateway.endpoints.prompt_admin`).
 
     trestle endpoints create FILE        an endpoint file, YAML or JSON (docs/prompt-endpoints.md)
     trestle endpoints list | show ID | update ID FILE | delete ID

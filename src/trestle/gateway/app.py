@@ -33,12 +33,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trestle.console.routes import Console
 from trestle.deploy.backend import ReplicaBackend
 from trestle.errors import NotFound, NotImplementedYet
-from trestle.gateway import auth, datasets, management, openapi, prompt_admin, prompt_call, routes
-from trestle.gateway.bridge import Bridge
+from trestle.gateway import management, openapi, routes
+from trestle.gateway.access import auth
+from trestle.gateway.endpoints import datasets, prompt_admin, prompt_call
+from trestle.gateway.bridge.openai import Bridge
 from trestle.gateway.context import Gateway
 from trestle.gateway.middleware import BodyLimit, Dispatch, ModelSubdomain, RequestContext
 from trestle.gateway.model_routes import ModelRoutes
-from trestle.gateway.ratelimit import RateLimit
+from trestle.gateway.access.ratelimit import RateLimit
 from trestle.protocol.errors import error_for
 from trestle.settings import Settings
 from trestle.store import Status

@@ -18,7 +18,7 @@ rest of the gateway still works). It embeds through the routing table: the deplo
 On a shared store (PostgreSQL: several gateways, docs/multiple-gateways.md) the gateway follows
 the others' changes (`trestle.store.changes.ChangeFeed`): `resync` brings the deployment
 manager in step with the record and forgets cached keys that were revoked or changed. Its rate
-limiter (`trestle.gateway.ratelimit`) counts in Redis when `TRESTLE_REDIS_URL` is set, else in
+limiter (`trestle.gateway.access.ratelimit`) counts in Redis when `TRESTLE_REDIS_URL` is set, else in
 this process's memory.
 """
 
@@ -35,7 +35,7 @@ from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.routing import RoutingTable
 from trestle.metrics import Metrics, StateCollector
 from trestle.settings import Settings
-from trestle.gateway.ratelimit import RateLimiter, limiter_for
+from trestle.gateway.access.ratelimit import RateLimiter, limiter_for
 from trestle.store import Store, keys
 from trestle.store.changes import ChangeFeed
 

@@ -5,7 +5,7 @@
 - `RequestContext`: request id (honoured or generated, echoed, in every log line), one access-log
   line and the Prometheus metrics per request, and the error boundary: the one place where an
   exception raised anywhere below becomes the error envelope.
-- (Starlette's `AuthenticationMiddleware` with `trestle.gateway.auth.ApiKeyBackend`, when auth is on.)
+- (Starlette's `AuthenticationMiddleware` with `trestle.gateway.access.auth.ApiKeyBackend`, when auth is on.)
 - `BodyLimit`: the request body, bounded by its route's limit (`Settings.body_limit`) while it
   streams in, chunked bodies included: past it, reading raises `PayloadTooLarge` (413).
 - `Dispatch`: `/model/...` to the data plane, everything else to the edge router.
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from trestle import requestid
 from trestle.errors import PayloadTooLarge, TrestleError
 from trestle.metrics import Metrics, RequestMetrics, route_kind, route_name
-from trestle.protocol.errors import error_for, error_response, http_exception_response
+from trestle.protocol.errors import error_for, http_exception_response
 from trestle.settings import Settings
 
 log = logging.getLogger("trestle.access")

@@ -62,7 +62,7 @@ class Op:
 
 API = "/api/v1"
 DATASET = "/api/datasets/{dataset}"
-# The upload form (`trestle.gateway.datasets.read_upload`).
+# The upload form (`trestle.gateway.endpoints.datasets.read_upload`).
 UPLOAD_FORM: dict[str, Any] = {
     "type": "object", "required": ["files"],
     "properties": {

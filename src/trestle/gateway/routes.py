@@ -5,13 +5,13 @@
                                                      (`baseten` field, `model: baseten/...`)
     /v1/direct/chat/completions, /v1/direct/completions   the direct bridge (OpenAI-mode deployments)
     /v1/messages                                     the Anthropic Messages API over the same targets
-                                                     (`trestle.gateway.anthropic`; no count_tokens: 501)
+                                                     (`trestle.gateway.bridge.anthropic`; no count_tokens: 501)
     /v1/embeddings                                   embedding Model APIs, by the `model` slug, or
                                                      a bridge target's Model `embeddings` method
     /v1/responses                                    a bridge target's Model `responses` method
     /v1/models, /v1/models/{id}                      the Model API slugs (a slug may contain `/`:
                                                      `org/name`) and `baseten/{model_id}`s
-    /api/endpoints                                   prompt endpoints: `trestle.gateway.prompt_call`
+    /api/endpoints                                   prompt endpoints: `trestle.gateway.endpoints.prompt_call`
 
 A slug is served by an engine of one kind: an LLM (`llama_cpp`) for the completion routes, an
 embedding model (`sentence_transformers`) for `/v1/embeddings`; the wrong one is a 400 that says so.
@@ -28,8 +28,9 @@ from starlette.types import ASGIApp
 
 from trestle.deploy.routing import PRODUCTION, RoutingTable
 from trestle.errors import BadRequest, NotFound
-from trestle.gateway import anthropic, auth
-from trestle.gateway.bridge import Bridge, parse_body
+from trestle.gateway.access import auth
+from trestle.gateway.bridge import anthropic
+from trestle.gateway.bridge.openai import Bridge, parse_body
 from trestle.gateway.proxy import Relay, query_of
 from trestle.metrics import Metrics
 from trestle.protocol.bridge import MODEL_PREFIX, target_of

@@ -11,7 +11,7 @@ the streamed events, and the error envelope of that route.
 
 Requests are parsed strictly (`WireModel`: unknown fields are a 400). What a text model cannot do is
 refused in words: image, document and thinking blocks, server tools, extended thinking, prefill.
-The translation onto the OpenAI chat path is `trestle.gateway.anthropic`.
+The translation onto the OpenAI chat path is `trestle.gateway.bridge.anthropic`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The datasets API (`/api/datasets/...`): request and response bodies.
 
-One definition per wire type, used by the gateway (`trestle.gateway.datasets`), the CLI and the
+One definition per wire type, used by the gateway (`trestle.gateway.endpoints.datasets`), the CLI and the
 tests. Search results are the items of the prompt-endpoint response's `search_results`
 (`data`, `embedding`, `image_paths`, `confidence`, `metadata {documentId, rowId, url}`,
 `variable`, `last_accessed`, `query`); `top_k`, `alpha` and `filter` are checked by

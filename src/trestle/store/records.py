@@ -63,7 +63,7 @@ class ApiKey:
     # means no limit. A key limited in one list and None in the other may call nothing of the other.
     models: tuple[str, ...] | None = None
     endpoints: tuple[str, ...] | None = None
-    # Requests and tokens per minute (trestle.gateway.ratelimit); None: no limit.
+    # Requests and tokens per minute (trestle.gateway.access.ratelimit); None: no limit.
     rpm: int | None = None
     tpm: int | None = None
 

@@ -109,7 +109,7 @@ class ApiKeyRow(Base):
     # An invoke key's limits: lists of ids, or NULL for none (see ApiKey.may_call_model).
     models: Mapped[list[str] | None] = mapped_column(JSON)
     endpoints: Mapped[list[str] | None] = mapped_column(JSON)
-    # Requests and tokens per minute the key may use (trestle.gateway.ratelimit); NULL: no limit.
+    # Requests and tokens per minute the key may use (trestle.gateway.access.ratelimit); NULL: no limit.
     rpm: Mapped[int | None] = mapped_column(Integer)
     tpm: Mapped[int | None] = mapped_column(Integer)
 

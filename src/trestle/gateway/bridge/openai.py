@@ -12,7 +12,7 @@ deployment is named, that exact deployment when one is. Then, by what the deploy
   external upstream, `trestle.deploy.upstream`): the body less `baseten` goes to the replica's
   own OpenAI route and the answer is relayed as is, unbuffered (`trestle.gateway.proxy.Relay`);
 - `predict` only: the body less `baseten` goes to `/predict` and the result is wrapped into the
-  OpenAI shapes (`trestle.gateway.bridge_legacy`). The direct routes refuse such a model.
+  OpenAI shapes (`trestle.gateway.bridge.legacy`). The direct routes refuse such a model.
 
 What a deployment serves is known from its config (an engine, an upstream) or asked once from its worker
 (`GET /health` lists the Model's `methods`) and remembered: a deployment never changes.
@@ -34,8 +34,8 @@ from trestle import tokencount
 from trestle.deploy.routing import PRODUCTION, RoutingTable
 from trestle.deploy.transport import Replica
 from trestle.errors import BadRequest, TrestleError, Unavailable
-from trestle.gateway import auth
-from trestle.gateway.bridge_legacy import LegacyAnswer
+from trestle.gateway.access import auth
+from trestle.gateway.bridge.legacy import LegacyAnswer
 from trestle.gateway.proxy import Relay, query_of
 from trestle.metrics import Metrics
 from trestle.protocol.bridge import FIELD, MODEL_PREFIX, BridgeTarget, target_of, without_routing

@@ -38,7 +38,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trestle.errors import Forbidden, Unauthorized
-from trestle.gateway.throttle import KeyThrottle
+from trestle.gateway.access.throttle import KeyThrottle
 from trestle.protocol.errors import ANTHROPIC_ROUTES, error_for
 from trestle.store import ApiKey, Store
 from trestle.store.keys import ADMIN

@@ -32,11 +32,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trestle.errors import TooManyRequests
-from trestle.gateway.auth import ANTHROPIC_PATHS, DATA_PLANE, calling_key
+from trestle.gateway.access.auth import ANTHROPIC_PATHS, DATA_PLANE, calling_key
 from trestle.protocol import anthropic
 from trestle.protocol.errors import error_for
 
-log = logging.getLogger("trestle.gateway.ratelimit")
+log = logging.getLogger("trestle.gateway.access.ratelimit")
 
 WINDOW_MS = 60_000
 MAX_USAGE_BODY = 4 * 1024 * 1024  # a JSON answer larger than this is not parsed for its usage

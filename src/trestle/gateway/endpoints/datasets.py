@@ -12,7 +12,7 @@
     DELETE /api/datasets/{dataset}/documents/{document_id}
 
 `{dataset}` is a dataset's id or name. Writes need an `admin` key; `search` an `admin` key or an
-`invoke` key that is not limited to some models or endpoints (`trestle.gateway.auth`).
+`invoke` key that is not limited to some models or endpoints (`trestle.gateway.access.auth`).
 
 Errors (`trestle.protocol.errors.error_for`) carry the message twice: `{"message": ...,
 "error": {"message", "type", "param", "code"}}` — the top-level `message` is what prompt-endpoint clients read, `error` is the

@@ -9,7 +9,7 @@ Blocks map onto OpenAI messages: `system` text blocks are content parts of a sys
 assistant's `tool_use` blocks its `tool_calls` (arguments as JSON text); a user turn's
 `tool_result` blocks `tool` messages (`is_error` as an `Error: ` prefix), its text a user message.
 Back: `finish_reason` stop / length / tool_calls is `stop_reason` end_turn / max_tokens /
-tool_use, and a stop string left at the end of the text (`stops`, see `trestle.gateway.anthropic`)
+tool_use, and a stop string left at the end of the text (`stops`, see `trestle.gateway.bridge.anthropic`)
 is taken out and reported as `stop_sequence`.
 """
 

@@ -52,8 +52,8 @@ from trestle.endpoints.prompt import CHAT_PATH, Definition, Search, prepare
 from trestle.errors import (
     BadRequest, TooManyRequests, TrestleError, Unavailable, UpstreamError, UpstreamTimeout,
 )
-from trestle.gateway import auth
-from trestle.gateway.bridge import Bridge
+from trestle.gateway.access import auth
+from trestle.gateway.bridge.openai import Bridge
 from trestle.gateway.context import Gateway
 from trestle.protocol.bridge import target_of
 from trestle.protocol.endpoints import CompletionCall, SearchBinding

@@ -5,7 +5,7 @@
     events          ◄─Events────── chat.completion.chunk SSE   (message_start, content_block_start /
                                                                delta / stop, message_delta, message_stop)
 
-(the translation itself is `trestle.gateway.anthropic_translate`; this module routes and relays).
+(the translation itself is `trestle.gateway.bridge.anthropic_translate`; this module routes and relays).
 
 The replica is found as `/v1/chat/completions` finds it: `model` is a Model API slug, or
 `model: "baseten/MODEL_ID[/DEPLOYMENT_ID]"` (or a `baseten` field) names a deployment through the
@@ -40,10 +40,10 @@ from trestle.deploy.routing import RoutingTable
 from trestle.deploy.transport import Replica, Upstream
 from trestle.disconnect import race_disconnect
 from trestle.errors import BadRequest, NotImplementedYet, TrestleError, Unavailable, UpstreamError
-from trestle.gateway import auth
-from trestle.gateway.bridge import RETRY_AFTER_S, RETRYABLE, Bridge, parse_body
-from trestle.gateway.bridge_legacy import USAGE_HEADER
-from trestle.gateway.anthropic_translate import Events, to_chat, to_message, whole_as_events
+from trestle.gateway.access import auth
+from trestle.gateway.bridge.openai import RETRY_AFTER_S, RETRYABLE, Bridge, parse_body
+from trestle.gateway.bridge.legacy import USAGE_HEADER
+from trestle.gateway.bridge.anthropic_translate import Events, to_chat, to_message, whole_as_events
 from trestle.gateway.proxy import DROP_REQUEST, is_sse
 from trestle.protocol import anthropic as a
 from trestle.protocol.bridge import target_of, without_routing
