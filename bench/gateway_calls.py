@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from support import EXAMPLES  # noqa: E402
 
-from trestle.deploy.package import pack  # noqa: E402
+from trestle.deploy.build.package import pack  # noqa: E402
 from trestle.gateway.app import GatewayApp  # noqa: E402
 from trestle.settings import Settings  # noqa: E402
 

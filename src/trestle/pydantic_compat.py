@@ -1,7 +1,7 @@
 """The few pydantic calls the worker makes, on pydantic 2 or 1.
 
 A deployment's requirements may pin `pydantic<2` (Truss's own `test_pyantic_v1` model does), and
-the worker runs inside that deployment's virtualenv with that pydantic (`trestle.deploy.venv`).
+the worker runs inside that deployment's virtualenv with that pydantic (`trestle.deploy.build.venv`).
 So everything a model worker imports (`trestle.runtime` and the wire types it answers with:
 `trestle.protocol.errors`, `trestle.protocol.health`) goes through these functions instead of
 calling pydantic 2's API directly. The gateway and the engines always run on pydantic 2.

@@ -11,7 +11,7 @@ Everything lives under one data directory, `TRESTLE_HOME` (default `~/.trestle`)
 Request bodies are bounded while they stream in (413 past the limit), by route:
 
     /model/.../predict, /model/.../sync/...   TRESTLE_MAX_PREDICT_BODY_BYTES   default 64 MiB
-    /api/v1/push                              the upload limit of `trestle.deploy.package`
+    /api/v1/push                              the upload limit of `trestle.deploy.build.package`
     /api/datasets/{id}/upload                 DATASET_UPLOAD_BYTES (the files' limit of
                                               `trestle.endpoints.ingest`, and the form around them)
     everything else (/v1/*, /api/*, ...)      TRESTLE_MAX_BODY_BYTES           default 8 MiB
@@ -165,7 +165,7 @@ class Settings:
 
     def body_limit(self, path: str) -> tuple[int, str] | None:
         """The body limit of a route and what sets it (a setting, or the dataset upload limit);
-        None: the route bounds its body itself (a push: `trestle.deploy.package`)."""
+        None: the route bounds its body itself (a push: `trestle.deploy.build.package`)."""
         if path.startswith("/model/"):
             return self.max_predict_body_bytes, "TRESTLE_MAX_PREDICT_BODY_BYTES"
         if path == PUSH_PATH:

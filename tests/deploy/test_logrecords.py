@@ -1,4 +1,4 @@
-"""A deployment log's lines read back as JSON records (trestle.deploy.logrecords)."""
+"""A deployment log's lines read back as JSON records (trestle.deploy.logs.logrecords)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trestle.deploy.logrecords import LineParser, parse_since, records
+from trestle.deploy.logs.logrecords import LineParser, parse_since, records
 from trestle.errors import BadRequest
 
 LOG = b"""2026-11-22T13:00:00 [trestle] pushed as deployment d1 of model m (m1)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from trestle.deploy.backend import DeploymentSpec, ReadinessError
-from trestle.deploy.ray import RayBackend
-from trestle.deploy.ray_placement import actor_options
+from trestle.deploy.ray.backend import RayBackend
+from trestle.deploy.ray.placement import actor_options
 
 
 def folder_with(tmp_path, **config):

@@ -1,6 +1,6 @@
 """Pushed archives cannot write outside their folder, and pushes are bounded.
 
-Unit tests drive `trestle.deploy.package.unpack` with crafted archives (the CVE-2025-4517
+Unit tests drive `trestle.deploy.build.package.unpack` with crafted archives (the CVE-2025-4517
 pattern that gets through Python 3.11.7's `tarfile` `data` filter included); the rest POSTs
 crafted bodies to a real `trestle serve` started with small limits.
 """
@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from support import start_server
-from trestle.deploy.package import MAX_HEADER_BYTES, unpack
+from trestle.deploy.build.package import MAX_HEADER_BYTES, unpack
 from trestle.errors import BadRequest, PayloadTooLarge
 from trestle.settings import Limits
 
@@ -191,7 +191,7 @@ def test_broken_archives_are_400s(tmp_path, body, words):
 
 
 def test_pack_refuses_a_folder_with_a_link(tmp_path):
-    from trestle.deploy.package import pack
+    from trestle.deploy.build.package import pack
 
     (tmp_path / "config.yaml").write_text("model_name: m\n")
     (tmp_path / "weights").symlink_to("/etc/hostname")

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from trestle.cli.client import Client, default_url, read_data, resolve_api_key
 from trestle.deploy.config import ModelConfig
-from trestle.deploy.package import pack
+from trestle.deploy.build.package import pack
 from trestle.errors import TrestleError
 from trestle.protocol import management as wire
 from trestle.settings import DEFAULT_PORT, Limits, Settings, default_home, format_size, parse_size

@@ -102,7 +102,7 @@ def make_backend(settings) -> ReplicaBackend:
     log_options = {"log_max_bytes": settings.worker_log_max_bytes,
                    "log_backups": settings.worker_log_backups}
     if settings.backend == "ray":
-        from trestle.deploy.ray import RayBackend
+        from trestle.deploy.ray.backend import RayBackend
 
         return RayBackend(settings.ray_address, **log_options)
     if settings.backend != "local":
@@ -119,7 +119,7 @@ def deployment_log(home: Path) -> Path:
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
-    from trestle.deploy.logfile import tail
+    from trestle.deploy.logs.logfile import tail
 
     return tail(path, lines, max_bytes=64 * 1024).decode(errors="replace").rstrip("\n")
 

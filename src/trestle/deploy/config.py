@@ -132,7 +132,7 @@ class UpstreamConfig(BaseModel):
     @classmethod
     def _check_url(cls, value: str) -> str:
         # the standard library's parser: workers import this module, and their venv holds only
-        # what the runtime needs (trestle.deploy.venv)
+        # what the runtime needs (trestle.deploy.build.venv)
         try:
             url = urlsplit(value)
             url.port  # noqa: B018 - a bad port raises here
@@ -227,7 +227,7 @@ class ModelConfig(BaseModel):
     secrets: dict[str, str | None] = Field(default_factory=dict)  # name -> placeholder
     requirements: list[str] = Field(default_factory=list)
     # A pip requirements file in the folder (comments, options, `-r` includes), installed
-    # together with `requirements` (trestle.deploy.requirements).
+    # together with `requirements` (trestle.deploy.build.requirements).
     requirements_file: str | None = None
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
@@ -240,7 +240,7 @@ class ModelConfig(BaseModel):
     # that lie outside the folder with it).
     bundled_packages_dir: str = "packages"
     external_package_dirs: list[str] = Field(default_factory=list)
-    # Shell commands run in order in the deployment's folder before it loads (trestle.deploy.build).
+    # Shell commands run in order in the deployment's folder before it loads (trestle.deploy.build.commands).
     build_commands: list[str] = Field(default_factory=list)
 
     _ignored: list[str] = PrivateAttr(default_factory=list)

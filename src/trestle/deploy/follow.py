@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from trestle.deploy.config import ModelConfig
-from trestle.deploy.package import unpack
+from trestle.deploy.build.package import unpack
 from trestle.errors import BadRequest
 from trestle.store import Deployment, Status
 

@@ -4,7 +4,7 @@ Each replica is `python -m trestle.runtime --model-dir ... --socket ...` run by 
 interpreter, or by the deployment's own virtualenv when its config.yaml lists `requirements`
 (`prepare` builds it under the deployment's folder), inside a bubblewrap sandbox with a scrubbed
 environment (`trestle.deploy.sandbox`). The workers' output is pumped into the deployment log,
-rotated by size (`trestle.deploy.logfile`). The backend launches one worker at a time for the
+rotated by size (`trestle.deploy.logs.logfile`). The backend launches one worker at a time for the
 deployment's `ReplicaSet` (`trestle.deploy.replicas`: balancing, restarts, autoscaling): it polls
 the worker's `/health` until it is ready or failed, kills one that stops answering its health
 check for the deployment's `runtime.liveness_timeout` (a stopped or wedged process; the replica
@@ -30,13 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trestle.deploy import logfile, sandbox, stale
+from trestle.deploy import sandbox, stale
+from trestle.deploy.logs import logfile
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.replica_sets import ReplicaSets
 from trestle.deploy.transport import HTTPTransport, Replica
-from trestle.deploy.build import run_build_commands
-from trestle.deploy.requirements import read_requirements
-from trestle.deploy.venv import BuildError, build_venv, venv_python
+from trestle.deploy.build.commands import run_build_commands
+from trestle.deploy.build.requirements import read_requirements
+from trestle.deploy.build.venv import BuildError, build_venv, venv_python
 from trestle.errors import Unavailable, UpstreamError
 from trestle.metrics import Metrics
 from trestle.protocol.health import WorkerState, reported
@@ -153,7 +154,7 @@ class LocalProcessBackend(ReplicaSets):
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix=RUN_PREFIX))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
-        self._venvs: dict[str, Path] = {}  # deployment id -> its virtualenv (trestle.deploy.venv)
+        self._venvs: dict[str, Path] = {}  # deployment id -> its virtualenv (trestle.deploy.build.venv)
         box = sandbox.detect()
         (log.info if box.enabled else log.warning)("%s", box.describe())
 

@@ -29,8 +29,8 @@ from trestle import tokencount
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig, ScalingConfig
 from trestle.deploy.follow import RESUMABLE, Following
-from trestle.deploy.package import pack, unpack
-from trestle.deploy.requirements import read_requirements
+from trestle.deploy.build.package import pack, unpack
+from trestle.deploy.build.requirements import read_requirements
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
 from trestle.deploy.upstream import UpstreamBackend
 from trestle.errors import BadRequest, Conflict, NotFound
@@ -97,7 +97,7 @@ class DeploymentManager(Following):
         self, archive: Path, *, name: str | None = None, promote: bool = False,
         environment: str | None = None,
     ) -> PushResult:
-        """Push the gzip tar at `archive` (see `trestle.deploy.package.receive`)."""
+        """Push the gzip tar at `archive` (see `trestle.deploy.build.package.receive`)."""
         if environment is not None:
             check_environment_name(environment, param="environment")
         staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.upload_dir()))

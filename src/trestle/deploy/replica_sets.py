@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from trestle.deploy import logfile
+from trestle.deploy.logs import logfile
 from trestle.deploy.backend import DeploymentSpec, deployment_log, log_tail
 from trestle.deploy.config import ScalingConfig
 from trestle.deploy.replicas import ReplicaSet

@@ -6,7 +6,7 @@
     &follow=1                    then every new record as it is written, until the client leaves,
                                  the gateway stops, or `timeout` seconds (default 3600) pass
 
-Records are `trestle.deploy.logrecords.LogRecord`s, one JSON object a line
+Records are `trestle.deploy.logs.logrecords.LogRecord`s, one JSON object a line
 (`application/x-ndjson`). Following survives the log's rotation: the rest of the old file is
 sent, then the new one from its start.
 """
@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from trestle.deploy import logfile
-from trestle.deploy.logrecords import LineParser, parse_since
+from trestle.deploy.logs import logfile
+from trestle.deploy.logs.logrecords import LineParser, parse_since
 from trestle.errors import BadRequest
 from trestle.gateway.context import Gateway
 

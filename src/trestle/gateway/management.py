@@ -10,9 +10,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from trestle.deploy import logfile
+from trestle.deploy.logs import logfile
 from trestle.deploy.lifecycle import EnvironmentState
-from trestle.deploy.package import receive
+from trestle.deploy.build.package import receive
 from trestle.errors import BadRequest, NotFound, PayloadTooLarge
 from trestle.protocol import management as wire
 from trestle.protocol.errors import error_response
@@ -165,7 +165,7 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
 async def deployment_logs(gw: Gateway, request: Request) -> Response:
     """The deployment log: its last `tail` lines (default 1000), or `limit` bytes from byte
     `offset`. Never reads more of the file than it answers; `x-log-size` is the file's size.
-    `format=json`: JSON lines instead (`trestle.deploy.logrecords`), with `since` and `follow`."""
+    `format=json`: JSON lines instead (`trestle.deploy.logs.logrecords`), with `since` and `follow`."""
     path = gw.manager.log_file(request.path_params["deployment_id"])
     fmt = request.query_params.get("format", "text")
     if fmt == "json":

@@ -38,7 +38,7 @@ class ModelDefinitionError(Exception):
 
 def package_dirs(model_dir: Path, config: ModelConfig) -> list[Path]:
     """The folders of importable code besides the model's: `bundled_packages_dir`, then
-    `external_package_dirs` (as uploaded by `trestle push`: `trestle.deploy.package`)."""
+    `external_package_dirs` (as uploaded by `trestle push`: `trestle.deploy.build.package`)."""
     from trestle.runtime.config import external_dir
 
     model_dir = Path(model_dir).resolve()

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from trestle.deploy import sandbox
-from trestle.deploy.venv import BuildError, log_line as _log
+from trestle.deploy.build.venv import BuildError, log_line as _log
 
 COMMAND_TIMEOUT_S = 1800.0
 DONE_MARKER = ".build-commands-done"

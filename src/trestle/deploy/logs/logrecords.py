@@ -1,6 +1,6 @@
 """A deployment log's lines as JSON records: what `trestle deployments logs` prints.
 
-The log (`worker.log`, see `trestle.deploy.logfile`) holds three kinds of lines, in order:
+The log (`worker.log`, see `trestle.deploy.logs.logfile`) holds three kinds of lines, in order:
 
     2026-11-22T13:00:00 [trestle] building a virtualenv with 1 requirement(s)     trestle's own
     Collecting unidecode ...                                                       pip's output

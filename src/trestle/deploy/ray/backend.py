@@ -1,7 +1,7 @@
 """Replicas on a Ray cluster: `trestle serve --backend ray [--ray-address ADDRESS]`.
 
 The gateway is a Ray driver (`ray.init(address)`; without an address it starts a one-machine Ray
-of its own). Each replica of a deployment is a `ReplicaActor` (`trestle.deploy.ray_actor`): Ray
+of its own). Each replica of a deployment is a `ReplicaActor` (`trestle.deploy.ray.actor`): Ray
 places it on a node that has the resources the deployment asks for, the actor starts the worker
 there on the node's address and a free port, and the gateway reaches the worker through an
 `HTTPTransport` over TCP, as it reaches a local one over its Unix socket. Ray is not on the request
@@ -15,7 +15,7 @@ from `scaling`, draining, scale to zero. The gateway also checks each worker's `
 local backend does and replaces one that stops answering.
 
 What a deployment's config.yaml asks of Ray:
-- `resources` -> the actor's `num_cpus`, `memory`, `num_gpus` (`trestle.deploy.ray_placement`).
+- `resources` -> the actor's `num_cpus`, `memory`, `num_gpus` (`trestle.deploy.ray.placement`).
 - `requirements` / `requirements_file` -> the actor's `runtime_env` `pip` list (Ray builds the
   environment on each node, once per list). `build_commands` cannot run on a cluster: such a push
   is refused with a message that says so.
@@ -40,13 +40,13 @@ from pathlib import Path
 import aiohttp
 import yarl
 
-from trestle.deploy import logfile
+from trestle.deploy.logs import logfile
 from trestle.deploy.backend import (POLL_INTERVAL_S, READY_TIMEOUT_S, DeploymentSpec, ReadinessError,
                                     deployment_log, log_tail, wait_ready)
-from trestle.deploy.package import pack
-from trestle.deploy.ray_placement import actor_options, nodes_with_room
+from trestle.deploy.build.package import pack
+from trestle.deploy.ray.placement import actor_options, nodes_with_room
 from trestle.deploy.replica_sets import ReplicaSets
-from trestle.deploy.requirements import read_requirements
+from trestle.deploy.build.requirements import read_requirements
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.errors import UpstreamError
 from trestle.metrics import Metrics
@@ -374,7 +374,7 @@ async def _wait_listening(url: str, gone: Callable[[], str | None]) -> None:
 def _actor_class():
     import ray
 
-    from trestle.deploy.ray_actor import ReplicaActor
+    from trestle.deploy.ray.actor import ReplicaActor
 
     return ray.remote(ReplicaActor)
 

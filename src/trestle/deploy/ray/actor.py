@@ -2,7 +2,7 @@
 
 `trestle.deploy.ray` creates one `ReplicaActor` per replica; Ray places it on a node with the
 resources the deployment asks for. The actor unpacks the pushed folder (shipped through Ray's
-object store as the gzip tar `trestle.deploy.package.pack` makes) into a folder of its own on
+object store as the gzip tar `trestle.deploy.build.package.pack` makes) into a folder of its own on
 that node, starts `python -m trestle.runtime --model-dir ... --host NODE_IP --port N` with its
 own interpreter (the deployment's `runtime_env`, when it has requirements), and reports the
 worker's address: the gateway then sends requests straight to the worker over HTTP, as it does to

@@ -1,6 +1,6 @@
 """Virtualenvs for deployments with requirements, built once per set of requirements.
 
-A venv is keyed by `venv_key`: the digest of the requirements (`trestle.deploy.requirements`:
+A venv is keyed by `venv_key`: the digest of the requirements (`trestle.deploy.build.requirements`:
 the list and the text of the requirements file and its includes), the Python version and the
 layout of the venv itself. It lives in the cache folder under that key, so a second push with the
 same requirements starts at once, and two deployments whose pins conflict each get their own. A
@@ -35,7 +35,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from trestle.deploy.requirements import Requirements
+from trestle.deploy.build.requirements import Requirements
 from trestle.errors import TrestleError
 
 READY_MARKER = ".trestle-ready"
