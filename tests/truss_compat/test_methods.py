@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 
 MODEL = """
@@ -82,3 +83,20 @@ def test_a_method_the_model_lacks_is_a_clear_400_on_the_bridge(server, folder, p
         unnamed = http.post("/v1/responses", json={"model": "gpt-x", "input": "abc"})
         assert unnamed.status_code == 400
         assert "served only by deployments whose Model defines `responses`" in unnamed.json()["error"]["message"]
+
+
+def test_the_callers_key_does_not_reach_a_messages_method(server, folder, push):
+    result = push(folder("header-probe", {}, """
+        class Model:
+            def messages(self, model_input, request):
+                return {"headers": dict(request.headers)}
+    """))
+    assert result["deployment"]["status"] == "active", result["deployment"]["error"]
+    for key_header in ({"x-api-key": server.api_key}, {"Authorization": f"Bearer {server.api_key}"}):
+        resp = httpx.post(f"{server.url}/v1/messages", timeout=60, headers={**key_header, "x-probe": "yes"},
+                          json={"model": f"baseten/{result['model']['id']}", "max_tokens": 5,
+                                "messages": [{"role": "user", "content": "hi"}]})
+        assert resp.status_code == 200, resp.text
+        seen = resp.json()["headers"]
+        assert seen["x-probe"] == "yes"  # the caller's headers reach the model, but not its key
+        assert "x-api-key" not in seen and "authorization" not in seen

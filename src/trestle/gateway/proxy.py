@@ -30,8 +30,8 @@ log = logging.getLogger("trestle.gateway")
 
 DROP_REQUEST = frozenset(
     {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-     b"proxy-authorization", b"proxy-authenticate", b"authorization", b"content-length",
-     requestid.HEADER.encode()}
+     b"proxy-authorization", b"proxy-authenticate", b"authorization", b"x-api-key",
+     b"content-length", requestid.HEADER.encode()}
 )
 DROP_RESPONSE = frozenset(
     {b"date", b"server", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade"}

@@ -55,7 +55,7 @@ log = logging.getLogger("trestle.gateway")
 PATH = "/v1/messages"
 CHAT = "/v1/chat/completions"
 JSON = b"application/json"
-DROP = DROP_REQUEST | {b"x-api-key", b"content-type"}
+DROP = DROP_REQUEST | {b"content-type"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one upstream event (or an error body) at most
 
