@@ -225,7 +225,8 @@ class UsageCounter:
             *lines, rest = self._buffer.split(b"\n")
             self._buffer = bytearray(rest)
             for line in lines:
-                if line.startswith(b"data:") and b'"usage"' in line:
+                # (`"usage":null` is in every chunk of an engine's stream: look for its counts)
+                if line.startswith(b"data:") and b'_tokens"' in line:
                     self._take(line[5:])
 
     def _take(self, text: bytes) -> None:
@@ -285,7 +286,9 @@ class RateLimit:
         async def send_counted(message: Message) -> None:
             nonlocal counter
             if message["type"] == "http.response.start":
-                raw = list(message.get("headers", []))
+                # the key's own limits replace any an upstream provider sent
+                raw = [(k, v) for k, v in message.get("headers", [])
+                       if not k.lower().startswith(b"x-ratelimit-")]
                 if key.tpm:
                     content_type = next((v for k, v in raw if k.lower() == b"content-type"), b"")
                     counter = UsageCounter(content_type.decode("latin-1").lower())
