@@ -296,18 +296,21 @@ class ModelConfig(BaseModel):
             raise BadRequest(f"{CONFIG_FILE}: `upstream` and `engine` exclude each other: a "
                              "deployment either fronts a server elsewhere or runs an engine here",
                              param="upstream")
-        if config.engine is not None:
+        config._ignored = ignored
+        config._notes = truss_notes(data)
+        return config
+
+    def check_new(self) -> None:
+        """What a push may not ask for any more (a record or folder pushed before still loads)."""
+        if self.engine is not None:
             extra = [k for k in ("requirements", "requirements_file", "build_commands")
-                     if getattr(config, k)]
+                     if getattr(self, k)]
             if extra:
                 raise BadRequest(
                     f"{CONFIG_FILE}: an `engine:` deployment runs on trestle's own packages "
                     f"(the engine is part of them), so {', '.join(extra)} would not be used; "
                     "remove them, or serve the model with a Model class that lists them",
                     param=extra[0])
-        config._ignored = ignored
-        config._notes = truss_notes(data)
-        return config
 
     @classmethod
     def parse(cls, text: str, limits: Limits | None = None) -> "ModelConfig":

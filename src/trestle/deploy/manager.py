@@ -135,6 +135,7 @@ class DeploymentManager(Following):
         limits = self.settings.limits
         unpack(archive, staging, limits)
         config = ModelConfig.load(staging, limits)
+        config.check_new()
         if config.upstream is not None:
             self._check_no_model_code(staging, config)
         elif config.engine is None and config.docker_server is None:
