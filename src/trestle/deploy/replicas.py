@@ -163,9 +163,6 @@ class ReplicaSet:
         self._settle = True
         self._wake.set()
 
-    def describe(self) -> list[dict]:
-        return [s.describe() for s in sorted(self.slots, key=lambda s: s.index)]
-
     # -- the hot path --------------------------------------------------------------------------
     async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
         ready = self.ready

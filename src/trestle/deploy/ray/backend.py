@@ -45,17 +45,14 @@ from trestle.deploy.backend import (POLL_INTERVAL_S, READY_TIMEOUT_S, Deployment
                                     deployment_log, log_tail, wait_ready)
 from trestle.deploy.build.package import pack
 from trestle.deploy.ray.placement import actor_options, nodes_with_room
-from trestle.deploy.replica_sets import ReplicaSets
+from trestle.deploy.replica_sets import ReplicaSets, watch_health
 from trestle.deploy.build.requirements import read_requirements
 from trestle.deploy.transport import HTTPTransport, Replica
-from trestle.errors import UpstreamError
 from trestle.metrics import Metrics
-from trestle.protocol.health import WorkerState, reported
 
 log = logging.getLogger("trestle.deploy")
 
 NAMESPACE = "trestle"
-LIVENESS_INTERVAL_S = 5.0
 OUTPUT_INTERVAL_S = 1.0  # how often each worker's output is fetched into the deployment log
 STOP_TIMEOUT_S = 15.0
 PLACEMENT_TIMEOUT_S = 600.0  # for Ray to place a replica and its actor to unpack the folder
@@ -154,17 +151,19 @@ class RayBackend(ReplicaSets):
         super().__init__(log_max_bytes=log_max_bytes, log_backups=log_backups)
         self.address = address
         self._connected = False
+        self._connecting = asyncio.Lock()  # deployments brought up together connect once
         self._folders: dict[str, object] = {}  # deployment id -> ObjectRef of its packed folder
         self._envs: dict[str, dict] = {}  # deployment id -> its runtime_env (requirements)
         self._placed: dict[str, set[_RayReplica]] = {}  # deployment id -> its live replicas
 
     async def _connect(self) -> None:
-        if not self._connected:
-            try:
-                await asyncio.to_thread(connect, self.address)
-            except RayUnavailable as exc:
-                raise ReadinessError(str(exc)) from None
-            self._connected = True
+        async with self._connecting:
+            if not self._connected:
+                try:
+                    await asyncio.to_thread(connect, self.address)
+                except RayUnavailable as exc:
+                    raise ReadinessError(str(exc)) from None
+                self._connected = True
 
     # -- ReplicaBackend ------------------------------------------------------------------------
     async def prepare(self, spec: DeploymentSpec) -> None:
@@ -193,7 +192,7 @@ class RayBackend(ReplicaSets):
         await self._connect()
         options = actor_options(spec.source_dir)
         archive = await asyncio.to_thread(pack, spec.source_dir)
-        self._folders[spec.deployment_id] = ray.put(archive)
+        self._folders[spec.deployment_id] = await asyncio.to_thread(ray.put, archive)
         await self.start_set(spec, functools.partial(self._launch, spec, options), on_failed)
 
     def forget(self, deployment_id: str) -> None:
@@ -315,25 +314,7 @@ class RayBackend(ReplicaSets):
         starts another."""
         import ray
 
-        loop = asyncio.get_running_loop()
-        timeout = r.spec.liveness_timeout
-        interval = min(LIVENESS_INTERVAL_S, timeout / 3)
-        last_answer = loop.time()
-        while not r.stopping:
-            await asyncio.sleep(interval)
-            try:
-                async with asyncio.timeout(interval):
-                    body = await (await r.replica.send("GET", "/health", [], b"")).read()
-                last_answer = loop.time()
-                health = reported(body)
-                if health is not None and health.status is WorkerState.UNHEALTHY:
-                    reason, why = "unhealthy", health.error
-                else:
-                    continue
-            except (UpstreamError, TimeoutError):
-                if loop.time() - last_answer < timeout:
-                    continue
-                reason, why = "unresponsive", f"no answer to its health check for {timeout:.0f}s"
+        async def replace(reason: str, why: str | None) -> bool:
             log.error("deployment %s replica %d is %s (%s); replacing it", r.spec.deployment_id,
                       r.index, reason, why)
             r.restart_reason = reason
@@ -347,7 +328,9 @@ class RayBackend(ReplicaSets):
                 except (ray.exceptions.RayError, asyncio.TimeoutError):
                     pass
             _kill(r.actor)
-            return
+            return True
+
+        await watch_health(r.spec, lambda: r.replica, lambda: r.stopping, replace)
 
 
 async def _wait_listening(url: str, gone: Callable[[], str | None]) -> None:
