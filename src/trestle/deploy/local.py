@@ -33,19 +33,16 @@ from pathlib import Path
 from trestle.deploy import sandbox, stale
 from trestle.deploy.logs import logfile
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
-from trestle.deploy.replica_sets import ReplicaSets
+from trestle.deploy.replica_sets import ReplicaSets, watch_health
 from trestle.deploy.transport import HTTPTransport, Replica
 from trestle.deploy.build.commands import run_build_commands
 from trestle.deploy.build.requirements import read_requirements
 from trestle.deploy.build.venv import BuildError, build_venv, venv_python
-from trestle.errors import Unavailable, UpstreamError
 from trestle.metrics import Metrics
-from trestle.protocol.health import WorkerState, reported
 
 log = logging.getLogger("trestle.deploy")
 
 STOP_GRACE_S = 10.0
-LIVENESS_INTERVAL_S = 5.0
 
 
 RUN_PREFIX = "trestle-"
@@ -272,32 +269,25 @@ class LocalProcessBackend(ReplicaSets):
         return Path(path)
 
     async def _check_liveness(self, p: _Process) -> None:
-        """Kill a running replica that has not answered `/health` for `liveness_timeout` seconds;
-        its replica set then restarts it."""
-        loop = asyncio.get_running_loop()
-        timeout = p.spec.liveness_timeout
-        interval = min(LIVENESS_INTERVAL_S, timeout / 3)
-        last_answer = loop.time()
-        while not p.stopping:
-            await asyncio.sleep(interval)
-            replica, proc = p.replica, p.proc
-            if replica is None or proc is None or proc.returncode is not None:
-                last_answer = loop.time()  # starting or restarting: the watcher's part
-                continue
-            try:
-                async with asyncio.timeout(interval):
-                    body = await (await replica.send("GET", "/health", [], b"")).read()
-                last_answer = loop.time()
-                health = reported(body)
-                if health is not None and health.status is WorkerState.UNHEALTHY and not p.out_of_rotation:
-                    self._restart_unhealthy(p, health.error)
-            except (UpstreamError, Unavailable, TimeoutError):  # no answer, or refused
-                if loop.time() - last_answer >= timeout and proc.returncode is None:
-                    log.error("deployment %s replica %d has not answered its health check for %.0fs; "
-                              "restarting it", p.spec.deployment_id, p.index, loop.time() - last_answer)
-                    p.restart_reason = "unresponsive"
-                    proc.kill()
-                    last_answer = loop.time()
+        """Kill a running replica that has not answered `/health` for `liveness_timeout` seconds,
+        stop one that says it is unhealthy; its replica set then restarts it."""
+        def running() -> Replica | None:
+            proc = p.proc
+            return p.replica if proc is not None and proc.returncode is None else None
+
+        async def act(reason: str, why: str | None) -> bool:
+            proc = p.proc
+            if reason == "unhealthy":
+                if not p.out_of_rotation:
+                    self._restart_unhealthy(p, why)
+            elif proc is not None and proc.returncode is None:
+                log.error("deployment %s replica %d %s; restarting it",
+                          p.spec.deployment_id, p.index, why)
+                p.restart_reason = "unresponsive"
+                proc.kill()
+            return False  # the same process object watches its next run too
+
+        await watch_health(p.spec, running, lambda: p.stopping, act)
 
     def _restart_unhealthy(self, p: _Process, reason: str | None) -> None:
         """The model's is_healthy() kept failing: no new requests to it, and a graceful stop

@@ -22,7 +22,45 @@ from trestle.deploy.backend import DeploymentSpec, deployment_log, log_tail
 from trestle.deploy.config import ScalingConfig
 from trestle.deploy.replicas import ReplicaSet
 from trestle.deploy.transport import Replica
+from trestle.errors import Unavailable, UpstreamError
 from trestle.metrics import Metrics
+from trestle.protocol.health import WorkerState, reported
+
+LIVENESS_INTERVAL_S = 5.0  # at most; a short liveness_timeout polls at a third of it
+
+
+async def watch_health(spec: DeploymentSpec, current: Callable[[], Replica | None],
+                       stopping: Callable[[], bool],
+                       act: Callable[[str, str | None], Awaitable[bool]]) -> None:
+    """Poll a replica's `/health` until `stopping()`: `act("unhealthy", error)` when the model
+    says it is unhealthy, `act("unresponsive", why)` when it has not answered for the deployment's
+    `liveness_timeout` (no answer, refused, or too slow); watching ends when `act` returns True.
+    `current()` is the replica to ask, None while it starts or restarts (not counted)."""
+    loop = asyncio.get_running_loop()
+    timeout = spec.liveness_timeout
+    interval = min(LIVENESS_INTERVAL_S, timeout / 3)
+    last_answer = loop.time()
+    while not stopping():
+        await asyncio.sleep(interval)
+        replica = current()
+        if replica is None:
+            last_answer = loop.time()
+            continue
+        try:
+            async with asyncio.timeout(interval):
+                body = await (await replica.send("GET", "/health", [], b"")).read()
+        except (UpstreamError, Unavailable, TimeoutError):
+            silent = loop.time() - last_answer
+            if silent >= timeout and not stopping():
+                last_answer = loop.time()
+                if await act("unresponsive", f"has not answered its health check for {silent:.0f}s"):
+                    return
+            continue
+        last_answer = loop.time()
+        health = reported(body)
+        if health is not None and health.status is WorkerState.UNHEALTHY:
+            if await act("unhealthy", health.error):
+                return
 
 
 class ReplicaSets:
