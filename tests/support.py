@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -264,15 +265,30 @@ def start_worker(model_dir: Path | str, log_path: Path, *args: str, socket_path:
 def worker_pids(deployment_id: str) -> list[int]:
     """Host pids of the processes running a deployment's workers (seen from outside any sandbox:
     the sandbox's launchers too, whose command lines hold the worker's)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"trestle.runtime" in args and deployment_id.encode() in args:
-            pids.append(int(entry))
-    return pids
+    from trestle.deploy.stale import worker_processes
+
+    return [pid for pid, args in worker_processes() if deployment_id.encode() in args]
+
+
+# -- /metrics, read with prometheus-client's own parser ---------------------------------------------
+def scrape(server) -> dict[str, list]:
+    """{metric family name: its samples}, as the parser reads them."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def samples(families, name: str, **labels) -> list:
+    """The samples of family `name`, or those named `name` (e.g. `..._count`), with these labels."""
+    pool = families.get(name)
+    if pool is None:
+        pool = [s for family in families.values() for s in family if s.name == name]
+    return [s for s in pool if all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+def value(families, name: str, **labels) -> float:
+    return sum(s.value for s in samples(families, name, **labels))
+
+
+def metric(server, name: str, **labels) -> float:
+    """One reading of `name` (a family or sample name) summed over the samples with `labels`."""
+    return value(scrape(server), name, **labels)

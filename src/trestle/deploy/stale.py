@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger("trestle.deploy")
@@ -21,10 +22,9 @@ log = logging.getLogger("trestle.deploy")
 GRACE_S = 5.0
 
 
-def workers_of(run_dir: Path) -> list[int]:
-    """Pids of the worker processes (and their sandboxes) whose socket is in `run_dir`."""
-    prefix = (str(run_dir).rstrip("/") + "/").encode()
-    pids = []
+def worker_processes() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, arguments) of each `trestle.runtime` process on the machine (and each sandbox
+    launcher, whose arguments hold its worker's), this process excepted."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
@@ -33,9 +33,14 @@ def workers_of(run_dir: Path) -> list[int]:
                 args = f.read().split(b"\0")
         except OSError:
             continue
-        if b"trestle.runtime" in args and any(a.startswith(prefix) for a in args):
-            pids.append(int(entry))
-    return pids
+        if b"trestle.runtime" in args:
+            yield int(entry), args
+
+
+def workers_of(run_dir: Path) -> list[int]:
+    """Pids of the worker processes (and their sandboxes) whose socket is in `run_dir`."""
+    prefix = (str(run_dir).rstrip("/") + "/").encode()
+    return [pid for pid, args in worker_processes() if any(a.startswith(prefix) for a in args)]
 
 
 def _running(pid: int) -> bool:
