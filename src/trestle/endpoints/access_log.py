@@ -10,7 +10,8 @@ a commit (a WAL sync, and the write lock) on every search, the largest part of a
 The times are kept in memory instead and written together, at most `DELAY_S` after the first
 search that recorded one, so that many searches share one write. `Datastore.rows` flushes first,
 so this process's readers always see the times it has answered with; another process sees them
-within `DELAY_S`. A write that fails (the database is busy) keeps the times for the next one,
+within `DELAY_S`. What is pending is bounded by the rows searches return in `DELAY_S` (one
+time per row). A write that fails (the database is busy) keeps the times for the next one,
 newer times win, and rows deleted meanwhile are simply not found.
 """
 
@@ -24,7 +25,6 @@ from datetime import UTC, datetime
 from trestle.store.datasets import DatasetStore
 
 DELAY_S = 1.0
-MAX_PENDING = 100_000  # past this many rows, `record` writes at once instead of waiting
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,11 @@ class AccessLog:
         for chunk_id in ids:
             self._pending[chunk_id] = when
         if self._pending and (self._timer is None or self._timer.done()):
-            delay = 0.0 if len(self._pending) >= MAX_PENDING else self.delay_s
-            self._timer = asyncio.get_running_loop().create_task(self._flush_after(delay))
+            self._timer = asyncio.get_running_loop().create_task(self._flush_later())
         return when
 
-    async def _flush_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.delay_s)
         try:
             await self.flush()
         except Exception:  # kept for the next flush; this one is retried by the next search
