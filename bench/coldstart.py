@@ -36,11 +36,10 @@ from pathlib import Path
 
 import httpx
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from support import EXAMPLES, start_server  # noqa: E402
+from support import EXAMPLES, metric, start_server  # noqa: E402
 
 
 def timed(args: list[str]) -> float:
@@ -70,11 +69,7 @@ def sandboxed(args: list[str]) -> list[str]:
 
 def cold_start_sum(server) -> float:
     """The gateway's total of replica launch-to-ready times so far (its /metrics)."""
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "trestle_cold_start_duration_seconds":
-            return sum(s.value for s in family.samples if s.name.endswith("_sum"))
-    return 0.0
+    return metric(server, "trestle_cold_start_duration_seconds_sum")
 
 
 def bare_worker() -> float:

@@ -35,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from scaleout.cluster import RayCluster  # noqa: E402
+from replicas import ready  # noqa: E402
 from support import EXAMPLES, Server, free_port, start_server, stop_process, wait_for  # noqa: E402
 
 SLUG = "bench/smollm2-scaleout"
@@ -86,11 +87,6 @@ async def tokens_per_second(url: str, headers: dict, n: int, concurrency: int, m
         return tokens / (time.perf_counter() - t0)
 
 
-def ready_replicas(server: Server, dep: str) -> list[dict]:
-    reps = httpx.get(f"{server.url}/api/v1/deployments/{dep}", headers=server.headers).json()["replicas"]
-    return [r for r in reps or [] if r["state"] == "ready"]
-
-
 def throughput(server: Server, folder: Path, args, cluster: RayCluster) -> tuple[float, float, list[str]]:
     push = server.push(folder)
     assert push["deployment"]["status"] == "active", push
@@ -98,7 +94,7 @@ def throughput(server: Server, folder: Path, args, cluster: RayCluster) -> tuple
     url = f"{server.url}/v1/chat/completions"
     one = asyncio.run(tokens_per_second(url, server.headers, args.requests, args.concurrency, args.max_tokens))
     server.cli("deployments", "scale", dep, "--min", "2", "--max", "2")
-    reps = wait_for(lambda: len(r := ready_replicas(server, dep)) == 2 and r, "two ready replicas", 600)
+    reps = wait_for(lambda: len(r := ready(server, dep)) == 2 and r, "two ready replicas", 600)
     nodes = sorted(cluster.node_of(r["pid"]) or "this machine" for r in reps)
     two = asyncio.run(tokens_per_second(url, server.headers, args.requests, args.concurrency, args.max_tokens))
     park(server, dep)

@@ -181,28 +181,34 @@ PAGES = ["/", "/console/models", "/console/playground", "/console/logs", "/conso
          "/console/datasets", "/console/endpoints", "/console/keys"]
 
 
-def test_no_page_or_response_the_console_uses_carries_a_key_or_secret(server, page):
+def test_no_page_or_response_the_console_uses_carries_a_key_or_secret(server, page, tmp_path):
     secret = f"s3cret-{uuid.uuid4().hex}"
     with server.client() as c:
         assert c.put("/api/v1/secrets/console_probe", json={"value": secret}).status_code == 200
+    # A deployment that is given the secret: its model page, records and logs are shown too.
+    folder = tmp_path / "console-secret"
+    shutil.copytree(EXAMPLES / "hello", folder)
+    (folder / "config.yaml").write_text("model_name: console-secret\nsecrets:\n  console_probe: null\n")
+    model_id = server.push(folder)["model"]["id"]
     bodies: list[tuple[str, bytes]] = []
 
     def keep(response):
-        try:
-            bodies.append((response.url, response.body()))
-        except Exception:  # a stream still open (logs): read below through the API instead
-            pass
+        if "/logs" in response.url and "follow" in response.url:
+            return  # a stream still open: its lines are read below through the API instead
+        bodies.append((response.url, response.body()))
 
     page.on("response", keep)
     sign_in(page, server, "/console/models")
-    for path in PAGES:
+    for path in [*PAGES, f"/console/models/{model_id}"]:
         page.goto(server.url + path)
-        page.wait_for_load_state("networkidle") if path != "/console/logs" else page.wait_for_timeout(0)
+        if path != "/console/logs":
+            page.wait_for_load_state("networkidle")
         page.locator("main h1").first.wait_for()
     page.goto(server.url + "/console/keys")
     page.get_by_role("table", name="API keys").locator("tbody tr").first.wait_for()
     api_calls = [url for url, _ in bodies if "/api/" in url]
     assert any(url.endswith("/api/v1/keys") for url in api_calls), api_calls
+    assert any(f"model_id={model_id}" in url for url in api_calls), api_calls  # its model page
     for url, body in bodies:
         assert server.api_key.encode() not in body, url
         assert secret.encode() not in body, url

@@ -4,25 +4,7 @@ gauges, replicas by state, cold starts, and the engine's scheduler counters."""
 
 from __future__ import annotations
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
-from support import EXAMPLES, SLUG
-
-
-def scrape(server) -> dict[str, list]:
-    """{metric family name: its samples}, as the parser reads them."""
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
-    return {f.name: f.samples for f in text_string_to_metric_families(text)}
-
-
-def samples(families, name: str, **labels) -> list:
-    return [s for s in families[name]
-            if all(s.labels.get(k) == v for k, v in labels.items())]
-
-
-def value(families, name: str, **labels) -> float:
-    return sum(s.value for s in samples(families, name, **labels))
+from support import SLUG, samples, scrape, value
 
 
 def test_requests_are_counted_by_model_deployment_environment_route_and_status(server, pushed):

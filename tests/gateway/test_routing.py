@@ -8,7 +8,7 @@ import shutil
 import httpx
 import openai
 
-from support import EXAMPLES
+from support import EXAMPLES, metric
 
 
 def test_push_prints_model_id_deployment_id_and_urls(server, tmp_path):
@@ -174,19 +174,13 @@ def test_a_bad_environment_name_is_refused_before_anything_is_recorded(server):
     assert server.cli_json("deployments", "list")["deployments"] == before
 
 
-def _requests_total(server, kind: str, status: str, model: str) -> float:
-    """The sum over every route and environment (the server is shared with other tests)."""
-    text = httpx.get(f"{server.url}/metrics").text
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("trestle_requests_total{") and f'kind="{kind}"' in line
-               and f'status="{status}"' in line and f'model="{model}"' in line)
 
 
 def test_a_host_routed_call_is_metered_as_a_model_call(server, pushed):
     m = pushed("hello")["model"]["id"]
-    before = _requests_total(server, "model", "200", m)
+    before = metric(server, "trestle_requests_total", kind="model", status="200", model=m)
     with server.client() as http:
         resp = http.post("/production/predict", json={"name": "host"},
                          headers={"Host": f"model-{m}.api.example"})
     assert resp.json() == {"message": "Hello, host!"}
-    assert _requests_total(server, "model", "200", m) == before + 1
+    assert metric(server, "trestle_requests_total", kind="model", status="200", model=m) == before + 1

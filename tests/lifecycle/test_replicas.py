@@ -12,7 +12,6 @@ import shutil
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,12 +19,11 @@ import httpx
 import openai
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from support import Server, start_server, wait_for
+from replicas import Load, deployment, ready, tiny
+from support import Server, metric, samples, scrape, start_server, value, wait_for
 from trestle.engine.builtin import builtin_config
 
-TINY = Path(__file__).resolve().parent / "models" / "tiny"
 GATED = Path(__file__).resolve().parent / "models" / "gated"
 
 
@@ -34,74 +32,6 @@ def srv(tmp_path_factory) -> Server:
     server = start_server(tmp_path_factory.mktemp("home"), "--no-builtin")
     yield server
     server.stop()
-
-
-def tiny(into: Path, name: str, version: str = "v1", **scaling) -> Path:
-    """A copy of the tiny model named `name`, answering `version`, with `scaling` in its config."""
-    dest = into / f"{name}-{version}"
-    shutil.copytree(TINY, dest)
-    config = yaml.safe_load((dest / "config.yaml").read_text())
-    config["model_name"] = name
-    if scaling:
-        config["scaling"] = scaling
-    (dest / "config.yaml").write_text(yaml.safe_dump(config))
-    code = dest / "model" / "model.py"
-    code.write_text(code.read_text().replace('VERSION = "v1"', f'VERSION = "{version}"'))
-    return dest
-
-
-def deployment(srv: Server, dep_id: str) -> dict:
-    with srv.client() as http:
-        resp = http.get(f"/api/v1/deployments/{dep_id}")
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
-def ready(srv: Server, dep_id: str) -> list[dict]:
-    return [r for r in deployment(srv, dep_id)["replicas"] or [] if r["state"] == "ready"]
-
-
-class Load:
-    """Threads sending requests in a loop until stopped; every outcome is recorded."""
-
-    def __init__(self, srv: Server, url: str, bodies: list[dict], threads: int = 4):
-        self.srv, self.url, self.bodies = srv, url, bodies
-        self.results: list[tuple[int, str]] = []  # (status, body text)
-        self.errors: list[str] = []  # transport errors (a hang ends as a timeout here)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
-
-    def _run(self, i: int) -> None:
-        with httpx.Client(base_url=self.srv.url, headers=self.srv.headers, timeout=60) as http:
-            n = i
-            while not self._stop.is_set():
-                body = self.bodies[n % len(self.bodies)]
-                n += 1
-                try:
-                    resp = http.post(self.url, json=body)
-                    outcome = (resp.status_code, resp.text)
-                except httpx.HTTPError as exc:
-                    with self._lock:
-                        self.errors.append(repr(exc))
-                    continue
-                with self._lock:
-                    self.results.append(outcome)
-
-    def count(self, predicate: Callable[[tuple[int, str]], bool] = lambda r: True) -> int:
-        with self._lock:
-            return sum(1 for r in self.results if predicate(r))
-
-    def __enter__(self) -> "Load":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(120)
-        assert not any(t.is_alive() for t in self._threads), "a request hung"
 
 
 def test_promote_under_load_fails_no_request_and_streams_finish(srv, tmp_path):
@@ -252,18 +182,10 @@ def test_requests_go_to_the_replica_with_the_fewest_in_flight(srv, tmp_path):
 
 
 def queue_waits(srv: Server, dep_id: str) -> tuple[float, float]:
-    """(count, sum) of `trestle_queue_wait_seconds` for the deployment, read with
-    prometheus-client's parser."""
-    text = httpx.get(f"{srv.url}/metrics", timeout=30).text
-    count = total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "trestle_queue_wait_seconds":
-            continue
-        for s in family.samples:
-            if s.labels.get("deployment") == dep_id:
-                count += s.value if s.name.endswith("_count") else 0
-                total += s.value if s.name.endswith("_sum") else 0
-    return count, total
+    """(count, sum) of `trestle_queue_wait_seconds` for the deployment."""
+    families = scrape(srv)
+    return (value(families, "trestle_queue_wait_seconds_count", deployment=dep_id),
+            value(families, "trestle_queue_wait_seconds_sum", deployment=dep_id))
 
 
 def test_a_cold_start_wait_is_observed_as_queue_wait(srv, tmp_path):
@@ -302,12 +224,6 @@ def test_a_request_for_a_loading_deployment_is_observed_as_queue_wait(srv, tmp_p
     assert answers and answers[0].status_code == 200, answers
     count, total = queue_waits(srv, dep)
     assert count == 1 and total > 0
-
-
-def metric(srv: Server, name: str, **labels: str) -> float:
-    text = httpx.get(f"{srv.url}/metrics", timeout=30).text
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def test_a_draining_replica_is_stopped_after_its_drain_timeout(srv, tmp_path):
@@ -366,12 +282,8 @@ def test_an_engine_deployment_scales_to_two_replicas_that_both_answer(srv, tmp_p
     def both_answered() -> bool:
         with ThreadPoolExecutor(4) as pool:  # concurrent: the least busy replica takes each
             assert all(isinstance(text, str) for text in pool.map(ask, range(4)))
-        tokens = {}
-        text = httpx.get(f"{srv.url}/metrics", timeout=30).text
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == "trestle_engine_generated_tokens_total" and s.labels.get("deployment") == dep:
-                    tokens[s.labels["replica"]] = s.value
+        tokens = {s.labels["replica"]: s.value for s in samples(
+            scrape(srv), "trestle_engine_generated_tokens_total", deployment=dep)}
         return len(tokens) == 2 and all(v > 0 for v in tokens.values())
 
     wait_for(both_answered, "both replicas generating tokens")

@@ -20,8 +20,8 @@ import openai
 import pytest
 import yaml
 
-from lifecycle.test_replicas import Load, deployment, ready, tiny
-from support import SLUG, wait_for
+from replicas import Load, deployment, ready, tiny
+from support import metric, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -76,7 +76,10 @@ def test_an_engine_deployment_answers_the_openai_client_from_ray(ray_cluster, ra
     chunks = list(client.chat.completions.create(
         model=ENGINE_SLUG, messages=[{"role": "user", "content": "Count"}], max_tokens=8, stream=True))
     assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")
-    assert SLUG != ENGINE_SLUG  # the built-in is off: this answer came from the pushed engine
+    # The answers came from this deployment's engine on the Ray node (its counters, read through
+    # the gateway's /metrics), not from any other model.
+    assert metric(ray_srv, "trestle_engine_generated_tokens_total",
+                  deployment=push["deployment"]["id"]) >= chat.usage.completion_tokens
 
 
 def test_promote_on_ray_under_load_fails_no_request(ray_cluster, ray_srv, tmp_path):
