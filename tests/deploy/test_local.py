@@ -9,7 +9,8 @@ import pytest
 
 from support import EXAMPLES
 from trestle.deploy.local import LocalProcessBackend
-from trestle.deploy.transport import HTTPTransport, Replica
+from trestle.deploy.http1 import HTTP1Transport
+from trestle.deploy.transport import Replica
 from trestle.errors import Unavailable, UpstreamError
 
 from .conftest import ACTIVE, FAILED, open_manager, predict, push, settled
@@ -63,7 +64,7 @@ def test_a_worker_that_fails_to_load_fails_the_deployment_with_its_reason(tmp_pa
 def test_an_unreachable_replica_is_unavailable(tmp_path):
     """Nothing was sent: a 503 that says to retry, as while a dead replica is being restarted."""
     async def scenario():
-        replica = Replica("dgone", 0, HTTPTransport.unix(str(tmp_path / "none.sock"), "deployment dgone"))
+        replica = Replica("dgone", 0, HTTP1Transport.unix(str(tmp_path / "none.sock"), "deployment dgone"))
         try:
             with pytest.raises(Unavailable, match="deployment dgone refused the connection") as info:
                 await replica.send("GET", "/health", [], b"")
@@ -78,7 +79,7 @@ def test_a_replica_closed_after_it_was_routed_to_is_unavailable(tmp_path):
     """The backend closes a dead replica's transport; a request routed to it a moment before is a
     503 that says to retry, not an internal error."""
     async def scenario():
-        replica = Replica("dgone", 0, HTTPTransport.unix(str(tmp_path / "none.sock"), "deployment dgone"))
+        replica = Replica("dgone", 0, HTTP1Transport.unix(str(tmp_path / "none.sock"), "deployment dgone"))
         await replica.close()
         with pytest.raises(Unavailable, match="deployment dgone has stopped") as info:
             await replica.send("POST", "/predict", [], b"{}")

@@ -8,7 +8,7 @@ rotated by size (`trestle.deploy.logs.logfile`). The backend launches one worker
 deployment's `ReplicaSet` (`trestle.deploy.replicas`: balancing, restarts, autoscaling): it polls
 the worker's `/health` until it is ready or failed, kills one that stops answering its health
 check for the deployment's `runtime.liveness_timeout` (a stopped or wedged process; the replica
-set then restarts it), and reaches each worker through an `HTTPTransport` on its socket.
+set then restarts it), and reaches each worker through an `HTTP1Transport` on its socket.
 Sockets live in a run folder, `/tmp/trestle-*`, one folder per replica; it is removed on close,
 and a dead gateway's (its pid is inside) on start.
 """
@@ -34,7 +34,8 @@ from trestle.deploy import sandbox, stale
 from trestle.deploy.logs import logfile
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.replica_sets import ReplicaSets, watch_health
-from trestle.deploy.transport import HTTPTransport, Replica
+from trestle.deploy.http1 import HTTP1Transport
+from trestle.deploy.transport import Replica
 from trestle.deploy.build.commands import run_build_commands
 from trestle.deploy.build.requirements import read_requirements
 from trestle.deploy.build.venv import BuildError, build_venv, venv_python
@@ -230,7 +231,7 @@ class LocalProcessBackend(ReplicaSets):
         log.info("deployment %s replica %d: started pid %d", spec.deployment_id, p.index, p.proc.pid)
         name = f"deployment {spec.deployment_id}"
         replica = Replica(spec.deployment_id, p.index,
-                          HTTPTransport.unix(str(p.socket), name, spec.request_timeout))
+                          HTTP1Transport.unix(str(p.socket), name, spec.request_timeout))
 
         exited_at: list[float] = []
 

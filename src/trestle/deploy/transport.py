@@ -7,8 +7,9 @@
 
 A `Replica` is a running copy of a deployment; how it is reached is its `Transport`:
 
-- `HTTPTransport`: HTTP over a pooled aiohttp connector (a Unix socket for local workers; a TCP
-  base URL for a backend whose replicas live elsewhere).
+- `trestle.deploy.http1.HTTP1Transport`: HTTP/1.1 to trestle's own workers, pooled keep-alive
+  connections (a Unix socket for local workers; TCP for Ray replicas). The request path's one.
+- `HTTPTransport`: HTTP over a pooled aiohttp connector, for servers that are not ours.
 - `ASGITransport`: the worker's ASGI app called in-process, as httpx's ASGI transport does (the
   in-process backend, for fast tests).
 - `trestle.deploy.upstream.UpstreamTransport`: an `HTTPTransport` to an external OpenAI-compatible
@@ -114,6 +115,19 @@ def upstream_error(what: str, exc: BaseException, timeout: float | None = None,
     return UpstreamError(f"{what} did not answer: {type(exc).__name__}")
 
 
+def refused(name: str) -> TrestleError:
+    """The error for a connection that could not be made. Nothing was sent: a local replica is not
+    listening (it died and its backend has not noticed yet). That is "no running replica"
+    (retry), not a bad answer from one."""
+    return Unavailable(f"{name} refused the connection: no running replica right now; retry shortly")
+
+
+def stopped(name: str) -> TrestleError:
+    """The error for a replica routed to just before its backend saw it exit and closed its
+    transport: nothing is sent, so this is "no running replica" (retry) as well."""
+    return Unavailable(f"{name} has stopped: no running replica right now; retry shortly")
+
+
 class HTTPTransport:
     """HTTP/1.1 to one replica over a pooled keep-alive connector."""
 
@@ -141,9 +155,7 @@ class HTTPTransport:
 
     async def send(self, method: str, path: str, headers: Headers, body: bytes) -> Upstream:
         if self._session.closed:
-            # The replica was routed to just before its backend saw it exit and closed this
-            # transport: nothing is sent, so this is "no running replica" (retry) as well.
-            raise Unavailable(f"{self.name} has stopped: no running replica right now; retry shortly")
+            raise stopped(self.name)
         try:
             resp = await self._session.request(
                 # `encoded`: the path goes as the client sent it (the gateway re-encoded it)
@@ -158,11 +170,8 @@ class HTTPTransport:
         return Upstream(resp.status, list(resp.raw_headers), self._chunks(resp), resp.close)
 
     def refused(self) -> TrestleError:
-        """The error for a connection that could not be made. Nothing was sent: a local replica
-        is not listening (it died and its backend has not noticed yet). That is "no running
-        replica" (retry), not a bad answer from one."""
-        return Unavailable(f"{self.name} refused the connection: no running replica right now; "
-                           "retry shortly")
+        """The error for a connection that could not be made (`refused`, by default)."""
+        return refused(self.name)
 
     async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
         try:

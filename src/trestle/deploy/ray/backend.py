@@ -4,7 +4,7 @@ The gateway is a Ray driver (`ray.init(address)`; without an address it starts a
 of its own). Each replica of a deployment is a `ReplicaActor` (`trestle.deploy.ray.actor`): Ray
 places it on a node that has the resources the deployment asks for, the actor starts the worker
 there on the node's address and a free port, and the gateway reaches the worker through an
-`HTTPTransport` over TCP, as it reaches a local one over its Unix socket. Ray is not on the request
+`HTTP1Transport` over TCP, as it reaches a local one over its Unix socket. Ray is not on the request
 path (its own HTTP proxy or a DeploymentHandle costs milliseconds a request; a direct call costs
 what a local one does: bench/scaleout.py).
 
@@ -37,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import yarl
 
 from trestle.deploy.logs import logfile
@@ -47,7 +46,8 @@ from trestle.deploy.build.package import pack
 from trestle.deploy.ray.placement import actor_options, nodes_with_room
 from trestle.deploy.replica_sets import ReplicaSets, watch_health
 from trestle.deploy.build.requirements import read_requirements
-from trestle.deploy.transport import HTTPTransport, Replica
+from trestle.deploy.http1 import HTTP1Transport
+from trestle.deploy.transport import Replica
 from trestle.metrics import Metrics
 
 log = logging.getLogger("trestle.deploy")
@@ -255,9 +255,9 @@ class RayBackend(ReplicaSets):
         r.pid, r.node = where["pid"], where["node_id"]
         log.info("deployment %s replica %d: started pid %d on Ray node %s (%s)", spec.deployment_id,
                  index, r.pid, where["node_ip"], where["node_id"][:12])
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        url = yarl.URL(where["url"])
         r.replica = Replica(spec.deployment_id, index,
-                            HTTPTransport(connector, where["url"], name, spec.request_timeout))
+                            HTTP1Transport.tcp(url.host, url.port, name, spec.request_timeout))
         r.pump = asyncio.create_task(self._pump(r, log_file))
         ended = asyncio.ensure_future(actor.exited.remote())
 
