@@ -99,7 +99,7 @@ class Messages:
         if target is not None:
             replica, methods = await self.bridge.resolve(request, target, payload)
             if "messages" in methods:  # the Model speaks Messages itself: relayed as is
-                return await self.bridge.relay(request, PATH, body, payload, target)
+                return self.bridge.relay_to(request, PATH, body, payload, target, replica, methods)
         try:
             req = a.MessagesRequest.model_validate(without_routing(payload))
         except ValidationError as exc:
