@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const files = {
-  "alpine.min.js": "node_modules/alpinejs/dist/cdn.min.js",
+  "alpine.min.js": "node_modules/@alpinejs/csp/dist/cdn.min.js",  // the build that needs no 'unsafe-eval'
   "chart.umd.min.js": "node_modules/chart.js/dist/chart.umd.min.js",
 };
 mkdirSync(join(here, "vendor"), { recursive: true });

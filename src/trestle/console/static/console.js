@@ -80,6 +80,9 @@ function queryParam(name) { return new URLSearchParams(location.search).get(name
 let sessionReady = null;
 
 document.addEventListener("alpine:init", () => {
+  // Alpine's CSP build reads no globals in attributes: what the pages need, as magics
+  Alpine.magic("json", () => (value, indent) => JSON.stringify(value, null, indent));
+  Alpine.magic("textOf", () => (data) => data.text || JSON.stringify(data));
   const session = Alpine.reactive({ key: storedKey(), open: false });
   session.signOut = () => { sessionStorage.removeItem(KEY_ITEM); session.key = null; goSignIn(); };
   Alpine.store("session", session);
@@ -129,6 +132,7 @@ document.addEventListener("alpine:init", () => {
       } catch (e) { this.error = e.message; } finally { this.loading = false; }
     },
     statusOf(id) { return this.deployments[id] ? this.deployments[id].status : "unknown"; },
+    environmentsOf(m) { return Object.entries(m.environments).map(([name, deployment]) => ({ name, deployment })); },
     countFor(modelId) { return Object.values(this.deployments).filter((d) => d.model_id === modelId).length; },
     when,
   }));

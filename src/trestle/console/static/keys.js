@@ -31,6 +31,7 @@ window.consolePages.keys = () => ({
     catch (e) { this.error = e.message; }
   },
   money(v) { return "$" + Number(v || 0).toFixed(6); },
+  limitsOf(k) { return [...(k.models || []), ...(k.endpoints || [])].join(", ") || "—"; },
   async loadUsage() {
     try {
       const [usage, eps] = await Promise.all([

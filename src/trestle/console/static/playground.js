@@ -28,6 +28,7 @@ window.consolePages = window.consolePages || {};
 window.consolePages.playground = () => ({
   targets: [], model: "", system: "", input: "", messages: [], busy: false, error: "",
   stats: null, logprobs: [], toolCalls: [], controller: null,
+  alternatives(lp) { return (lp.top_logprobs || []).map((t) => `${JSON.stringify(t.token)} ${t.logprob.toFixed(2)}`).join(", "); },
   p: { temperature: "", top_p: "", top_k: "", max_tokens: "64", seed: "", stop: "", stream: true,
        logprobs: false, top_logprobs: "0", format: "", schema: '{"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}', tools: "" },
   customModels: [], predictModel: "", predictEnv: "production", predictBody: '{"text": "hello"}',
