@@ -54,7 +54,7 @@ def _free_port(host: str) -> int:
 
 class ReplicaActor:
     """Runs one worker; the gateway calls `start`, then `exited` (which returns when the worker
-    ends), `output` now and then, and `stop`."""
+    ends), `output` now and then, and `stop` (or `kill`, for one that stopped answering)."""
 
     def __init__(self, deployment_id: str, index: int):
         self.deployment_id = deployment_id
@@ -126,6 +126,14 @@ class ReplicaActor:
         start = max(offset - self._dropped, 0)
         data = bytes(self._output[start:])
         return data, self._dropped + len(self._output)
+
+    def kill(self) -> None:
+        """SIGKILL the worker (one that stopped answering: a stopped process ignores SIGTERM)."""
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                self._proc.kill()
+            except ProcessLookupError:
+                pass
 
     async def stop(self) -> None:
         """SIGTERM the worker (it finishes what it was doing), SIGKILL it after a grace."""

@@ -35,7 +35,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import yarl
 
@@ -96,19 +95,43 @@ class _RayReplica:
     metrics: Metrics | None = None
     on_gone: Callable[[], None] = lambda: None  # it no longer counts for placement
 
+    log: logfile.RotatingLog | None = None  # the deployment log, where its output goes
+    offset: int = 0  # how much of its worker's output is in the log
+
     async def exited(self) -> str:
+        """Wait until the worker ends; then copy its last output into the log and kill the
+        actor at once (it would otherwise hold its resources until Ray collects its handle)."""
         import ray
 
         try:
             how = await self.actor.exited.remote()
         except ray.exceptions.RayActorError as exc:
             how = _actor_gone(exc)
+        else:
+            if self.pump is not None and self.pump is not asyncio.current_task():
+                self.pump.cancel()  # it writes what it fetched before awaiting again: no loss
+                await asyncio.gather(self.pump, return_exceptions=True)
+            await self.copy_output()  # its last words, still kept by the actor
+            try:  # its folder removed (its worker has ended: nothing else to wait for)
+                await asyncio.wait_for(self.actor.stop.remote(), STOP_TIMEOUT_S)
+            except (ray.exceptions.RayError, asyncio.TimeoutError):
+                pass
+        _kill(self.actor)
         if self.metrics is not None and not self.stopping:
             self.metrics.replica_restart(self.spec.model_id, self.spec.deployment_id,
                                          self.restart_reason or "crashed")
         self._cancel_tasks()
         self.on_gone()
         return how
+
+    async def copy_output(self) -> bool:
+        """Copy the worker's output that the log lacks from its actor; whether there was any.
+        Raises `RayError` when the actor is gone."""
+        data, offset = await self.actor.output.remote(self.offset)
+        if data and self.log is not None:
+            self.log.write(data)
+        self.offset = offset
+        return bool(data)
 
     def _cancel_tasks(self) -> None:
         for task in (self.liveness, self.pump):
@@ -258,7 +281,8 @@ class RayBackend(ReplicaSets):
         url = yarl.URL(where["url"])
         r.replica = Replica(spec.deployment_id, index,
                             HTTP1Transport.tcp(url.host, url.port, name, spec.request_timeout))
-        r.pump = asyncio.create_task(self._pump(r, log_file))
+        r.log = self.log_for(log_file)
+        r.pump = asyncio.create_task(self._pump(r))
         ended = asyncio.ensure_future(actor.exited.remote())
 
         def gone() -> str | None:
@@ -291,27 +315,24 @@ class RayBackend(ReplicaSets):
         everyone = Counter(r.node for placed in self._placed.values() for r in placed)
         return min(nodes, key=lambda n: (mine[n], everyone[n]))
 
-    async def _pump(self, r: _RayReplica, path: Path) -> None:
-        """Copy the worker's output (kept by its actor) into the deployment log."""
+    async def _pump(self, r: _RayReplica) -> None:
+        """Copy the worker's output (kept by its actor) into the deployment log now and then."""
         import ray
 
-        out = self.log_for(path)
-        offset = 0
         while True:
             try:
-                data, offset = await r.actor.output.remote(offset)
+                fetched = await r.copy_output()
             except ray.exceptions.RayError:
                 return
-            if data:
-                out.write(data)
-            if r.stopping and not data:
+            if r.stopping and not fetched:
                 return
             await asyncio.sleep(OUTPUT_INTERVAL_S)
 
     async def _check_liveness(self, r: _RayReplica) -> None:
-        """Replace a replica that has not answered `/health` for `liveness_timeout` seconds, or
-        that says it is unhealthy: out of the rotation, its actor stopped; its replica set then
-        starts another."""
+        """Replace a replica that has not answered `/health` for `liveness_timeout` seconds
+        (its worker killed), or that says it is unhealthy (its worker stopped gracefully: its
+        requests in flight finish): out of the rotation at once; once its worker has ended,
+        `exited` kills the actor and its replica set starts another."""
         import ray
 
         async def replace(reason: str, why: str | None) -> bool:
@@ -322,12 +343,11 @@ class RayBackend(ReplicaSets):
             replicas = self._deployments.get(r.spec.deployment_id)
             if replicas is not None:
                 replicas.take_out(r)
-            if reason == "unhealthy":  # a graceful stop: its requests in flight finish
-                try:
-                    await asyncio.wait_for(r.actor.stop.remote(), STOP_TIMEOUT_S)
-                except (ray.exceptions.RayError, asyncio.TimeoutError):
-                    pass
-            _kill(r.actor)
+            end = r.actor.stop if reason == "unhealthy" else r.actor.kill
+            try:
+                await asyncio.wait_for(end.remote(), STOP_TIMEOUT_S)
+            except (ray.exceptions.RayError, asyncio.TimeoutError):
+                _kill(r.actor)  # the actor itself does not answer: it goes, its worker with it
             return True
 
         await watch_health(r.spec, lambda: r.replica, lambda: r.stopping, replace)
