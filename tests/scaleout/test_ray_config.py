@@ -57,6 +57,21 @@ def test_requirements_become_the_runtime_env_pip_list(tmp_path):
     assert backend._envs["d1"] == {"pip": ["idna==3.10", "six==1.17.0"]}
 
 
+def test_a_requirements_file_s_includes_are_read_in_place_for_the_nodes(tmp_path):
+    src = folder_with(tmp_path)
+    (src / "reqs").mkdir()
+    (src / "reqs" / "main.txt").write_text("six==1.17.0  # pinned\n-r more.txt\n")
+    (src / "reqs" / "more.txt").write_text("idna==3.10\n")
+    spec = DeploymentSpec("d1", "m1", tmp_path, requirements_file="reqs/main.txt")
+    backend = RayBackend()
+    asyncio.run(backend.prepare(spec))
+    assert backend._envs["d1"] == {"pip": ["six==1.17.0", "idna==3.10"]}  # no file the nodes lack
+    (src / "reqs" / "main.txt").write_text("six\n-c pins.txt\n")
+    (src / "reqs" / "pins.txt").write_text("six==1.17.0\n")
+    with pytest.raises(ReadinessError, match="constraints file 'reqs/pins.txt'"):
+        asyncio.run(backend.prepare(spec))
+
+
 def test_each_deployment_goes_to_the_backend_its_spec_names_else_the_default(tmp_path):
     from trestle.settings import Settings
     from trestle.deploy.backend import make_backend

@@ -27,23 +27,14 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from trestle.deploy import stale
+
 OUTPUT_BYTES = 256 * 1024  # the worker's output kept for the gateway to fetch
 STOP_GRACE_S = 10.0
 
 
 DIR_PREFIX = "trestle-ray-"
 PID_FILE = "actor.pid"
-
-
-def _remove_stale_dirs() -> None:
-    """Remove the folders of replicas whose actor is gone (killed before it could clean up)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*"):
-        try:
-            os.kill(int((path / PID_FILE).read_text().strip()), 0)
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, PermissionError) or not (path / PID_FILE).exists():
-                continue  # someone else's, or not one of ours
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _free_port(host: str) -> int:
@@ -73,7 +64,7 @@ class ReplicaActor:
         import ray
 
         node_ip = ray.util.get_node_ip_address()
-        _remove_stale_dirs()
+        stale.remove_dead_run_dirs(DIR_PREFIX, PID_FILE)  # of actors killed before cleaning up
         self._dir = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{self.deployment_id}-{self.index}-"))
         (self._dir / PID_FILE).write_text(f"{os.getpid()}\n")
         model_dir = self._dir / "src"

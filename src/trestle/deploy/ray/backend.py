@@ -47,6 +47,7 @@ from trestle.deploy.replica_sets import ReplicaSets, watch_health
 from trestle.deploy.build.requirements import read_requirements
 from trestle.deploy.http1 import HTTP1Transport
 from trestle.deploy.transport import Replica
+from trestle.errors import BadRequest
 from trestle.metrics import Metrics
 
 log = logging.getLogger("trestle.deploy")
@@ -194,16 +195,16 @@ class RayBackend(ReplicaSets):
             raise ReadinessError("build_commands cannot run on the ray backend (each node would "
                                  "need them): bake what they do into the nodes' image, or list "
                                  "Python packages under requirements")
-        reqs = read_requirements(spec.source_dir, list(spec.requirements), spec.requirements_file)
+        try:  # the list, and the file with what it includes (pip runs on the nodes, not here)
+            reqs = read_requirements(spec.source_dir, list(spec.requirements),
+                                     spec.requirements_file)
+            lines = reqs.flat(spec.source_dir)
+        except BadRequest as exc:
+            raise ReadinessError(exc.message) from None
         if not reqs.shareable:
             raise ReadinessError("requirements name a local path, which the Ray nodes do not "
                                  "have: publish the package to an index, or install it on the "
                                  "nodes")
-        lines = list(reqs.lines)
-        if reqs.file:
-            text = (spec.source_dir / reqs.file).read_text()
-            lines += [ln.strip() for ln in text.splitlines()
-                      if ln.strip() and not ln.lstrip().startswith("#")]
         if lines:
             self._envs[spec.deployment_id] = {"pip": lines}
 
