@@ -1,4 +1,5 @@
-"""Replicas on a Ray cluster: `trestle serve --backend ray [--ray-address ADDRESS]`.
+"""Replicas on a Ray cluster: `trestle serve --backend ray [--ray-address ADDRESS]`, or a
+deployment whose config.yaml says `runtime.backend: ray` (`trestle.deploy.per_deployment`).
 
 The gateway is a Ray driver (`ray.init(address)`; without an address it starts a one-machine Ray
 of its own). Each replica of a deployment is a `ReplicaActor` (`trestle.deploy.ray.actor`): Ray
@@ -12,7 +13,9 @@ Everything else is the deployment's `ReplicaSet` (`trestle.deploy.replicas`), as
 workers: balancing, waiting for a replica, restarts after a crash (a new actor, which Ray places
 where there is room: on another node when the replica's node has left the cluster), autoscaling
 from `scaling`, draining, scale to zero. The gateway also checks each worker's `/health` like the
-local backend does and replaces one that stops answering.
+local backend does and replaces one that stops answering (its worker killed, then its actor). A
+replica whose worker ended has its last output copied into the deployment log and its actor killed
+at once, so the resources it held are free for the replacement.
 
 What a deployment's config.yaml asks of Ray:
 - `resources` -> the actor's `num_cpus`, `memory`, `num_gpus` (`trestle.deploy.ray.placement`).
@@ -112,11 +115,12 @@ class _RayReplica:
             if self.pump is not None and self.pump is not asyncio.current_task():
                 self.pump.cancel()  # it writes what it fetched before awaiting again: no loss
                 await asyncio.gather(self.pump, return_exceptions=True)
-            await self.copy_output()  # its last words, still kept by the actor
-            try:  # its folder removed (its worker has ended: nothing else to wait for)
+            try:  # its last words, still kept by the actor; then its folder removed (its
+                # worker has ended: `stop` has nothing else to wait for)
+                await asyncio.wait_for(self.copy_output(), STOP_TIMEOUT_S)
                 await asyncio.wait_for(self.actor.stop.remote(), STOP_TIMEOUT_S)
             except (ray.exceptions.RayError, asyncio.TimeoutError):
-                pass
+                pass  # the actor went meanwhile (its node left)
         _kill(self.actor)
         if self.metrics is not None and not self.stopping:
             self.metrics.replica_restart(self.spec.model_id, self.spec.deployment_id,
