@@ -37,9 +37,10 @@ def local_srv(ray_cluster, tmp_path_factory):
 
 
 @pytest.mark.cluster
-def test_a_local_gateway_serves_a_local_and_a_ray_deployment(ray_cluster, local_srv, tmp_path):
-    here = local_srv.push(tiny(tmp_path, "stays-here"))
-    there = local_srv.push(on_backend(tiny(tmp_path, "goes-to-ray"), "ray"))
+def test_a_local_gateway_serves_a_local_and_a_ray_deployment(ray_cluster, local_srv, tmp_path,
+                                                              deactivated):
+    here = deactivated(local_srv, local_srv.push(tiny(tmp_path, "stays-here")))
+    there = deactivated(local_srv, local_srv.push(on_backend(tiny(tmp_path, "goes-to-ray"), "ray")))
     assert here["deployment"]["status"] == "active" and there["deployment"]["status"] == "active"
     assert answers(local_srv, here) == "v1" and answers(local_srv, there) == "v1"
     (local,) = ready(local_srv, here["deployment"]["id"])
@@ -52,12 +53,13 @@ def test_a_local_gateway_serves_a_local_and_a_ray_deployment(ray_cluster, local_
 
 @pytest.mark.cluster
 def test_a_ray_gateway_runs_a_deployment_that_asks_for_local_as_a_local_process(
-        ray_cluster, ray_srv, tmp_path):
-    push = ray_srv.push(on_backend(tiny(tmp_path, "asks-local"), "local"))
+        ray_cluster, ray_srv, tmp_path, deactivated):
+    push = deactivated(ray_srv, ray_srv.push(on_backend(tiny(tmp_path, "asks-local"), "local")))
     assert answers(ray_srv, push) == "v1"
     (replica,) = ready(ray_srv, push["deployment"]["id"])
     assert ray_cluster.node_of(replica["pid"]) is None and not replica.get("node"), replica
-    default = ray_srv.push(tiny(tmp_path, "says-nothing"))  # the gateway's default: Ray
+    # the gateway's default: Ray
+    default = deactivated(ray_srv, ray_srv.push(tiny(tmp_path, "says-nothing")))
     (replica,) = ready(ray_srv, default["deployment"]["id"])
     assert ray_cluster.node_of(replica["pid"]) in ("head", "worker"), replica
 

@@ -33,8 +33,8 @@ def running(pid: int) -> bool:
 
 
 def test_a_crashed_replica_s_actor_is_killed_once_its_last_words_are_in_the_log(
-        ray_cluster, ray_srv, tmp_path):
-    push = ray_srv.push(tiny(tmp_path, "ray-crash"))
+        ray_cluster, ray_srv, tmp_path, deactivated):
+    push = deactivated(ray_srv, ray_srv.push(tiny(tmp_path, "ray-crash")))
     dep = push["deployment"]["id"]
     url = f"/model/{push['model']['id']}/production/predict"
     (replica,) = ready(ray_srv, dep)
@@ -54,12 +54,12 @@ def test_a_crashed_replica_s_actor_is_killed_once_its_last_words_are_in_the_log(
 
 
 def test_a_replica_that_stops_answering_health_is_replaced_while_the_other_serves(
-        ray_cluster, ray_srv, tmp_path):
+        ray_cluster, ray_srv, tmp_path, deactivated):
     folder = tiny(tmp_path, "ray-wedged", min_replicas=2, max_replicas=2)
     config = yaml.safe_load((folder / "config.yaml").read_text())
     config["runtime"].update(request_timeout=2, liveness_timeout=6)
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    push = ray_srv.push(folder)
+    push = deactivated(ray_srv, ray_srv.push(folder))
     dep = push["deployment"]["id"]
     url = f"/model/{push['model']['id']}/production/predict"
     replicas = wait_for(lambda: len(r := ready(ray_srv, dep)) == 2 and r, "two ready replicas")
