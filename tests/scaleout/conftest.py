@@ -28,3 +28,18 @@ def ray_srv(ray_cluster, tmp_path_factory) -> Server:
                           "--ray-address", ray_cluster.address, env=ray_cluster.auth_env())
     yield server
     server.stop()
+
+
+@pytest.fixture
+def deactivated():
+    """`deactivated(srv, push)` returns `push` and deactivates its deployment when the test ends,
+    so that its replicas give their CPUs back to the session's cluster (12 CPUs, one a replica)."""
+    pushed = []
+
+    def push(srv: Server, answer: dict) -> dict:
+        pushed.append((srv, answer["deployment"]["id"]))
+        return answer
+
+    yield push
+    for srv, dep in pushed:
+        srv.cli("deployments", "deactivate", dep, check=False)

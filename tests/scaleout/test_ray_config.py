@@ -1,5 +1,6 @@
 """What the ray backend reads from a deployment without a cluster: config.yaml `resources` as
-Ray's actor options, what it refuses before starting anything, and the `serve` options."""
+Ray's actor options, what it refuses before starting anything, and which backend each deployment
+goes to."""
 
 from __future__ import annotations
 
@@ -56,7 +57,38 @@ def test_requirements_become_the_runtime_env_pip_list(tmp_path):
     assert backend._envs["d1"] == {"pip": ["idna==3.10", "six==1.17.0"]}
 
 
-def test_ray_address_without_the_ray_backend_is_a_usage_error(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "trestle", "serve", "--home", str(tmp_path),
-                          "--ray-address", "10.0.0.1:6379"], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "--ray-address is for --backend ray" in res.stderr
+def test_a_requirements_file_s_includes_are_read_in_place_for_the_nodes(tmp_path):
+    src = folder_with(tmp_path)
+    (src / "reqs").mkdir()
+    (src / "reqs" / "main.txt").write_text("six==1.17.0  # pinned\n-r more.txt\n")
+    (src / "reqs" / "more.txt").write_text("idna==3.10\n")
+    spec = DeploymentSpec("d1", "m1", tmp_path, requirements_file="reqs/main.txt")
+    backend = RayBackend()
+    asyncio.run(backend.prepare(spec))
+    assert backend._envs["d1"] == {"pip": ["six==1.17.0", "idna==3.10"]}  # no file the nodes lack
+    (src / "reqs" / "main.txt").write_text("six\n-c pins.txt\n")
+    (src / "reqs" / "pins.txt").write_text("six==1.17.0\n")
+    with pytest.raises(ReadinessError, match="constraints file 'reqs/pins.txt'"):
+        asyncio.run(backend.prepare(spec))
+
+
+def test_each_deployment_goes_to_the_backend_its_spec_names_else_the_default(tmp_path):
+    from trestle.settings import Settings
+    from trestle.deploy.backend import make_backend
+    from trestle.deploy.local import LocalProcessBackend
+
+    backend = make_backend(Settings(home=tmp_path, backend="local", ray_address="10.0.0.1:6379"))
+    try:
+        ray = backend.backend_for(DeploymentSpec("d1", "m1", tmp_path, backend="ray"))
+        assert isinstance(ray, RayBackend) and ray.address == "10.0.0.1:6379"  # joined lazily
+        assert isinstance(backend.backend_for(DeploymentSpec("d2", "m1", tmp_path)),
+                          LocalProcessBackend)
+        assert backend.backend_for(DeploymentSpec("d3", "m1", tmp_path, backend="ray")) is ray
+    finally:
+        asyncio.run(backend.close())
+    on_ray = make_backend(Settings(home=tmp_path, backend="ray"))
+    assert isinstance(on_ray.backend_for(DeploymentSpec("d1", "m1", tmp_path, backend="local")),
+                      LocalProcessBackend)
+    assert isinstance(on_ray.backend_for(DeploymentSpec("d2", "m1", tmp_path)), RayBackend)
+    asyncio.run(on_ray.close())
+

@@ -125,10 +125,11 @@ def limit_options(fn):
                    "Ctrl-C, before the workers are stopped")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               envvar="TRESTLE_BACKEND", show_envvar=True,
-              help="what runs the workers: processes on this machine, or actors on a Ray cluster")
+              help="what runs the workers of a deployment whose config.yaml has no "
+                   "runtime.backend: processes on this machine, or actors on a Ray cluster")
 @click.option("--ray-address", default=None, envvar="TRESTLE_RAY_ADDRESS", show_envvar=True,
-              help="the Ray cluster to join (host:port of its head; default with --backend ray: "
-                   "start a local Ray)")
+              help="the Ray cluster to join for deployments on Ray (host:port of its head; "
+                   "default: start a local Ray when the first one starts)")
 @limit_options
 def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database_url, redis_url,
           drain_timeout, backend, ray_address, **limits) -> None:
@@ -137,8 +138,6 @@ def serve(host, port, home, no_auth, no_builtin, no_builtin_embeddings, database
     SIGTERM or Ctrl-C stops it gracefully (a second Ctrl-C: at once)."""
     from trestle.gateway.app import CannotStart, run
 
-    if ray_address and backend != "ray":
-        raise click.UsageError("--ray-address is for --backend ray")
     settings = Settings(home=home or default_home(), host=host, port=port, auth=not no_auth,
                         builtin_models=not no_builtin,
                         builtin_embeddings=not no_builtin_embeddings, database_url=database_url,

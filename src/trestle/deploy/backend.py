@@ -12,7 +12,8 @@ backend fills by launching and stopping one replica at a time.
 - `trestle.deploy.ray`: replicas as Ray actors on a Ray cluster, each running a worker that the
   gateway calls over TCP (`trestle serve --backend ray`).
 
-`make_backend` picks one from the settings.
+`make_backend` makes the gateway's: `trestle.deploy.per_deployment`, which runs each deployment on
+the one of these its config.yaml `runtime.backend` names (default: `trestle serve --backend`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class DeploymentSpec:
     request_timeout: float = 300.0  # config.yaml `runtime.request_timeout`
     liveness_timeout: float = 60.0  # config.yaml `runtime.liveness_timeout`
     upstream: UpstreamConfig | None = None  # config.yaml `upstream`: no worker (deploy/upstream.py)
+    backend: str | None = None  # config.yaml `runtime.backend`; None: the gateway's default
 
     @property
     def source_dir(self) -> Path:
@@ -98,18 +100,13 @@ BACKENDS = ("local", "ray")
 
 
 def make_backend(settings) -> ReplicaBackend:
-    """The backend `settings.backend` names (`trestle serve --backend`)."""
-    log_options = {"log_max_bytes": settings.worker_log_max_bytes,
-                   "log_backups": settings.worker_log_backups}
-    if settings.backend == "ray":
-        from trestle.deploy.ray.backend import RayBackend
+    """The gateway's backend: each deployment on the one its `runtime.backend` names, else on
+    `settings.backend` (`trestle serve --backend`; trestle.deploy.per_deployment)."""
+    from trestle.deploy.per_deployment import PerDeploymentBackend
 
-        return RayBackend(settings.ray_address, **log_options)
-    if settings.backend != "local":
-        raise ValueError(f"unknown backend {settings.backend!r}: one of {', '.join(BACKENDS)}")
-    from trestle.deploy.local import LocalProcessBackend
-
-    return LocalProcessBackend(**log_options)
+    return PerDeploymentBackend(settings.backend, settings.ray_address,
+                                log_max_bytes=settings.worker_log_max_bytes,
+                                log_backups=settings.worker_log_backups)
 
 
 def deployment_log(home: Path) -> Path:

@@ -85,6 +85,9 @@ class RuntimeConfig(BaseModel):
     request_timeout: float = Field(default=300, gt=0, le=86400)
     # Seconds a running replica may go without answering its health check before it is restarted.
     liveness_timeout: float = Field(default=60, ge=1, le=3600)
+    # Where the replicas run: `local` processes on the gateway's machine, or actors on the `ray`
+    # cluster the gateway joins; unset: the gateway's `trestle serve --backend`.
+    backend: Literal["local", "ray"] | None = None
     health_checks: HealthChecksConfig = Field(default_factory=HealthChecksConfig)
 
 

@@ -52,31 +52,8 @@ PID_FILE = "gateway.pid"
 
 def remove_stale_run_dirs(parent: Path | None = None) -> list[Path]:
     """Remove the run folders (`/tmp/trestle-*`) of gateways that are no longer running (killed
-    before they could clean up); a folder without a gateway's pid in it is left alone."""
-    removed = []
-    for path in Path(parent or tempfile.gettempdir()).glob(f"{RUN_PREFIX}*"):
-        try:
-            pid = int((path / PID_FILE).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if _alive(pid):
-            continue
-        stale.stop_workers_of(path)  # any of its workers that outlived it
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    if removed:
-        log.info("removed %d run folder(s) left by gateways that are gone", len(removed))
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    before they could clean up), and stop any of their workers that outlived them."""
+    return stale.remove_dead_run_dirs(RUN_PREFIX, PID_FILE, parent)
 
 
 @dataclass(eq=False)

@@ -322,6 +322,7 @@ class DeploymentManager(Following):
             secrets=secrets, environment=self._environment_of(dep),
             request_timeout=config.runtime.request_timeout,
             liveness_timeout=config.runtime.liveness_timeout, upstream=config.upstream,
+            backend=config.runtime.backend,
         )
 
     def _environment_of(self, dep: Deployment) -> str | None:

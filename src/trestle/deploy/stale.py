@@ -1,11 +1,12 @@
-"""Workers left running by a gateway that was killed (SIGKILL, a crash): found and stopped by
-the next gateway before it starts its own.
+"""Run folders and workers left by a gateway (or a Ray replica's actor) that was killed (SIGKILL,
+a crash): found and removed by the next one before it starts its own (`remove_dead_run_dirs`).
 
 A worker normally ends with its gateway (it asks the kernel for a signal when its parent dies,
 and bubblewrap kills a sandbox whose parent died), but one that ignores that signal or is stuck
 would live on, holding memory and its socket. Every worker's command line names its socket,
 inside its gateway's run folder (`/tmp/trestle-*`), so the workers of a dead gateway's run
-folder are the `trestle.runtime` processes whose arguments point into it.
+folder are the `trestle.runtime` processes whose arguments point into it. The same holds for the
+folder a Ray replica's actor unpacks its deployment into on its node (`trestle.deploy.ray.actor`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +74,34 @@ def stop_workers_of(run_dir: Path, grace: float = GRACE_S) -> list[int]:
         if not any(_running(p) for p in pids):
             break
     return pids
+
+
+def remove_dead_run_dirs(prefix: str, pid_file: str, parent: Path | None = None) -> list[Path]:
+    """Remove the run folders `parent/prefix*` (default parent: the temp folder) whose owner, the
+    process whose pid is in their `pid_file`, is no longer running, after stopping any of their
+    workers that outlived it. A folder without that file (not one of ours, or one still being made)
+    is left alone. Returns the folders removed."""
+    removed = []
+    for path in Path(parent or tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            pid = int((path / pid_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        stop_workers_of(path)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d run folder(s) left by processes that are gone", len(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True

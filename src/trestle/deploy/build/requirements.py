@@ -41,6 +41,16 @@ class Requirements:
     def __bool__(self) -> bool:
         return bool(self.lines or self.file)
 
+    def flat(self, folder: Path) -> list[str]:
+        """The requirements as lines that need no file of `folder` (for pip elsewhere, e.g. on a
+        Ray node): the list, then the file's lines with its `-r` includes read in place, without
+        comments. A `-c` constraints include cannot travel that way: `BadRequest` says so."""
+        lines = list(self.lines)
+        if self.file:
+            _read(folder, _inside(folder, PurePosixPath(self.file), "requirements_file"),
+                  hashlib.sha256(), [], 0, lines)
+        return lines
+
     def pip_args(self, folder: Path) -> list[str]:
         """The arguments to `pip install` (run with `folder` as its working directory)."""
         args = list(self.lines)
@@ -81,8 +91,10 @@ def _inside(folder: Path, rel: PurePosixPath, what: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def _read(folder: Path, rel: PurePosixPath, h, seen: list[str], depth: int) -> bool:
-    """Hash `rel` and what it includes; return whether it names no local path."""
+def _read(folder: Path, rel: PurePosixPath, h, seen: list[str], depth: int,
+          out: list[str] | None = None) -> bool:
+    """Hash `rel` and what it includes; return whether it names no local path. With `out`, add
+    its requirement lines there, includes read in place (`Requirements.flat`)."""
     if depth > MAX_INCLUDE_DEPTH:
         raise BadRequest(f"requirements files include each other more than {MAX_INCLUDE_DEPTH} "
                          "levels deep", param="requirements_file")
@@ -108,7 +120,15 @@ def _read(folder: Path, rel: PurePosixPath, h, seen: list[str], depth: int) -> b
         if match:
             target = shlex.split(match.group(1))[0]
             include = _inside(folder, rel.parent / target, "included file")
-            shareable = _read(folder, include, h, seen, depth + 1) and shareable
-        elif _LOCAL.match(line):
-            shareable = False
+            if out is not None and not line.startswith(("-r", "--requirement")):
+                raise BadRequest(f"requirements file {str(rel)!r} includes the constraints file "
+                                 f"{str(include)!r} (-c), which cannot be sent where pip runs "
+                                 "elsewhere: pin those versions in the requirements instead",
+                                 param="requirements_file")
+            shareable = _read(folder, include, h, seen, depth + 1, out) and shareable
+        else:
+            if _LOCAL.match(line):
+                shareable = False
+            if out is not None:
+                out.append(line)
     return shareable

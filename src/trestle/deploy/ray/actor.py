@@ -27,23 +27,14 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from trestle.deploy import stale
+
 OUTPUT_BYTES = 256 * 1024  # the worker's output kept for the gateway to fetch
 STOP_GRACE_S = 10.0
 
 
 DIR_PREFIX = "trestle-ray-"
 PID_FILE = "actor.pid"
-
-
-def _remove_stale_dirs() -> None:
-    """Remove the folders of replicas whose actor is gone (killed before it could clean up)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*"):
-        try:
-            os.kill(int((path / PID_FILE).read_text().strip()), 0)
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, PermissionError) or not (path / PID_FILE).exists():
-                continue  # someone else's, or not one of ours
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _free_port(host: str) -> int:
@@ -54,7 +45,7 @@ def _free_port(host: str) -> int:
 
 class ReplicaActor:
     """Runs one worker; the gateway calls `start`, then `exited` (which returns when the worker
-    ends), `output` now and then, and `stop`."""
+    ends), `output` now and then, and `stop` (or `kill`, for one that stopped answering)."""
 
     def __init__(self, deployment_id: str, index: int):
         self.deployment_id = deployment_id
@@ -73,7 +64,7 @@ class ReplicaActor:
         import ray
 
         node_ip = ray.util.get_node_ip_address()
-        _remove_stale_dirs()
+        stale.remove_dead_run_dirs(DIR_PREFIX, PID_FILE)  # of actors killed before cleaning up
         self._dir = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{self.deployment_id}-{self.index}-"))
         (self._dir / PID_FILE).write_text(f"{os.getpid()}\n")
         model_dir = self._dir / "src"
@@ -126,6 +117,14 @@ class ReplicaActor:
         start = max(offset - self._dropped, 0)
         data = bytes(self._output[start:])
         return data, self._dropped + len(self._output)
+
+    def kill(self) -> None:
+        """SIGKILL the worker (one that stopped answering: a stopped process ignores SIGTERM)."""
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                self._proc.kill()
+            except ProcessLookupError:
+                pass
 
     async def stop(self) -> None:
         """SIGTERM the worker (it finishes what it was doing), SIGKILL it after a grace."""

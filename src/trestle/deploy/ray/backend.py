@@ -1,4 +1,5 @@
-"""Replicas on a Ray cluster: `trestle serve --backend ray [--ray-address ADDRESS]`.
+"""Replicas on a Ray cluster: `trestle serve --backend ray [--ray-address ADDRESS]`, or a
+deployment whose config.yaml says `runtime.backend: ray` (`trestle.deploy.per_deployment`).
 
 The gateway is a Ray driver (`ray.init(address)`; without an address it starts a one-machine Ray
 of its own). Each replica of a deployment is a `ReplicaActor` (`trestle.deploy.ray.actor`): Ray
@@ -12,7 +13,9 @@ Everything else is the deployment's `ReplicaSet` (`trestle.deploy.replicas`), as
 workers: balancing, waiting for a replica, restarts after a crash (a new actor, which Ray places
 where there is room: on another node when the replica's node has left the cluster), autoscaling
 from `scaling`, draining, scale to zero. The gateway also checks each worker's `/health` like the
-local backend does and replaces one that stops answering.
+local backend does and replaces one that stops answering (its worker killed, then its actor). A
+replica whose worker ended has its last output copied into the deployment log and its actor killed
+at once, so the resources it held are free for the replacement.
 
 What a deployment's config.yaml asks of Ray:
 - `resources` -> the actor's `num_cpus`, `memory`, `num_gpus` (`trestle.deploy.ray.placement`).
@@ -35,7 +38,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import yarl
 
@@ -48,6 +50,7 @@ from trestle.deploy.replica_sets import ReplicaSets, watch_health
 from trestle.deploy.build.requirements import read_requirements
 from trestle.deploy.http1 import HTTP1Transport
 from trestle.deploy.transport import Replica
+from trestle.errors import BadRequest
 from trestle.metrics import Metrics
 
 log = logging.getLogger("trestle.deploy")
@@ -96,19 +99,44 @@ class _RayReplica:
     metrics: Metrics | None = None
     on_gone: Callable[[], None] = lambda: None  # it no longer counts for placement
 
+    log: logfile.RotatingLog | None = None  # the deployment log, where its output goes
+    offset: int = 0  # how much of its worker's output is in the log
+
     async def exited(self) -> str:
+        """Wait until the worker ends; then copy its last output into the log and kill the
+        actor at once (it would otherwise hold its resources until Ray collects its handle)."""
         import ray
 
         try:
             how = await self.actor.exited.remote()
         except ray.exceptions.RayActorError as exc:
             how = _actor_gone(exc)
+        else:
+            if self.pump is not None and self.pump is not asyncio.current_task():
+                self.pump.cancel()  # it writes what it fetched before awaiting again: no loss
+                await asyncio.gather(self.pump, return_exceptions=True)
+            try:  # its last words, still kept by the actor; then its folder removed (its
+                # worker has ended: `stop` has nothing else to wait for)
+                await asyncio.wait_for(self.copy_output(), STOP_TIMEOUT_S)
+                await asyncio.wait_for(self.actor.stop.remote(), STOP_TIMEOUT_S)
+            except (ray.exceptions.RayError, asyncio.TimeoutError):
+                pass  # the actor went meanwhile (its node left)
+        _kill(self.actor)
         if self.metrics is not None and not self.stopping:
             self.metrics.replica_restart(self.spec.model_id, self.spec.deployment_id,
                                          self.restart_reason or "crashed")
         self._cancel_tasks()
         self.on_gone()
         return how
+
+    async def copy_output(self) -> bool:
+        """Copy the worker's output that the log lacks from its actor; whether there was any.
+        Raises `RayError` when the actor is gone."""
+        data, offset = await self.actor.output.remote(self.offset)
+        if data and self.log is not None:
+            self.log.write(data)
+        self.offset = offset
+        return bool(data)
 
     def _cancel_tasks(self) -> None:
         for task in (self.liveness, self.pump):
@@ -171,16 +199,16 @@ class RayBackend(ReplicaSets):
             raise ReadinessError("build_commands cannot run on the ray backend (each node would "
                                  "need them): bake what they do into the nodes' image, or list "
                                  "Python packages under requirements")
-        reqs = read_requirements(spec.source_dir, list(spec.requirements), spec.requirements_file)
+        try:  # the list, and the file with what it includes (pip runs on the nodes, not here)
+            reqs = read_requirements(spec.source_dir, list(spec.requirements),
+                                     spec.requirements_file)
+            lines = reqs.flat(spec.source_dir)
+        except BadRequest as exc:
+            raise ReadinessError(exc.message) from None
         if not reqs.shareable:
             raise ReadinessError("requirements name a local path, which the Ray nodes do not "
                                  "have: publish the package to an index, or install it on the "
                                  "nodes")
-        lines = list(reqs.lines)
-        if reqs.file:
-            text = (spec.source_dir / reqs.file).read_text()
-            lines += [ln.strip() for ln in text.splitlines()
-                      if ln.strip() and not ln.lstrip().startswith("#")]
         if lines:
             self._envs[spec.deployment_id] = {"pip": lines}
 
@@ -258,7 +286,8 @@ class RayBackend(ReplicaSets):
         url = yarl.URL(where["url"])
         r.replica = Replica(spec.deployment_id, index,
                             HTTP1Transport.tcp(url.host, url.port, name, spec.request_timeout))
-        r.pump = asyncio.create_task(self._pump(r, log_file))
+        r.log = self.log_for(log_file)
+        r.pump = asyncio.create_task(self._pump(r))
         ended = asyncio.ensure_future(actor.exited.remote())
 
         def gone() -> str | None:
@@ -291,27 +320,24 @@ class RayBackend(ReplicaSets):
         everyone = Counter(r.node for placed in self._placed.values() for r in placed)
         return min(nodes, key=lambda n: (mine[n], everyone[n]))
 
-    async def _pump(self, r: _RayReplica, path: Path) -> None:
-        """Copy the worker's output (kept by its actor) into the deployment log."""
+    async def _pump(self, r: _RayReplica) -> None:
+        """Copy the worker's output (kept by its actor) into the deployment log now and then."""
         import ray
 
-        out = self.log_for(path)
-        offset = 0
         while True:
             try:
-                data, offset = await r.actor.output.remote(offset)
+                fetched = await r.copy_output()
             except ray.exceptions.RayError:
                 return
-            if data:
-                out.write(data)
-            if r.stopping and not data:
+            if r.stopping and not fetched:
                 return
             await asyncio.sleep(OUTPUT_INTERVAL_S)
 
     async def _check_liveness(self, r: _RayReplica) -> None:
-        """Replace a replica that has not answered `/health` for `liveness_timeout` seconds, or
-        that says it is unhealthy: out of the rotation, its actor stopped; its replica set then
-        starts another."""
+        """Replace a replica that has not answered `/health` for `liveness_timeout` seconds
+        (its worker killed), or that says it is unhealthy (its worker stopped gracefully: its
+        requests in flight finish): out of the rotation at once; once its worker has ended,
+        `exited` kills the actor and its replica set starts another."""
         import ray
 
         async def replace(reason: str, why: str | None) -> bool:
@@ -322,12 +348,11 @@ class RayBackend(ReplicaSets):
             replicas = self._deployments.get(r.spec.deployment_id)
             if replicas is not None:
                 replicas.take_out(r)
-            if reason == "unhealthy":  # a graceful stop: its requests in flight finish
-                try:
-                    await asyncio.wait_for(r.actor.stop.remote(), STOP_TIMEOUT_S)
-                except (ray.exceptions.RayError, asyncio.TimeoutError):
-                    pass
-            _kill(r.actor)
+            end = r.actor.stop if reason == "unhealthy" else r.actor.kill
+            try:
+                await asyncio.wait_for(end.remote(), STOP_TIMEOUT_S)
+            except (ray.exceptions.RayError, asyncio.TimeoutError):
+                _kill(r.actor)  # the actor itself does not answer: it goes, its worker with it
             return True
 
         await watch_health(r.spec, lambda: r.replica, lambda: r.stopping, replace)
