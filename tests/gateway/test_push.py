@@ -24,7 +24,7 @@ def _engine_folder(tmp_path, name: str, model_name: str, slug: str):
 def test_a_slug_served_by_another_model_is_refused_naming_that_model(server, tmp_path):
     res = server.cli("push", str(EXAMPLES / "smollm2-single"), check=False)
     assert res.returncode == 1
-    assert "409" in res.stderr and f"already served by model SmolLM2-135M-Instruct" in res.stderr
+    assert "409" in res.stderr and "already served by model SmolLM2-135M-Instruct" in res.stderr
     assert "engine.slug" in res.stderr
     names = {m["name"] for m in server.cli_json("models", "list")["models"]}
     assert "SmolLM2-135M-Instruct-single" not in names  # nothing recorded

@@ -57,5 +57,5 @@ def test_ordinary_answers_are_not_logged_as_clients_going_away(srv, echo):
             assert resp.status_code == 200
     # the access lines are written once each request ended: all 20 are there
     log = srv.log_text()
-    assert sum(f"/sync/predict?i=" in line or "/sync/predict " in line for line in log.splitlines()) >= 20
+    assert sum("/sync/predict?i=" in line or "/sync/predict " in line for line in log.splitlines()) >= 20
     assert "client went away" not in log

@@ -3,7 +3,6 @@ row makes the worker report `unhealthy` (503, with the reason) while it keeps se
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

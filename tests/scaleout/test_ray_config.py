@@ -5,8 +5,6 @@ goes to."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import pytest
 import yaml

@@ -86,7 +86,7 @@ def test_engine_parameters_that_cannot_be_used_are_a_400(server, extra):
     body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **extra}
     with server.client() as http:
         resp = http.post("/v1/chat/completions", json=body)
-        nested = http.post(f"/v1/chat/completions", json={"model": SLUG, "messages": [{
+        nested = http.post("/v1/chat/completions", json={"model": SLUG, "messages": [{
             "role": "user", "content": "hi"}], "response_format": json.loads(b"[" * 150 + b"]" * 150)})
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"].startswith(param)
