@@ -229,10 +229,12 @@ class Store:
 
     async def create_deployment(
         self, model_id: str, config: dict, source_dir: str, status: str = Status.BUILDING,
-        archive: Path | None = None,
+        archive: Path | None = None, deployment_id: str | None = None,
     ) -> Deployment:
-        """A new deployment record. On a shared store, `archive` (the gzip tar it was pushed as)
-        is kept with it, in the same transaction, for the other gateways (`load_archive`)."""
+        """A new deployment record (with `deployment_id`, from `new_id("d")`, when the caller
+        needs to know it before the record exists). On a shared store, `archive` (the gzip tar
+        it was pushed as) is kept with it, in the same transaction, for the other gateways
+        (`load_archive`)."""
         status = check_status(status).value
         if not isinstance(config, dict):
             raise BadRequest("config must be a JSON object", param="config")
@@ -242,7 +244,7 @@ class Store:
             raise BadRequest(f"config is not JSON: {exc}", param="config") from None
         now = _now()
         row = DeploymentRow(
-            id=new_id("d"),
+            id=deployment_id or new_id("d"),
             model_id=model_id,
             status=status,
             config=config,
