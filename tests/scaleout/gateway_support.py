@@ -39,8 +39,9 @@ def tally_model(root: Path, name: str, version: str) -> Path:
 
 
 @contextlib.contextmanager
-def throwaway_redis() -> Iterator[str]:
-    """redis-server on a free loopback port and a temporary folder, stopped by its PID."""
+def throwaway_redis(port: int | None = None) -> Iterator[str]:
+    """redis-server on a loopback port (default: a free one) and a temporary folder, stopped by
+    its PID."""
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
@@ -48,7 +49,7 @@ def throwaway_redis() -> Iterator[str]:
     import redis
 
     root = Path(tempfile.mkdtemp(prefix="trestle-redis-"))
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(root)],
