@@ -32,7 +32,6 @@ def test_requests_per_minute_in_memory(gateway):
     assert [r.status_code for r in answers] == [200, 200, 429]
     assert [r.headers["x-ratelimit-remaining-requests"] for r in answers] == ["1", "0", "0"]
     assert answers[2].json()["error"]["code"] == "rate_limit_exceeded"
-    # management calls are not counted: only the data plane is
     assert gateway.cli_json("keys", "list")["keys"]
     listed = {k["id"]: k for k in gateway.cli_json("keys", "list")["keys"]}
     assert listed[created["id"]]["rpm"] == 2
@@ -40,6 +39,23 @@ def test_requests_per_minute_in_memory(gateway):
     assert updated["rpm"] == 3
     again = httpx.get(f"{gateway.url}/v1/models", headers=headers)
     assert again.status_code == 200 and again.headers["x-ratelimit-limit-requests"] == "3"
+
+
+def test_management_calls_are_not_counted(gateway):
+    created = gateway.cli_json("keys", "create", "limited-admin", "--scope", "admin", "--rpm", "2")
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    for path in ("/api/v1/keys", "/api/v1/models", "/api/v1/deployments", "/api/v1/keys"):
+        res = httpx.get(f"{gateway.url}{path}", headers=headers)
+        assert res.status_code == 200, res.text
+        assert not [h for h in res.headers if h.startswith("x-ratelimit")]  # not counted
+    # the key's two requests a minute are all still there for the data plane
+    answers = [httpx.get(f"{gateway.url}/v1/models", headers=headers) for _ in range(3)]
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in answers] == ["1", "0", "0"]
+    # and a refused key can still be managed (here: its own limit lifted)
+    lifted = httpx.patch(f"{gateway.url}/api/v1/keys/{created['id']}", json={"rpm": 0},
+                         headers=headers)
+    assert lifted.status_code == 200 and lifted.json()["rpm"] is None
 
 
 def test_tokens_per_minute_in_memory(gateway, tmp_path):
