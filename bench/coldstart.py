@@ -3,7 +3,8 @@
 Run:  .venv/bin/python bench/coldstart.py [--runs 3]
 
 Measured against a floor taken in the same run: starting a bare `python -c "import
-trestle.runtime"` (an interpreter and the worker's imports: no worker can answer sooner).
+trestle.runtime.server, trestle.runtime.app"` (an interpreter and the worker's imports: no worker
+can answer sooner).
   - push to first response: `trestle push` (the real CLI, --no-wait) of a model with no
     requirements, then requests until one answers 200           (target: <= 2 s)
   - scale from zero: a deployment with `min_replicas: 0` that has scaled to zero; the time of the
@@ -49,7 +50,7 @@ def timed(args: list[str]) -> float:
 
 
 def floor() -> float:
-    return timed([sys.executable, "-c", "import trestle.runtime"])
+    return timed([sys.executable, "-c", WORKER_IMPORTS])
 
 
 WORKER_IMPORTS = "import trestle.runtime.server, trestle.runtime.app"
@@ -189,7 +190,7 @@ def main() -> None:
         server.stop()
         shutil.rmtree(folders, ignore_errors=True)
     f, p, z = statistics.median(floors), median(pushes, "total"), median(zeros, "total")
-    print(f"floor: python -c 'import trestle.runtime': {f:.3f} s   (median of {args.runs})")
+    print(f"floor: python -c '{WORKER_IMPORTS}': {f:.3f} s   (median of {args.runs})")
     b = statistics.median(bares)
     print(f"anchor: a bare worker (no gateway, no sandbox) to ready: {b:.3f} s = {b / f:.1f}x floor")
     print(f"push to first response:  {p:.3f} s = {p / f:.1f}x floor   (target <= 2.000 s) "

@@ -10,6 +10,27 @@ import pytest
 from support import EXAMPLES, Server, start_server
 
 
+# Run together in one process when the suite is spread over several (scripts/test, pytest-xdist):
+# the session's Ray cluster, PostgreSQL and Redis are started once, and two clusters never compete
+# for the same Ray worker ports.
+ONE_PROCESS = ("tests/scaleout/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with the folders of ONE_PROCESS each as one unit."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            for folder in ONE_PROCESS:
+                if nodeid.startswith(folder):
+                    return folder
+            return super()._split_scope(nodeid)
+
+    return Scheduling(config, log) if config.getvalue("dist") == "loadfile" else None
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
     """`trestle serve` as the README starts it: auth on, built-in SmolLM2 deployed."""

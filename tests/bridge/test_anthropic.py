@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from support import SLUG
+from support import SLUG, wait_for
 
 MODELS = Path(__file__).parent / "models"
 BUILTIN_NAME = "SmolLM2-135M-Instruct"
@@ -162,7 +162,7 @@ def test_a_chat_completions_model_gets_the_translated_request(server, echo):
     seen = json.loads(msg.content[0].text)
     assert seen["body"] == {
         "model": f"baseten/{echo}", "max_tokens": 50, "temperature": 0.5, "top_p": 0.9, "top_k": 5,
-        "stop": ["END"], "user": "u-1", "tool_choice": "required", "parallel_tool_calls": False,
+        "user": "u-1", "tool_choice": "required", "parallel_tool_calls": False,
         "tools": [{"type": "function", "function": {"name": "lookup", "description": "Look up",
                                                     "parameters": {"type": "object"}}}],
         "messages": [
@@ -192,6 +192,29 @@ def test_a_chat_completions_model_calls_a_tool_and_a_whole_answer_streams(client
         final = stream.get_final_message()
     assert json.loads(text)["body"]["stream"] is True and final.stop_reason == "end_turn"
     assert final.usage.output_tokens == 5
+
+
+def test_a_chat_completions_model_stops_at_a_stop_sequence_matched_by_the_gateway(server, client, echo):
+    """A Model's own code is not given the stop sequences: the gateway finds the first one in its
+    answer, across chunks, ends the text before it and stops reading the model's stream."""
+    whole = client.messages.create(model=f"baseten/{echo}", max_tokens=20, stop_sequences=['"model"', "zzz"],
+                                   messages=[{"role": "user", "content": "hi"}])
+    assert (whole.stop_reason, whole.stop_sequence) == ("stop_sequence", '"model"')
+    assert whole.content[0].text == '{"body": {'  # the echo of the request, up to the stop
+    with client.messages.stream(model=f"baseten/{echo}", max_tokens=20, stop_sequences=["four", "three"],
+                                messages=[{"role": "user", "content": "count"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "one two "  # "three" came as "thr" + "ee ": held back until the match
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "three")
+    with server.client() as http:
+        (deployment,) = [d["id"] for d in http.get("/api/v1/deployments", params={"model_id": echo}).json()["deployments"]]
+
+    def stopped_early() -> bool:  # the model saw its client (the gateway) leave, long before 10,000
+        log = server.cli("deployments", "logs", deployment).stdout
+        return "count: " in log and int(log.rsplit("count: ", 1)[1].split()[0]) < 10_000
+
+    wait_for(stopped_early, "the model's stream closed at the stop sequence")
 
 
 def test_a_stream_that_breaks_ends_with_an_error_event(server, client, echo):

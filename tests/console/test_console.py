@@ -141,6 +141,98 @@ def test_upload_a_file_to_a_dataset_and_search_it(server, page, tmp_path):
     assert page.errors == []
 
 
+def test_create_edit_and_try_a_prompt_endpoint(server, page):
+    name = f"console-ep-{uuid.uuid4().hex[:6]}"
+    spec = {"name": name, "model": SLUG, "defaults": {"max_tokens": 8, "temperature": 0},
+            "messages": [{"role": "user", "content": "Say {{ word }}."}]}
+    sign_in(page, server, "/console/endpoints")
+    page.get_by_role("button", name="New endpoint").click()
+    page.get_by_role("textbox", name="Definition").fill(json.dumps(spec))
+    page.get_by_role("button", name="Create").click()
+    page.get_by_role("status").filter(has_text=f"Saved {name}, version 1.").wait_for()
+    page.get_by_role("heading", name=f"Edit {name} (version 1)").wait_for()
+
+    spec["messages"][0]["content"] = "Say {{ word }} to {{ whom }}."
+    page.get_by_role("textbox", name="Definition").fill(json.dumps(spec))
+    page.get_by_role("button", name="Save as a new version").click()
+    page.get_by_role("heading", name=f"Edit {name} (version 2)").wait_for()
+    row = page.get_by_role("table", name="Endpoints").locator("tr", has_text=name)
+    assert row.locator("td").nth(3).inner_text() == "2"
+    assert row.locator("td").nth(4).inner_text() == "whom, word"  # the variables, sorted
+
+    page.get_by_label("word", exact=True).fill("hello")
+    page.get_by_label("whom", exact=True).fill("the sea")
+    page.get_by_label("max_tokens", exact=True).fill("5")
+    with page.expect_response("**/api/endpoints/**/completions") as info:
+        page.get_by_role("button", name="Call").click()
+    assert json.loads(info.value.request.post_data) == {"values": {"word": "hello", "whom": "the sea"},
+                                                        "max_tokens": 5}
+    answer = info.value.json()
+    page.locator("#ep-answer").filter(has_text=answer["choices"][0]["text"].strip()[:10]).wait_for()
+    assert page.get_by_text("tokens").first.is_visible()
+    assert page.locator(".stats strong").first.inner_text() == str(answer["usage"]["total_tokens"])
+    assert page.errors == []
+
+
+WARNING_MODEL = """
+import logging
+
+log = logging.getLogger("careful")
+
+
+class Model:
+    def predict(self, model_input):
+        log.info("checked %s", model_input)
+        log.warning("watch out for %s", model_input["name"])
+        return {"ok": True}
+"""
+
+
+def test_the_log_level_filter_keeps_that_level_and_above(server, page, tmp_path):
+    folder = tmp_path / "careful"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "model.py").write_text(WARNING_MODEL)
+    (folder / "config.yaml").write_text(f"model_name: careful-{uuid.uuid4().hex[:6]}\n")
+    pushed = server.push(folder)
+    dep, model_id = pushed["deployment"]["id"], pushed["model"]["id"]
+    with server.client() as c:
+        for name in ("rocks", "tides"):
+            assert c.post(f"/model/{model_id}/production/predict", json={"name": name}).status_code == 200
+    sign_in(page, server, f"/console/logs?deployment={dep}")
+    page.get_by_label("follow live").uncheck()  # the log as it is now: the counts stay put
+    logs = page.get_by_role("log", name="Log lines")
+    logs.get_by_text("watch out for tides").wait_for()
+    logs.get_by_text("checked").first.wait_for()
+    every = len(logs.locator(".line").all_inner_texts())
+    page.get_by_label("Level").select_option("WARNING")
+    wait_for(lambda: len(logs.locator(".line").all_inner_texts()) < every, "the INFO lines to be hidden")
+    kept = logs.locator(".line").all_inner_texts()
+    assert any("watch out for rocks" in line for line in kept)
+    assert kept and all(" WARNING " in f" {line} " or " ERROR " in f" {line} " for line in kept), kept
+    assert page.get_by_role("status").filter(has_text=f"{len(kept)} of {every} lines").count() == 1
+    page.get_by_label("Level").select_option("")
+    wait_for(lambda: len(logs.locator(".line").all_inner_texts()) == every, "every line again")
+    assert page.errors == []
+
+
+def test_the_metrics_page_counts_and_charts_the_requests_made(server, page, tmp_path):
+    model_id = push_copy(server, tmp_path, f"console-metrics-{uuid.uuid4().hex[:6]}")["model"]["id"]
+    sign_in(page, server, "/console/metrics")
+    total = page.locator("[data-metric=total]")
+    wait_for(lambda: total.inner_text() not in ("", "—"), "a first reading of /metrics")
+    before = float(total.inner_text())
+    with server.client() as c:
+        for _ in range(6):
+            assert c.post(f"/model/{model_id}/production/predict", json={"name": "chart"}).status_code == 200
+    wait_for(lambda: float(total.inner_text()) >= before + 6, "the page to count the six requests")
+    charted = """() => {
+        const chart = Chart.getChart(document.querySelector('canvas[aria-label="Request rate and error rate"]'));
+        return chart ? chart.data.datasets[0].data.filter((v) => v > 0).length : 0;
+    }"""
+    wait_for(lambda: page.evaluate(charted) >= 1, "a reading with requests/s above zero on the chart")
+    assert page.errors == []
+
+
 def test_create_a_key_shown_once_then_revoke_it(server, page):
     name = f"console-key-{uuid.uuid4().hex[:6]}"
     sign_in(page, server, "/console/keys")

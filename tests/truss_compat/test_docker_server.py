@@ -3,9 +3,14 @@ the gateway reaches it like any worker, readiness and liveness polled on its own
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
 from support import free_port, wait_for
+from trestle.protocol.health import WorkerState
+from trestle.runtime.config import DockerServerSection, HealthChecksSection, RuntimeSection
+from trestle.runtime.docker_server import DockerServer
 
 SERVER = """
     import json
@@ -129,7 +134,7 @@ def test_a_docker_server_failing_its_liveness_check_is_restarted(server, tmp_pat
     (root / "server.py").write_text(__import__("textwrap").dedent(SICKENING_SERVER))
     (root / "config.yaml").write_text(json.dumps({
         "model_name": "sickening",
-        "runtime": {"liveness_timeout": 3, "health_checks": {"failure_threshold": 2}},
+        "runtime": {"liveness_timeout": 3, "health_checks": {"failure_threshold": 2, "period": 1}},
         "docker_server": {"start_command": f"python server.py {port}", "server_port": port,
                           "readiness_endpoint": "/ready", "liveness_endpoint": "/alive"},
     }))
@@ -151,3 +156,34 @@ def test_a_docker_server_failing_its_liveness_check_is_restarted(server, tmp_pat
         assert again.json()["process"] != first  # a new server process
     log = server.cli("deployments", "logs", dep).stdout
     assert "did not answer /alive with 200" in log
+
+
+def test_liveness_is_checked_once_a_period_however_often_health_is_asked(tmp_path):
+    """Asking the worker's /health often (the gateway, metrics, a console) does not spend the
+    server's failure threshold: the liveness endpoint is asked once a period."""
+    def server_with(period: float) -> DockerServer:
+        checks = HealthChecksSection(period=period, failure_threshold=2, timeout=1)
+        config = SimpleNamespace(  # nothing listens on the port: every liveness check fails
+            docker_server=DockerServerSection(start_command="true", server_port=free_port()),
+            runtime=RuntimeSection(health_checks=checks), environment_variables={})
+        server = DockerServer(config, tmp_path)
+        server.state = WorkerState.READY
+        return server
+
+    async def scenario():
+        patient = server_with(period=3600)
+        watcher = asyncio.ensure_future(patient.watch_liveness())
+        for _ in range(5):
+            assert patient.health().status is WorkerState.READY
+            await asyncio.sleep(0)
+        watcher.cancel()
+        await patient.stop()
+
+        prompt = server_with(period=0.01)
+        watcher = asyncio.ensure_future(prompt.watch_liveness())
+        await asyncio.wait_for(watcher, 60)  # it ends when the server is found unhealthy
+        assert prompt.health().status is WorkerState.UNHEALTHY
+        assert "did not answer / with 200 2 time(s) in a row" in prompt.health().error
+        await prompt.stop()
+
+    asyncio.run(scenario())

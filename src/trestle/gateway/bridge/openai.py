@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp
 
 from trestle import tokencount
+from trestle.deploy.config import EMBEDDINGS_KIND
 from trestle.deploy.routing import PRODUCTION, RoutingTable
 from trestle.deploy.transport import Replica
 from trestle.errors import BadRequest, TrestleError, Unavailable
@@ -120,6 +121,11 @@ class Bridge:
             replica, methods = await self._resolve(request, target, payload)
         except Unavailable as exc:
             return unavailable(exc)
+        return self.relay_to(request, path, body, payload, target, replica, methods)
+
+    def relay_to(self, request: Request, path: str, body: bytes, payload: dict[str, Any],
+                 target: BridgeTarget, replica: Replica, methods: frozenset[str]) -> ASGIApp:
+        """`relay`, to a replica `resolve` already gave."""
         method = RELAYED[path]
         if method not in methods:
             raise BadRequest(f"model {target.model_id} does not serve {path}: its deployment "
@@ -189,7 +195,7 @@ class Bridge:
         if known is not None:
             return known
         engine = (dep.config or {}).get("engine") or {}
-        if engine.get("kind") == "sentence_transformers":
+        if engine.get("kind") == EMBEDDINGS_KIND:
             methods = frozenset({"embeddings"})
         elif engine or (dep.config or {}).get("upstream"):
             methods = OPENAI_METHODS
