@@ -60,6 +60,24 @@ class PostgresCluster:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop", as_owner=True)
 
+    def start_standby(self) -> PostgresCluster:
+        """A hot standby of this cluster (read-only, as a replica or a failed-over pooler target
+        would be: it refuses writes and LISTEN), on a socket of its own; stop it with `stop()`
+        and remove its `root`. The databases of this cluster are there under the same names."""
+        root = Path(tempfile.mkdtemp(prefix="trestle-pg-standby-"))
+        standby = PostgresCluster(self.bin_dir, root)
+        if self.as_owner:
+            shutil.chown(root, user="postgres")
+        standby._run("pg_basebackup", "-h", str(self.socket_dir), "-U", "postgres", "-D",
+                     str(standby.data), "-R", "-X", "stream", "--checkpoint=fast", as_owner=True)
+        options = f"-c listen_addresses='' -c unix_socket_directories={root} -c fsync=off"
+        standby._run("pg_ctl", "-D", str(standby.data), "-o", options, "-l", str(root / "log"),
+                     "-w", "start", as_owner=True)
+        return standby
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}"
+
     def new_database(self) -> str:
         name = "t" + random_token(12)
         self._run("createdb", "-h", str(self.socket_dir), "-U", "postgres", name)

@@ -1,5 +1,6 @@
-"""Throwaway services for the scale-out tests: redis-server on a free port, and a model folder
-that says which version it is and reports the tokens it was asked to.
+"""Throwaway services for the scale-out tests: redis-server on a free port, a model folder
+that says which version it is and reports the tokens it was asked to, and gateways started at
+the same moment.
 
     with throwaway_redis() as url:      # pytest.skip, saying why, where redis-server is missing
         ...
@@ -8,15 +9,17 @@ that says which version it is and reports the tokens it was asked to.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from support import free_port, stop_process, wait_for
+from support import Server, free_port, stop_process, wait_for, wait_until_up
 
 TALLY = '''
 class Model:
@@ -39,8 +42,9 @@ def tally_model(root: Path, name: str, version: str) -> Path:
 
 
 @contextlib.contextmanager
-def throwaway_redis() -> Iterator[str]:
-    """redis-server on a free loopback port and a temporary folder, stopped by its PID."""
+def throwaway_redis(port: int | None = None) -> Iterator[str]:
+    """redis-server on a loopback port (default: a free one) and a temporary folder, stopped by
+    its PID."""
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
@@ -48,7 +52,7 @@ def throwaway_redis() -> Iterator[str]:
     import redis
 
     root = Path(tempfile.mkdtemp(prefix="trestle-redis-"))
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(root)],
@@ -69,3 +73,30 @@ def throwaway_redis() -> Iterator[str]:
     finally:
         stop_process(proc, grace=15)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def start_servers_together(homes: list[Path], *args: str, env: dict[str, str],
+                           launched: Callable[[list[Server]], None] = lambda servers: None,
+                           ) -> list[Server]:
+    """`trestle serve` in each home, all launched before any is waited for (so they start at
+    the same moment), then `launched(servers)`, then each waited for until its /health
+    answers."""
+    servers = []
+    for home in homes:
+        port = free_port()
+        home.mkdir(parents=True, exist_ok=True)
+        log = home / f"serve-{port}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trestle", "serve", "--port", str(port), *args],
+            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+            env={**os.environ, "TRESTLE_HOME": str(home), **env})
+        servers.append(Server(f"http://127.0.0.1:{port}", home, proc, log, list(args)))
+    try:
+        launched(servers)
+        for server in servers:
+            wait_until_up(server.proc, f"{server.url}/health", server.log)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers

@@ -201,3 +201,25 @@ def test_changes_still_arrive_after_the_listening_connections_are_lost(gateways,
     wait_for(lambda: httpx.get(f"{b.url}/v1/models", headers=key).status_code == 401,
              "gateway B to refuse the key revoked on A after its LISTEN connection was cut")
     wait_for(lambda: listening_backends(url) == 2, "both gateways to LISTEN again")
+
+
+def test_scale_on_the_gateway_that_follows_reaches_both(gateways, tmp_path):
+    a, b = gateways
+    pushed = a.push(tally_model(tmp_path, "shared-scale", "v1"))
+    model_id, dep = pushed["model"]["id"], pushed["deployment"]["id"]
+    wait_for(serves(b, model_id, "v1"), "gateway B to serve the push made on A")
+    b.cli("deployments", "scale", dep, "--min", "2", "--max", "3")  # on B, which follows A
+
+    def ready(server) -> int:
+        out = httpx.get(f"{server.url}/api/v1/deployments/{dep}", headers=server.headers).json()
+        return sum(r["state"] == "ready" for r in out.get("replicas") or [])
+
+    for server in (b, a):
+        wait_for(lambda: ready(server) == 2, "both gateways to run two replicas")
+        assert serves(server, model_id, "v1")()
+    # B kept its own copy of the deployment: its log (in its own folder) says what it did
+    logs = b.cli("deployments", "logs", dep).stdout
+    assert "its folder was unpacked on this gateway" in logs and "scaling set to" in logs
+    assert "scaling set to" not in a.cli("deployments", "logs", dep).stdout
+    listed = a.cli_json("deployments", "list", "--model", model_id)["deployments"]
+    assert listed[0]["config"]["scaling"] == {"min_replicas": 2, "max_replicas": 3}

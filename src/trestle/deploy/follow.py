@@ -48,8 +48,10 @@ class Following:
                     pointers[(model.id, env.name)] = env.deployment_id
             records = {d.id: d for d in await self.store.list_deployments()}
             for dep_id in [d for d in self.routing.deployments if d not in records]:
-                await self._forget(dep_id)
+                self._forget(dep_id)
             for record in records.values():
+                if record.id in self._leading:  # this gateway's push, recording it now
+                    continue
                 if self._seen.get(record.id) != record.updated_at:
                     self._seen[record.id] = record.updated_at
                     await self._sync_deployment(self._localized(record))
@@ -72,9 +74,8 @@ class Following:
             return
         if record.status not in RESUMABLE and mine.status != record.status:
             # failed where it was led, or deactivated: stop this gateway's replicas too
-            await self._stop_following(record.id)
-            await self.backend.stop(record.id)
             self.routing.record(record)
+            self._retire(record.id)
             self._log(record, f"stopped here: the deployment is {record.status} (changed by "
                               "another gateway)")
             return
@@ -98,21 +99,13 @@ class Following:
 
         task.add_done_callback(done)
 
-    async def _stop_following(self, deployment_id: str) -> None:
-        task = self._following.pop(deployment_id, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _forget(self, deployment_id: str) -> None:
-        """A deployment deleted by another gateway: its replicas here stop, its folder goes."""
-        await self._stop_following(deployment_id)
-        dep = self.routing.deployments.pop(deployment_id)
-        await self.backend.stop(deployment_id)
+    def _forget(self, deployment_id: str) -> None:
+        """A deployment deleted by another gateway: requests waiting for it are told, its
+        replicas here stop and its folder goes (in the background: `_retire`)."""
+        dep = self.routing.forget(deployment_id)
         self._seen.pop(deployment_id, None)
         local = self._local_dirs.pop(deployment_id, None)
-        if local is not None:
-            await asyncio.to_thread(shutil.rmtree, Path(local).parent, True)
+        self._retire(deployment_id, folder=Path(local).parent if local is not None else None)
         log.info("deployment %s (model %s) was deleted by another gateway", dep.id, dep.model_id)
 
     def _localized(self, dep: Deployment) -> Deployment:

@@ -17,8 +17,6 @@ refused.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,10 +85,11 @@ class Lifecycle:
         if name in BUILT_IN_ENVIRONMENTS:
             raise Conflict(f"{name} is an environment every model has; it cannot be deleted",
                            param="name", code="builtin_environment")
-        env = await self.environment(model_id, name)
-        await self.store.delete_environment(model_id, name)
-        self.routing.intended.pop((model_id, name), None)
-        self.routing.live.pop((model_id, name), None)
+        async with self.manager._changing:
+            env = await self.environment(model_id, name)
+            await self.store.delete_environment(model_id, name)
+            self.routing.intended.pop((model_id, name), None)
+            self.routing.live.pop((model_id, name), None)
         return env
 
     # -- promote and rollback ------------------------------------------------------------------
@@ -108,20 +107,22 @@ class Lifecycle:
     async def rollback(self, model_id: str, environment: str = PRODUCTION) -> EnvironmentState:
         """Point the environment back at the last active deployment it pointed at before the
         current one; a second rollback goes further back."""
-        current = await self.environment(model_id, environment)
-        target = None
-        for candidate in reversed(current.history):
-            if candidate == current.deployment_id:
-                continue
-            dep = self.routing.deployments.get(candidate)
-            if dep is not None and dep.status == Status.ACTIVE:
-                target = dep
-                break
-        if target is None:
-            raise Conflict(f"environment {environment} of model {model_id} has no earlier active "
-                           "deployment to roll back to", param="environment", code="no_previous")
-        await self.store.rewind_environment(model_id, environment, target.id)
-        self.routing.point((model_id, environment), target.id, live=True)
+        async with self.manager._changing:  # what it points at cannot move meanwhile
+            current = await self.environment(model_id, environment)
+            target = None
+            for candidate in reversed(current.history):
+                if candidate == current.deployment_id:
+                    continue
+                dep = self.routing.deployments.get(candidate)
+                if dep is not None and dep.status == Status.ACTIVE:
+                    target = dep
+                    break
+            if target is None:
+                raise Conflict(f"environment {environment} of model {model_id} has no earlier "
+                               "active deployment to roll back to", param="environment",
+                               code="no_previous")
+            await self.store.rewind_environment(model_id, environment, target.id)
+            self.routing.point((model_id, environment), target.id, live=True)
         self.manager._log(target, f"environment {environment} rolled back to this deployment "
                                   f"(from {current.deployment_id})")
         return await self.environment(model_id, environment)
@@ -137,7 +138,7 @@ class Lifecycle:
             raise Conflict(f"deployment {deployment_id} is still {dep.status}; deactivate it once "
                            "it is active (or failed)", param="deployment_id", code="deployment_busy")
         dep = await self.manager._set_status(dep, Status.INACTIVE)  # new requests: 503 from now
-        await self.manager.backend.stop(deployment_id)
+        await self.manager._retire(deployment_id)
         self.manager._log(dep, "deactivated: replicas stopped")
         return dep
 
@@ -159,21 +160,25 @@ class Lifecycle:
     async def delete(self, deployment_id: str) -> Deployment:
         """Delete the deployment: its replicas, its record and its folder. Refused (409) while
         an environment points at it, or while it is still coming up."""
-        dep = self.manager.deployment(deployment_id)
-        pointing = sorted({env for (m, env), d in [*self.routing.intended.items(),
-                                                    *self.routing.live.items()]
-                           if d == deployment_id})
-        if pointing:
-            raise Conflict(f"deployment {deployment_id} is what {', '.join(pointing)} point(s) at; "
-                           "promote another deployment there (or delete the environment) first",
-                           param="deployment_id", code="deployment_in_use")
-        if dep.status in (Status.BUILDING, Status.DEPLOYING):
-            raise Conflict(f"deployment {deployment_id} is still {dep.status}; delete it once it is "
-                           "active, failed or inactive", param="deployment_id", code="deployment_busy")
-        await self.store.delete_deployment(deployment_id)  # refuses if the record disagrees
-        self.routing.deployments.pop(deployment_id, None)
-        await self.manager.backend.stop(deployment_id)
-        await asyncio.to_thread(shutil.rmtree, Path(dep.source_dir).parent, True)
+        async with self.manager._changing:  # no promote can point at it meanwhile
+            dep = self.manager.deployment(deployment_id)
+            pointing = sorted({env for (m, env), d in [*self.routing.intended.items(),
+                                                        *self.routing.live.items()]
+                               if d == deployment_id})
+            if pointing:
+                raise Conflict(f"deployment {deployment_id} is what {', '.join(pointing)} point(s) "
+                               "at; promote another deployment there (or delete the environment) "
+                               "first", param="deployment_id", code="deployment_in_use")
+            if dep.status in (Status.BUILDING, Status.DEPLOYING):
+                raise Conflict(f"deployment {deployment_id} is still {dep.status}; delete it once "
+                               "it is active, failed or inactive", param="deployment_id",
+                               code="deployment_busy")
+            await self.store.delete_deployment(deployment_id)  # refuses if the record disagrees
+            self.routing.forget(deployment_id)
+            self.manager._seen.pop(deployment_id, None)
+            self.manager._local_dirs.pop(deployment_id, None)
+        # replicas and folder go outside the lock: a drain holds up no other change
+        await self.manager._retire(deployment_id, folder=Path(dep.source_dir).parent)
         return dep
 
     async def _model(self, model_id: str) -> None:

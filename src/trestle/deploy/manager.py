@@ -37,6 +37,7 @@ from trestle.errors import BadRequest, Conflict, NotFound
 from trestle.protocol.validation import to_bad_request
 from trestle.settings import Settings
 from trestle.store import Deployment, Model, Status, Store
+from trestle.store.ids import new_id
 from trestle.store.store import check_environment_name
 
 log = logging.getLogger("trestle.deploy")
@@ -59,10 +60,16 @@ class DeploymentManager(Following):
         self.settings = settings
         self.routing = RoutingTable(self.backend, metrics=getattr(backend, "metrics", None))
         self._tasks: set[asyncio.Task] = set()
-        # Held by writes that change the record and the routing table together, and by `sync`,
-        # so that a sync never sees one without the other.
+        # Held by writes that change the record and the routing table together (push, promote,
+        # scale, status, and the lifecycle's rollback, delete and environments), and by `sync`,
+        # so that a sync never sees one without the other and two changes to one model never
+        # interleave. Only those quick writes run under it: archive uploads, stopping replicas
+        # and removing folders run outside (`_retire`), so a slow one holds up no other change.
         self._changing = asyncio.Lock()
         self._following: dict[str, asyncio.Task] = {}  # deployment id -> its follower bring-up
+        self._retiring: dict[str, asyncio.Task] = {}  # deployment id -> its replicas stopping
+        self._leading: set[str] = set()  # deployments recorded by this gateway's push, not yet
+        # in its routing table: `sync` leaves them to the push
         self._seen: dict[str, object] = {}  # deployment id -> updated_at of the record synced
         self._local_dirs: dict[str, str] = {}  # deployment id -> its folder on this machine
 
@@ -172,10 +179,17 @@ class DeploymentManager(Following):
         home = self.settings.deployments_dir / f"{safe}-{secrets.token_hex(4)}"
         home.mkdir()
         staging.rename(home / "src")
-        async with self._changing:
+        # The archive upload may take a while: outside the lock, with the new id marked as led
+        # here so that a sync meanwhile does not follow it as another gateway's push.
+        dep_id = new_id("d")
+        self._leading.add(dep_id)
+        try:
             dep = await self.store.create_deployment(model.id, raw_config, source_dir=str(home / "src"),
-                                                     archive=archive)
-            self.routing.record(dep)
+                                                     archive=archive, deployment_id=dep_id)
+            async with self._changing:
+                self.routing.record(dep)
+        finally:
+            self._leading.discard(dep_id)
         self._log(dep, f"pushed as deployment {dep.id} of model {model.name} ({model.id})")
         if config.ignored_keys:
             self._log(dep, f"config.yaml keys trestle does not use: {', '.join(config.ignored_keys)}")
@@ -221,37 +235,48 @@ class DeploymentManager(Following):
         return model
 
     async def promote(self, model_id: str, environment: str, deployment_id: str) -> None:
-        dep = self.routing.deployments.get(deployment_id)
-        if dep is None or dep.model_id != model_id:
-            raise NotFound(f"model {model_id} has no deployment {deployment_id}", param="deployment_id")
-        if dep.status not in RESUMABLE:
-            raise BadRequest(f"deployment {deployment_id} is {dep.status}; only a live deployment "
-                             "can be promoted", param="deployment_id")
-        await self._set_intended(model_id, environment, deployment_id)
-        if dep.status == Status.ACTIVE:
-            self._go_live(deployment_id)
+        async with self._changing:
+            dep = self.routing.deployments.get(deployment_id)
+            if dep is None or dep.model_id != model_id:
+                raise NotFound(f"model {model_id} has no deployment {deployment_id}",
+                               param="deployment_id")
+            if dep.status not in RESUMABLE:
+                raise BadRequest(f"deployment {deployment_id} is {dep.status}; only a live "
+                                 "deployment can be promoted", param="deployment_id")
+            await self._point(model_id, environment, deployment_id)
+            if dep.status == Status.ACTIVE:
+                self._go_live(deployment_id)
         self._log(dep, f"environment {environment} now points at this deployment")
 
     async def scale(self, deployment_id: str, changes: dict) -> ScalingConfig:
         """New scaling bounds for a deployment (`changes`: ScalingConfig fields): recorded in its
         config, applied to its running replicas at once. Bad bounds are a BadRequest."""
-        dep = self.deployment(deployment_id)
-        config = dict(dep.config or {})
-        try:
-            scaling = ScalingConfig.model_validate({**config.get("scaling", {}), **changes})
-        except ValidationError as exc:
-            raise to_bad_request(exc, ScalingConfig) from None
-        config["scaling"] = scaling.model_dump(exclude_defaults=True)
-        dep = await self.store.set_deployment_config(deployment_id, config)
-        self.routing.record(dep)
-        self.backend.scale(deployment_id, scaling)
+        async with self._changing:
+            dep = self.deployment(deployment_id)
+            config = dict(dep.config or {})
+            try:
+                scaling = ScalingConfig.model_validate({**config.get("scaling", {}), **changes})
+            except ValidationError as exc:
+                raise to_bad_request(exc, ScalingConfig) from None
+            config["scaling"] = scaling.model_dump(exclude_defaults=True)
+            record = await self.store.set_deployment_config(deployment_id, config)
+            # Only the config changes here: this gateway's own view of the deployment (its
+            # status, its folder when it follows another gateway's push) stays as it is.
+            dep = replace(self.deployment(deployment_id), config=record.config)
+            self.routing.record(dep)
+            self._seen[deployment_id] = record.updated_at  # nothing for `sync` to redo
+            self.backend.scale(deployment_id, scaling)
         self._log(dep, f"scaling set to {scaling.model_dump()}")
         return scaling
 
     async def _set_intended(self, model_id: str, env: str, deployment_id: str) -> None:
         async with self._changing:
-            await self.store.set_environment(model_id, env, deployment_id)
-            self.routing.point((model_id, env), deployment_id)
+            await self._point(model_id, env, deployment_id)
+
+    async def _point(self, model_id: str, env: str, deployment_id: str) -> None:
+        """Point the environment at the deployment, in the record and here (lock held)."""
+        await self.store.set_environment(model_id, env, deployment_id)
+        self.routing.point((model_id, env), deployment_id)
 
     # -- bringing a deployment up --------------------------------------------------------------
     async def _bring_up(self, dep: Deployment, *, lead: bool = True) -> None:
@@ -259,6 +284,7 @@ class DeploymentManager(Following):
         record (else only to this gateway's routing table: see the module docstring)."""
         set_status = self._set_status if lead else self._set_local_status
         config = ModelConfig.from_dict(dep.config, unknown="drop")  # older records may have more
+        await self._retired(dep.id)  # replicas of an earlier life of it still stopping
         try:
             if not lead:
                 dep = await self._local_copy(dep)
@@ -306,6 +332,40 @@ class DeploymentManager(Following):
             self.backend.settle(old)
             self._log(self.routing.deployments[old], "no environment points here any more: "
                       "scaling to min_replicas once in-flight requests finish")
+
+    def _retire(self, deployment_id: str, *, folder: Path | None = None) -> asyncio.Task:
+        """Stop the deployment's replicas (and remove its `folder`) in the background, outside
+        the lock: a drain or a slow stop holds up no other change. A later bring-up of the
+        same deployment waits for it (`_retired`)."""
+        following = self._following.pop(deployment_id, None)
+        if following is not None:
+            following.cancel()
+        before = self._retiring.get(deployment_id)
+
+        async def retire() -> None:
+            for task in (before, following):
+                if task is not None:
+                    await asyncio.gather(task, return_exceptions=True)
+            await self.backend.stop(deployment_id)
+            if folder is not None:
+                await asyncio.to_thread(shutil.rmtree, folder, True)
+
+        task = asyncio.create_task(retire())
+        self._tasks.add(task)
+        self._retiring[deployment_id] = task
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if self._retiring.get(deployment_id) is t:
+                del self._retiring[deployment_id]
+
+        task.add_done_callback(done)
+        return task
+
+    async def _retired(self, deployment_id: str) -> None:
+        task = self._retiring.get(deployment_id)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _failed(self, dep: Deployment, reason: str, *, lead: bool = True) -> None:
         """The backend gave up on a running deployment (its replicas kept crashing)."""

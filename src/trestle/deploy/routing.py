@@ -13,8 +13,8 @@ request), as `trestle.deploy.transport.Replica.send` does. The deployment manage
 deployments as their status changes, what each environment should point at (`intended`), and
 what it points at now (`live`: moved only once the new deployment is active, so the old one
 keeps serving until then). A request for a deployment still loading waits until it is active
-(bounded). Errors say exactly why nothing can serve: no such model, no such environment, still
-deploying after the wait, failed.
+(bounded), or until it is deleted (then a 404 at once). Errors say exactly why nothing can serve:
+no such model, no such environment, still deploying after the wait, failed, deleted.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ class RoutingTable:
         self._loaded: dict[str, asyncio.Event] = {}  # deployment still loading -> set once not
 
     async def wait_loaded(self, deployment_id: str, timeout: float) -> Deployment:
-        """The deployment once it is no longer loading; Unavailable (`loading`) after `timeout`."""
-        dep = self.deployments[deployment_id]
+        """The deployment once it is no longer loading; Unavailable (`loading`) after `timeout`,
+        NotFound (`deployment_deleted`) as soon as it is deleted (here or by another gateway)."""
+        dep = self._still_there(deployment_id)
         if dep.status in LOADING:
             loaded = self._loaded.setdefault(deployment_id, asyncio.Event())
             try:
@@ -62,7 +63,14 @@ class RoutingTable:
                 raise Unavailable(f"deployment {deployment_id} is still {dep.status} after {timeout:g}s "
                                   "(its scaling.cold_start_timeout); retry when it is active",
                                   code="loading") from None
-        return self.deployments[deployment_id]
+        return self._still_there(deployment_id)
+
+    def _still_there(self, deployment_id: str) -> Deployment:
+        dep = self.deployments.get(deployment_id)
+        if dep is None:
+            raise NotFound(f"deployment {deployment_id} was deleted while this request waited for "
+                           "it", code="deployment_deleted")
+        return dep
 
     # -- the hot path --------------------------------------------------------------------------
     def route(self, model_id: str | None = None, *, environment: str | None = None,
@@ -149,6 +157,14 @@ class RoutingTable:
         if engine and engine.get("slug"):
             self._slugs[engine["slug"]] = dep.model_id
 
+    def forget(self, deployment_id: str) -> Deployment | None:
+        """A deployment deleted (here or by another gateway): requests waiting for it to load
+        are told at once (NotFound), not at the end of their wait."""
+        dep = self.deployments.pop(deployment_id, None)
+        if (loaded := self._loaded.pop(deployment_id, None)) is not None:
+            loaded.set()
+        return dep
+
     def point(self, key: Key, deployment_id: str, *, live: bool = False) -> None:
         """Record that environment `key` should point at the deployment (and does now: `live`)."""
         self.intended[key] = deployment_id
@@ -178,6 +194,7 @@ class _Pending:
     def __init__(self, routing: RoutingTable, dep: Deployment):
         self.routing = routing
         self.deployment_id = dep.id
+        self.model_id = dep.model_id
         scaling = (dep.config or {}).get("scaling") or {}
         self.timeout = scaling.get("cold_start_timeout", ScalingConfig.model_fields["cold_start_timeout"].default)
 
@@ -187,6 +204,5 @@ class _Pending:
             dep = await self.routing.wait_loaded(self.deployment_id, self.timeout)
         finally:
             if (metrics := self.routing.metrics) is not None:
-                waited = self.routing.deployments[self.deployment_id]
-                metrics.queue_wait(waited.model_id, waited.id, time.monotonic() - started)
+                metrics.queue_wait(self.model_id, self.deployment_id, time.monotonic() - started)
         return await self.routing.replica(dep).send(method, path, headers, body)

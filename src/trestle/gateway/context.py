@@ -85,14 +85,17 @@ class Gateway:
         gateway = cls(settings, store, DeploymentManager(store, backend, settings), metrics)
         metrics.registry.register(StateCollector(gateway.routing, backend))
         try:
-            if settings.auth:
-                await gateway._ensure_admin_key()
-            await gateway.manager.start()
-            if store.shared:
-                gateway.changes = ChangeFeed(store, gateway.resync, poll_s=settings.sync_poll_s)
-                await gateway.changes.start()
-            if settings.builtin_models:
-                await gateway._deploy_builtin_models()
+            # Gateways starting together on one database take turns here: one creates the
+            # first key and the built-in models, the others find them.
+            async with store.setup_lock():
+                if settings.auth:
+                    await gateway._ensure_admin_key()
+                await gateway.manager.start()
+                if store.shared:
+                    gateway.changes = ChangeFeed(store, gateway.resync, poll_s=settings.sync_poll_s)
+                    await gateway.changes.start()
+                if settings.builtin_models:
+                    await gateway._deploy_builtin_models()
         except BaseException:
             await gateway.close()
             raise

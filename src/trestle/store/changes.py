@@ -45,6 +45,7 @@ class ChangeFeed:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._conn = None  # SQLAlchemy AsyncConnection holding the LISTEN
+        self._refused = False  # the last attempt to LISTEN failed (logged once per outage)
 
     async def start(self) -> None:
         await self._listen()
@@ -70,26 +71,42 @@ class ChangeFeed:
         self._wake.set()  # reconnect now, and re-read what may have been missed
 
     async def _listen(self) -> None:
+        conn = None
         try:
             conn = await self.store.engine.connect()
             raw = (await conn.get_raw_connection()).driver_connection
             await raw.add_listener(CHANGES_CHANNEL, self._notified)
             raw.add_termination_listener(self._terminated)
         except Exception as exc:  # noqa: BLE001 - any failure means: poll until it works
-            log.warning("cannot LISTEN for other gateways' changes (%s); polling every %gs",
-                        type(exc).__name__, self.fallback_poll_s)
-            self.listening = False
+            if conn is not None:  # connected, but LISTEN was refused: give the connection back
+                await self._discard(conn)
+            if not self._refused:  # once per outage, not once per retry
+                log.warning("cannot LISTEN for other gateways' changes (%s); polling every %gs "
+                            "until it can", type(exc).__name__, self.fallback_poll_s)
+            self._refused, self.listening = True, False
             return
-        self._conn, self.listening = conn, True
+        if self._refused:
+            log.info("listening for other gateways' changes again")
+        self._conn, self.listening, self._refused = conn, True, False
         self._wake.set()  # anything that changed while we were not listening
+
+    @staticmethod
+    async def _discard(conn) -> None:
+        """Close a connection that no longer LISTENs (or never did). It is not handed back to
+        the pool: a LISTEN it may still hold would go on with it."""
+        try:
+            await conn.invalidate()
+        except Exception:  # noqa: BLE001 - the connection is gone anyway
+            pass
+        try:
+            await conn.close()
+        except Exception:  # noqa: BLE001
+            pass
 
     async def _unlisten(self) -> None:
         conn, self._conn, self.listening = self._conn, None, False
         if conn is not None:
-            try:
-                await conn.close()
-            except Exception:  # noqa: BLE001 - the connection is gone anyway
-                await conn.invalidate()
+            await self._discard(conn)
 
     def _connection_lost(self) -> bool:
         if self._conn is None or not self.listening:

@@ -13,10 +13,11 @@ a ValueError, because statuses come from our own code, not from clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ from trestle.store.tables import (
 # PostgreSQL's channel for "the record changed" (payload: {"origin": Store.instance, "kind": ...});
 # other gateways on the same database re-read it (trestle.store.changes).
 CHANGES_CHANNEL = "trestle_changes"
+# Any fixed 64-bit number (not migrate's): the PostgreSQL advisory lock of a gateway's first-start
+# setup (`Store.setup_lock`).
+PG_SETUP_LOCK = 0x7472657374_7375
 ARCHIVE_PART_BYTES = 8 * 1024 * 1024
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -187,6 +191,24 @@ class Store:
             raise
         return store
 
+    @contextlib.asynccontextmanager
+    async def setup_lock(self) -> AsyncIterator[None]:
+        """Held by a gateway while it sets up what a database needs once (the first admin key,
+        the built-in models): gateways starting together on one PostgreSQL database take turns,
+        so the second finds what the first made instead of making it again. On SQLite (one
+        gateway per file) there is nothing to wait for."""
+        if not self.shared:
+            yield
+            return
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": PG_SETUP_LOCK})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": PG_SETUP_LOCK})
+                await conn.commit()
+
     async def close(self) -> None:
         await self._engine.dispose()
 
@@ -229,10 +251,12 @@ class Store:
 
     async def create_deployment(
         self, model_id: str, config: dict, source_dir: str, status: str = Status.BUILDING,
-        archive: Path | None = None,
+        archive: Path | None = None, deployment_id: str | None = None,
     ) -> Deployment:
-        """A new deployment record. On a shared store, `archive` (the gzip tar it was pushed as)
-        is kept with it, in the same transaction, for the other gateways (`load_archive`)."""
+        """A new deployment record (with `deployment_id`, from `new_id("d")`, when the caller
+        needs to know it before the record exists). On a shared store, `archive` (the gzip tar
+        it was pushed as) is kept with it, in the same transaction, for the other gateways
+        (`load_archive`)."""
         status = check_status(status).value
         if not isinstance(config, dict):
             raise BadRequest("config must be a JSON object", param="config")
@@ -242,7 +266,7 @@ class Store:
             raise BadRequest(f"config is not JSON: {exc}", param="config") from None
         now = _now()
         row = DeploymentRow(
-            id=new_id("d"),
+            id=deployment_id or new_id("d"),
             model_id=model_id,
             status=status,
             config=config,

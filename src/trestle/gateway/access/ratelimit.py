@@ -14,8 +14,10 @@ carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the limits i
 duration like `12.5s`, when the window restarts).
 
 With Redis the counters are shared by every gateway: one Lua script checks and counts atomically
-(`RedisLimiter`). Without it, or while Redis cannot be reached (logged), each gateway counts in
-its own memory (`MemoryLimiter`): the limits then hold per gateway. A key without limits costs
+(`RedisLimiter`). Without it each gateway counts in its own memory (`MemoryLimiter`): the limits
+then hold per gateway. When Redis cannot be reached, the gateway counts in memory for
+`REDIS_BACKOFF_S` before it tries Redis again (so an outage costs one failed call every few
+seconds, not one per request), and logs the outage once, and its end. A key without limits costs
 nothing here: no Redis round-trip, no parsing.
 """
 
@@ -41,6 +43,7 @@ log = logging.getLogger("trestle.gateway.access.ratelimit")
 WINDOW_MS = 60_000
 MAX_USAGE_BODY = 4 * 1024 * 1024  # a JSON answer larger than this is not parsed for its usage
 REDIS_TIMEOUT_S = 1.0
+REDIS_BACKOFF_S = 5.0  # after a failed call, count in memory this long before trying Redis again
 PREFIX = "trestle:ratelimit:"
 
 
@@ -164,7 +167,7 @@ return n
 class RedisLimiter:
     """The counters in Redis, shared by every gateway that uses the same server."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, backoff_s: float = REDIS_BACKOFF_S):
         import redis.asyncio as redis
 
         self._errors = (redis.RedisError, OSError)
@@ -173,16 +176,30 @@ class RedisLimiter:
         self._acquire = self._redis.register_script(ACQUIRE)
         self._add = self._redis.register_script(ADD)
         self._fallback = MemoryLimiter()
-        self._warned = 0.0
+        self.backoff_s = backoff_s
+        self._retry_at = 0.0  # while Redis is down: when to try it again (monotonic)
+        self.down = False  # the last call to Redis failed (the outage is logged once)
+
+    def _in_memory(self) -> bool:
+        """Whether to count in memory now: Redis failed less than `backoff_s` ago."""
+        return self.down and time.monotonic() < self._retry_at
 
     def _unreachable(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - self._warned > 60:
-            self._warned = now
+        self._retry_at = time.monotonic() + self.backoff_s
+        if not self.down:
+            self.down = True
             log.warning("Redis cannot be reached (%s); rate limits are counted by this gateway "
-                        "alone until it can", type(exc).__name__)
+                        "alone until it can (trying again every %gs)", type(exc).__name__,
+                        self.backoff_s)
+
+    def _reached(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("Redis can be reached again; rate limits are counted there again")
 
     async def acquire(self, key_id: str, rpm: int | None, tpm: int | None) -> Decision:
+        if self._in_memory():
+            return await self._fallback.acquire(key_id, rpm, tpm)
         keys = [f"{PREFIX}{key_id}:requests", f"{PREFIX}{key_id}:tokens"]
         try:
             allowed, requests, requests_reset, tokens, tokens_reset = await self._acquire(
@@ -190,15 +207,21 @@ class RedisLimiter:
         except self._errors as exc:
             self._unreachable(exc)
             return await self._fallback.acquire(key_id, rpm, tpm)
+        self._reached()
         return Decision(bool(allowed), rpm, tpm, int(requests), int(requests_reset), int(tokens),
                         int(tokens_reset))
 
     async def add_tokens(self, key_id: str, tokens: int) -> None:
+        if self._in_memory():
+            await self._fallback.add_tokens(key_id, tokens)
+            return
         try:
             await self._add(keys=[f"{PREFIX}{key_id}:tokens"], args=[tokens, WINDOW_MS])
         except self._errors as exc:
             self._unreachable(exc)
             await self._fallback.add_tokens(key_id, tokens)
+            return
+        self._reached()
 
     async def close(self) -> None:
         await self._redis.aclose()
