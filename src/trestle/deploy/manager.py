@@ -12,7 +12,6 @@ bring-up; the others follow it (`trestle.deploy.follow`).
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import logging
 import re
@@ -25,12 +24,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from trestle import tokencount
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, ReplicaBackend, deployment_log
 from trestle.deploy.config import ModelConfig, ScalingConfig
+from trestle.deploy.folder import check_folder, defined_methods, openai_methods
 from trestle.deploy.follow import RESUMABLE, Following
-from trestle.deploy.build.package import pack, unpack
-from trestle.deploy.build.requirements import read_requirements
+from trestle.deploy.build.package import pack
 from trestle.deploy.routing import DEVELOPMENT, PRODUCTION, RoutingTable
 from trestle.deploy.upstream import UpstreamBackend
 from trestle.errors import BadRequest, Conflict, NotFound
@@ -109,7 +107,7 @@ class DeploymentManager(Following):
             check_environment_name(environment, param="environment")
         staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.upload_dir()))
         try:
-            config = await asyncio.to_thread(self._unpack, archive, staging)
+            config = await asyncio.to_thread(check_folder, archive, staging, self.settings.limits)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -136,21 +134,6 @@ class DeploymentManager(Following):
             return await self.push(archive, **kwargs)
         finally:
             archive.unlink(missing_ok=True)
-
-    def _unpack(self, archive: Path, staging: Path) -> ModelConfig:
-        """Unpack and check a pushed folder (blocking: runs in a thread)."""
-        limits = self.settings.limits
-        unpack(archive, staging, limits)
-        config = ModelConfig.load(staging, limits)
-        config.check_new()
-        if config.upstream is not None:
-            self._check_no_model_code(staging, config)
-        elif config.engine is None and config.docker_server is None:
-            self._check_model_code(staging, config)
-        if config.bridge.tokenizer is not None:  # read it now: a bad file fails the push, not usage
-            tokencount.load_for(config.bridge.tokenizer, staging).close()
-        read_requirements(staging, config.requirements, config.requirements_file)  # a bad file: 400
-        return config
 
     async def _check_slug(self, config: ModelConfig, model_name: str) -> None:
         """A Model API slug belongs to one model: another model's push cannot take it over."""
@@ -434,49 +417,3 @@ class DeploymentManager(Following):
         """Where pushes are received and unpacked (beside the deployments: renames stay cheap)."""
         self.settings.deployments_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.deployments_dir
-
-    @staticmethod
-    def _check_model_code(folder: Path, config: ModelConfig) -> None:
-        path = folder / config.model_module_dir / config.model_class_filename
-        if not path.is_file():
-            raise BadRequest(
-                f"{config.model_module_dir}/{config.model_class_filename} is missing: a model folder "
-                "needs config.yaml and model/model.py with a Model class (or an `engine:` section)"
-            )
-
-    @staticmethod
-    def _check_no_model_code(folder: Path, config: ModelConfig) -> None:
-        path = folder / config.model_module_dir / config.model_class_filename
-        if path.is_file():
-            raise BadRequest(
-                f"config.yaml has an `upstream:` section, so {config.model_module_dir}/"
-                f"{config.model_class_filename} would never run: a deployment either fronts a "
-                "server elsewhere or runs model code; remove one of them", param="upstream")
-
-
-OPENAI_METHODS = ("chat_completions", "completions")
-
-
-def openai_methods(folder: Path, config: ModelConfig) -> list[str]:
-    """The OpenAI methods the deployment answers: both for an engine or an upstream, else those
-    its Model class defines."""
-    if config.engine is not None or config.upstream is not None:
-        return list(OPENAI_METHODS)
-    defined = defined_methods(folder, config)
-    return [m for m in OPENAI_METHODS if m in defined]
-
-
-def defined_methods(folder: Path, config: ModelConfig) -> set[str]:
-    """The methods the folder's Model class defines, read from the source without running it
-    (a class built dynamically shows none; an engine, upstream or docker_server folder has none)."""
-    if config.engine is not None or config.upstream is not None or config.docker_server is not None:
-        return set()
-    path = folder / config.model_module_dir / config.model_class_filename
-    try:
-        tree = ast.parse(path.read_bytes())
-    except (OSError, SyntaxError, ValueError):
-        return set()
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == config.model_class_name:
-            return {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    return set()
