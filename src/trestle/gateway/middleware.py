@@ -132,6 +132,7 @@ class RequestContext:
         status = 500
         started = False
         streamed = False  # no content-length: the body comes in pieces (time to first byte)
+        left: int | None = None  # bytes of a content-length body still to send
         first_byte: float | None = None
         recorded = False
 
@@ -143,20 +144,28 @@ class RequestContext:
                                   time.perf_counter() - start, first_byte)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started, streamed, first_byte
+            nonlocal status, started, streamed, left, first_byte
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
                 headers = message.get("headers", [])
                 names = {k.lower() for k, _ in headers}
-                streamed = _CONTENT_LENGTH not in names
+                length = header({"headers": headers}, _CONTENT_LENGTH)
+                streamed = length is None
+                left = int(length) if length is not None and length.isdigit() else None
                 if _REQUEST_ID not in names:
                     message = {**message, "headers": [*headers, (_REQUEST_ID, rid.encode())]}
             elif message["type"] == "http.response.body":
-                if streamed and first_byte is None and message.get("body"):
+                body = message.get("body", b"")
+                if streamed and first_byte is None and body:
                     first_byte = time.perf_counter() - start
-                if not message.get("more_body", False):
-                    record()  # counted before the client can see the end of its answer
+                if left is not None:
+                    left -= len(body)
+                # counted before the client can see the end of its answer: the last message, or
+                # the last of a content-length body (a relayed answer ends with an empty message
+                # sent after the client already has every byte)
+                if not message.get("more_body", False) or (left is not None and left <= 0):
+                    record()
             await send(message)
 
         self.metrics.start(kind)
