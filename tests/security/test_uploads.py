@@ -203,13 +203,14 @@ def test_unpacking_runs_off_the_event_loop(tmp_path, monkeypatch):
     """While a push unpacks, the gateway's event loop keeps running: the unpack waits (in its
     thread) until a coroutine on the loop has seen it in progress. On the loop it would wait in
     vain and the push would fail."""
+    from trestle.deploy import folder as folder_module
     from trestle.deploy import manager as manager_module
     from trestle.deploy.inprocess import InProcessBackend
     from trestle.settings import Settings
     from trestle.store import Store
 
     started, seen = threading.Event(), threading.Event()
-    real_unpack = manager_module.unpack
+    real_unpack = folder_module.unpack
 
     def watched_unpack(*args):
         started.set()
@@ -217,7 +218,7 @@ def test_unpacking_runs_off_the_event_loop(tmp_path, monkeypatch):
             raise AssertionError("the event loop did not run while the upload was unpacked")
         return real_unpack(*args)
 
-    monkeypatch.setattr(manager_module, "unpack", watched_unpack)
+    monkeypatch.setattr(folder_module, "unpack", watched_unpack)
     archive = tmp_path / "push.tar.gz"
     archive.write_bytes(targz(model_folder()))
 

@@ -3,9 +3,9 @@
 A deployment's `runtime.backend` (`local` or `ray`) says where its workers run; one that says
 nothing runs on the gateway's default (`trestle serve --backend`). `PerDeploymentBackend` is one
 `ReplicaBackend` that hands each deployment to a `LocalProcessBackend` (`trestle.deploy.local`)
-or a `RayBackend` (`trestle.deploy.ray`), made the first time a deployment needs it: a local
-gateway joins a Ray cluster (`--ray-address`, else a Ray of its own on this machine) only once a
-deployment asks for Ray. Callers see one backend; a deployment's calls go to the backend that
+or a `RayBackend` (`trestle.deploy.ray`). The default one is made at start; the other the first
+time a deployment needs it: a local gateway joins a Ray cluster (`--ray-address`, else a Ray of
+its own on this machine) only once a deployment asks for Ray. Callers see one backend; a deployment's calls go to the backend that
 runs it.
 """
 
@@ -35,6 +35,9 @@ class PerDeploymentBackend:
         self._backends: dict[str, ReplicaBackend] = {}  # "local" / "ray" -> made when needed
         self._runs_on: dict[str, str] = {}  # deployment id -> the name of the backend running it
         self._metrics: Metrics | None = None
+        # The default one at once, as the gateway starts: it says how its workers are isolated
+        # and clears what a killed gateway left behind before any deployment asks for it.
+        self._backend(default)
 
     @property
     def metrics(self) -> Metrics | None:
@@ -49,7 +52,9 @@ class PerDeploymentBackend:
 
     def backend_for(self, spec: DeploymentSpec) -> ReplicaBackend:
         """The backend that runs `spec` (made now if it is the first to need it)."""
-        name = spec.backend or self.default
+        return self._backend(spec.backend or self.default)
+
+    def _backend(self, name: str) -> ReplicaBackend:
         backend = self._backends.get(name)
         if backend is None:
             if name == "ray":
