@@ -6,11 +6,12 @@ import asyncio
 
 import pytest
 
+from managers import open_manager, until
 from support import EXAMPLES
 from trestle.deploy.inprocess import InProcessBackend
 from trestle.errors import NotFound, Unavailable, UpstreamError
 
-from .conftest import ACTIVE, FAILED, open_manager, predict, push, renamed, settled, until
+from .conftest import ACTIVE, FAILED, predict, push, renamed, settled
 
 
 def test_a_push_comes_up_and_is_routed_by_environment_deployment_and_id(tmp_path):

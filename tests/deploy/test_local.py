@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from managers import open_manager
 from support import EXAMPLES
 from trestle.deploy.local import LocalProcessBackend
 from trestle.deploy.http1 import HTTP1Transport
 from trestle.deploy.transport import Replica
 from trestle.errors import Unavailable, UpstreamError
 
-from .conftest import ACTIVE, FAILED, open_manager, predict, push, settled
+from .conftest import ACTIVE, FAILED, predict, push, settled
 
 CRASHY = Path(__file__).resolve().parent.parent / "gateway" / "models" / "crashy"
 

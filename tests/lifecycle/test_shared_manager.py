@@ -10,24 +10,22 @@ two model folders loading at once would race on `sys.modules` (`trestle.deploy.i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from postgres import throwaway_cluster
+from managers import open_manager, until
 from support import EXAMPLES
 from trestle.deploy.backend import deployment_log
 from trestle.deploy.inprocess import InProcessBackend
 from trestle.deploy.lifecycle import Lifecycle
 from trestle.deploy.manager import DeploymentManager
 from trestle.errors import NotFound
-from trestle.settings import Settings
-from trestle.store import Status, Store
+from trestle.store import Status
 
 # load() waits until a file `go` is in the deployment's folder (or the folder is gone): a test
 # holds one gateway's copy in `deploying` as long as it needs, without timing anything.
@@ -68,29 +66,9 @@ def gated(root: Path, name: str) -> Path:
     return dest
 
 
-@contextlib.asynccontextmanager
-async def manager_on(url: str, home: Path, backend=None) -> AsyncIterator[DeploymentManager]:
-    settings = Settings(home=home, auth=False, builtin_models=False, database_url=url)
-    home.mkdir(parents=True, exist_ok=True)
-    store = await Store.open(url, secrets_key_file=home / "secrets.key")
-    manager = DeploymentManager(store, backend or InProcessBackend(), settings)
-    await manager.start()
-    try:
-        yield manager
-    finally:
-        await manager.close()
-        await store.close()
+def manager_on(url: str, home: Path, backend=None):
+    return open_manager(home, backend, database_url=url)
 
-
-async def until(condition: Callable[[], object], what: str, timeout: float = 180):
-    """Poll `condition` until it is truthy (a deadline against a hang, not a timing check)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := condition()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 async def active(manager: DeploymentManager, deployment_id: str):
