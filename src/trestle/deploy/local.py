@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trestle.deploy import sandbox, stale
+from trestle.deploy.processes import STOP_GRACE_S, terminate
 from trestle.deploy.logs import logfile
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.replica_sets import ReplicaSets, watch_health
@@ -42,9 +43,6 @@ from trestle.deploy.build.venv import BuildError, build_venv, venv_python
 from trestle.metrics import Metrics
 
 log = logging.getLogger("trestle.deploy")
-
-STOP_GRACE_S = 10.0
-
 
 RUN_PREFIX = "trestle-"
 PID_FILE = "gateway.pid"
@@ -97,17 +95,8 @@ class _Process:
             self.liveness.cancel()
         if self.replica is not None:
             await self.replica.close()
-        proc = self.proc
-        if proc is not None and proc.returncode is None:
-            try:
-                os.kill(sandbox.signal_target(proc.pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
+        if self.proc is not None:
+            await terminate(self.proc, signal_pid=sandbox.signal_target(self.proc.pid))
         if self.pump is not None and self.pump is not asyncio.current_task():
             try:  # its last lines into the log
                 await asyncio.wait_for(asyncio.shield(self.pump), 2.0)

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
 import tarfile
@@ -28,9 +27,9 @@ import tempfile
 from pathlib import Path
 
 from trestle.deploy import stale
+from trestle.deploy.processes import terminate
 
 OUTPUT_BYTES = 256 * 1024  # the worker's output kept for the gateway to fetch
-STOP_GRACE_S = 10.0
 
 
 DIR_PREFIX = "trestle-ray-"
@@ -128,16 +127,7 @@ class ReplicaActor:
 
     async def stop(self) -> None:
         """SIGTERM the worker (it finishes what it was doing), SIGKILL it after a grace."""
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            try:
-                proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
+        if self._proc is not None:
+            await terminate(self._proc)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
