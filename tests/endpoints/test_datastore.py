@@ -85,6 +85,50 @@ def test_vector_only_and_keyword_only_search(run, datastore, handbook):
         assert r.confidence == pytest.approx(0.3 * r.vector_score + 0.7 * r.keyword_score)
 
 
+def test_sqlite_search_through_the_inverted_file(run, runner, tmp_path, embeddings_worker,
+                                                 monkeypatch):
+    """With the index threshold lowered to the handbook's size, the first search starts the
+    index's build (searching exactly meanwhile), later searches go through it and find the same
+    documents, and an upload and a delete reach it."""
+    from endpoints.conftest import open_datastore
+    from trestle.endpoints import vector_index
+    from trestle.store import sqlite_url
+
+    monkeypatch.setattr(vector_index, "IVF_MIN_ROWS", 20)
+    store, client, datastore = open_datastore(runner, sqlite_url(tmp_path / "ivf.db"),
+                                              embeddings_worker)
+    try:
+        run(datastore.create_dataset("handbook"))
+        run(datastore.upload("handbook", data_files(), ChunkingOptions(size=300, overlap=60)))
+        dataset = run(datastore.get_dataset("handbook"))
+        question, document, _ = FACTS[0]
+        exact = run(datastore.search("handbook", question, top_k=3))
+        run(datastore.index.indexed(dataset.id))
+        index = run(datastore.index.vector_index(dataset.id))
+        assert index.uses_ivf(None) and index.ivf.ntotal == len(index.ids) >= 20
+        for question, document, _ in FACTS:
+            assert run(datastore.search("handbook", question, top_k=3))[0].document.name == document
+        assert [(r.chunk.id, r.confidence) for r in
+                run(datastore.search("handbook", FACTS[0][0], top_k=3))] == [
+            (r.chunk.id, pytest.approx(r.confidence)) for r in exact]
+
+        run(datastore.upload("handbook", [UploadedFile("tern.txt", b"The Arctic tern Miska "
+                                                       b"migrates from pole to pole each year.")]))
+        assert index.ivf.ntotal == len(index.ids)
+        found = run(datastore.search("handbook", "Which bird flies from pole to pole?", top_k=1,
+                                     alpha=1.0))
+        assert found[0].document.name == "tern.txt"
+        run(datastore.delete_document("handbook", found[0].document.id))
+        assert index.ivf.ntotal == len(index.ids)
+        again = run(datastore.search("handbook", "Which bird flies from pole to pole?", top_k=3,
+                                     alpha=1.0))
+        assert "tern.txt" not in {r.document.name for r in again}
+    finally:
+        run(datastore.close())
+        run(client.aclose())
+        run(store.close())
+
+
 def test_search_results_carry_the_seed_fields_and_touch_rows(run, datastore, handbook):
     results = run(datastore.search("handbook", "sourdough starter Gerald", top_k=2))
     wire = results[0].wire(variable="context", query="sourdough starter Gerald")
@@ -285,9 +329,9 @@ def test_keyword_search_keeps_to_its_dataset_when_uploads_interleave(run, datast
                                                                      runs):
     """Two datasets whose chunk ids interleave: keyword search (alpha 0) in one never returns
     the other's chunks, whether the dataset is named by runs of ids or by a join (SQLite)."""
-    from trestle.endpoints import search_sqlite
+    from trestle.endpoints import vector_index
 
-    monkeypatch.setattr(search_sqlite, "MAX_RANGES", runs)
+    monkeypatch.setattr(vector_index, "MAX_RANGES", runs)
     run(datastore.create_dataset("coast"))
     run(datastore.create_dataset("inland"))
     run(datastore.upload("coast", data_files("lighthouse.txt")))

@@ -116,8 +116,10 @@ class Datastore:
         await self.index.prepare()
 
     async def close(self) -> None:
-        """Write the pending `last_accessed` times (see `trestle.endpoints.access_log`)."""
+        """Write the pending `last_accessed` times (see `trestle.endpoints.access_log`) and stop
+        the search index's background work."""
         await self.access.close()
+        await self.index.close()
 
     # datasets
 

@@ -5,14 +5,16 @@
     hits = await index.search(dataset, query_vector, query_text, top_k=5, alpha=0.5, filter=None)
     # [Hit(chunk_id=17, confidence=0.83, vector_score=0.71, keyword_score=1.0), ...]
 
-`SearchIndex` is the interface: `prepare()` once, `writer` (called by `DatasetStore.add_documents`
-inside an upload's transaction, for implementations with their own tables), `apply(dataset_id,
-change)` after an upload or delete commits, and `search(...)`. Implementations:
+`SearchIndex` is the interface: `prepare()` once and `close()` at the end, `writer` (called by
+`DatasetStore.add_documents` inside an upload's transaction, for implementations with their own
+tables), `apply(dataset_id, change)` after an upload or delete commits, and `search(...)`.
+Implementations:
 
 - `trestle.endpoints.search_sqlite.SqliteSearch`: keyword scores from SQLite FTS5's `bm25()`;
-  vectors from an in-memory float32 matrix per dataset (exact cosine by one matrix product),
-  loaded from the vectors stored durably in SQLite and kept up to date on upload and delete
-  (reloaded when another process changed the dataset: the dataset's `version` says so).
+  vectors from an in-memory index per dataset (`trestle.endpoints.vector_index`: exact below
+  20,000 chunks, an inverted file from faiss above), loaded from the vectors stored durably in
+  SQLite and kept up to date on upload and delete (reloaded when another process changed the
+  dataset: the dataset's `version` says so).
 - `trestle.endpoints.search_postgres.PostgresSearch`: pgvector's HNSW index (cosine) and
   PostgreSQL full text search (`ts_rank_cd`).
 
@@ -81,6 +83,8 @@ class SearchIndex(Protocol):
     writer: IndexWriter | None
 
     async def prepare(self) -> None: ...
+
+    async def close(self) -> None: ...
 
     def apply(self, dataset_id: str, change: Change) -> None: ...
 

@@ -71,6 +71,9 @@ class PostgresSearch:
         self.datasets = datasets
         self.writer = self._write
 
+    async def close(self) -> None:
+        return None
+
     async def prepare(self) -> None:
         async with self.datasets.engine.begin() as conn:
             await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({PREPARE_LOCK})"))

@@ -6,88 +6,34 @@ is named inside FTS5 by rowid ranges (runs of its chunks' ids, known from the ve
 only its own matches are scored and no `chunks` row is read; the keyword query and the matrix
 product run at the same time.
 
-Vectors: one `VectorIndex` per dataset in memory, a float32 matrix of unit vectors searched
-exactly (one matrix product and a partial sort: 100,000 chunks in a few milliseconds, recall 1;
-bench/retrieval.py measures it). It is loaded from the `chunks.vector` column on the first search,
-follows this process's uploads and deletes (`apply`), and is reloaded when the dataset's
-`version` in the store differs from its own (another process changed the dataset).
+Vectors: one `VectorIndex` per dataset in memory (`trestle.endpoints.vector_index`): an exact
+matrix product below 20,000 chunks, an inverted-file index (faiss) from there on, trained in a
+background task while searches stay exact. It is loaded from the `chunks.vector` column on the
+first search, follows this process's uploads and deletes (`apply`), and is reloaded when the
+dataset's `version` in the store differs from its own (another process changed the dataset).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from dataclasses import dataclass, field
+import logging
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import select
-from threadpoolctl import ThreadpoolController
 
 from trestle.endpoints.search import CANDIDATES, Hit, fuse, query_words
+from trestle.endpoints.vector_index import MAX_RANGES, VectorIndex, build_ivf, exact_nearest
 from trestle.store.datasets import Change, DatasetStore
 from trestle.store.records import Dataset
 from trestle.store.tables import ChunkRow, DocumentRow
 
-MAX_RANGES = 16  # runs of consecutive chunk ids that the keyword query names (else: a join)
-OFF_LOOP_ROWS = 20_000  # matrices this large are multiplied in a thread, off the event loop
-# One BLAS thread per product: a matrix-vector product is memory-bound, and on a busy machine
-# waking BLAS threads cost 30 ms where the product itself takes 0.2 ms (2,000 rows; 10k: 32 → 6).
-_BLAS = ThreadpoolController()
+log = logging.getLogger(__name__)
+OFF_LOOP_ROWS = 20_000  # exact products this large run in a thread, off the event loop
 _FTS = sa.table("chunks_fts", sa.column("rowid"))
 _BM25 = sa.literal_column("bm25(chunks_fts)")  # negative: lower is better
-_NOT_YET: Any = object()
-
-
-@dataclass
-class VectorIndex:
-    version: int
-    ids: np.ndarray  # int64, ascending
-    matrix: np.ndarray  # (len(ids), dimensions) float32
-    _ranges: list[tuple[int, int]] | None = field(default=_NOT_YET, init=False, repr=False,
-                                                  compare=False)
-
-    def similarities(self, query: np.ndarray) -> np.ndarray:
-        with _BLAS.limit(limits=1, user_api="blas"):
-            return self.matrix @ query
-
-    def ranges(self) -> list[tuple[int, int]] | None:
-        """The ids as (first, last) runs of consecutive ids, or None past `MAX_RANGES` runs.
-        Every id of a run belongs to this dataset (ids are unique across datasets)."""
-        if self._ranges is _NOT_YET:
-            breaks = np.flatnonzero(np.diff(self.ids) != 1)
-            if len(breaks) >= MAX_RANGES:
-                self._ranges = None
-            else:
-                starts = [self.ids[0], *self.ids[breaks + 1]] if len(self.ids) else []
-                ends = [*self.ids[breaks], self.ids[-1]] if len(self.ids) else []
-                self._ranges = [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
-        return self._ranges
-
-    def rows_of(self, chunk_ids: np.ndarray) -> np.ndarray:
-        """Row numbers of these chunk ids (which must be in the index)."""
-        return np.searchsorted(self.ids, chunk_ids)
-
-    def added(self, change: Change) -> None:
-        """New rows, or rows whose vector was replaced (an upsert: their old entry goes)."""
-        if len(self.ids) and len(change.chunk_ids) and change.chunk_ids.min() <= self.ids[-1]:
-            keep = ~np.isin(self.ids, change.chunk_ids)
-            self.ids, self.matrix = self.ids[keep], self.matrix[keep]
-        self.ids = np.concatenate([self.ids, change.chunk_ids])
-        self.matrix = np.concatenate([self.matrix, change.vectors.astype(np.float32)])
-        if len(self.ids) > 1 and not np.all(self.ids[1:] > self.ids[:-1]):
-            order = np.argsort(self.ids, kind="stable")
-            self.ids, self.matrix = self.ids[order], self.matrix[order]
-        self.version = change.version
-        self._ranges = _NOT_YET
-
-    def removed(self, change: Change) -> None:
-        keep = ~np.isin(self.ids, change.chunk_ids)
-        self.ids, self.matrix = self.ids[keep], self.matrix[keep]
-        self.version = change.version
-        self._ranges = _NOT_YET
-
 
 def match_expression(words: list[str]) -> str:
     """An FTS5 query that matches any of the words (each quoted: no FTS5 syntax gets through)."""
@@ -101,9 +47,17 @@ class SqliteSearch:
         self.datasets = datasets
         self._indexes: dict[str, VectorIndex] = {}
         self._loading: dict[str, asyncio.Lock] = {}
+        self._builds: dict[str, asyncio.Task] = {}
 
     async def prepare(self) -> None:
         return None
+
+    async def close(self) -> None:
+        """Stop index builds (a build already in its thread finishes there, unused)."""
+        for task in self._builds.values():
+            task.cancel()
+        await asyncio.gather(*self._builds.values(), return_exceptions=True)
+        self._builds.clear()
 
     def apply(self, dataset_id: str, change: Change) -> None:
         index = self._indexes.get(dataset_id)
@@ -122,15 +76,34 @@ class SqliteSearch:
     async def vector_index(self, dataset_id: str) -> VectorIndex:
         version = await self.datasets.version(dataset_id)
         index = self._indexes.get(dataset_id)
-        if index is not None and index.version == version:
-            return index
-        async with self._loading.setdefault(dataset_id, asyncio.Lock()):
-            index = self._indexes.get(dataset_id)
-            if index is None or index.version != version:
-                version, ids, matrix = await self.datasets.load_vectors(dataset_id)
-                index = VectorIndex(version, ids, matrix)
-                self._indexes[dataset_id] = index
+        if index is None or index.version != version:
+            async with self._loading.setdefault(dataset_id, asyncio.Lock()):
+                index = self._indexes.get(dataset_id)
+                if index is None or index.version != version:
+                    version, ids, matrix = await self.datasets.load_vectors(dataset_id)
+                    index = VectorIndex(version, ids, matrix)
+                    self._indexes[dataset_id] = index
+        if index.wants_ivf() and dataset_id not in self._builds:
+            self._builds[dataset_id] = asyncio.create_task(self._build(dataset_id, index))
         return index
+
+    async def indexed(self, dataset_id: str) -> None:
+        """Wait for the dataset's index build, if one runs (benchmarks and tests)."""
+        await self.vector_index(dataset_id)
+        task = self._builds.get(dataset_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _build(self, dataset_id: str, index: VectorIndex) -> None:
+        ids, matrix = index.snapshot()
+        ivf = None
+        try:
+            ivf = await asyncio.to_thread(build_ivf, ids, matrix)
+        except Exception:  # searches stay exact; the next search tries again
+            log.exception("could not build the vector index of dataset %s", dataset_id)
+        finally:
+            index.use(ivf, len(ids))
+            self._builds.pop(dataset_id, None)
 
     async def search(
         self, dataset: Dataset, query_vector: np.ndarray, query_text: str, *, top_k: int,
@@ -141,35 +114,34 @@ class SqliteSearch:
             return []
         allowed = None
         if filter:
-            allowed = np.isin(index.ids, await self.datasets.filter_rows(dataset.id, filter))
-            if not allowed.any():
+            allowed = await self.datasets.filter_rows(dataset.id, filter)
+            allowed = np.unique(allowed[np.isin(allowed, index.ids)]).astype(np.int64)
+            if not len(allowed):
                 return []
+        query = np.asarray(query_vector, dtype=np.float32)
         words = query_words(query_text)
-        # The keyword query (in the database's thread) and the matrix product (in a thread of
-        # its own when large) run at the same time: both release the GIL.
-        sims, keyword = await asyncio.gather(
-            self._similarities(index, query_vector),
+        # The keyword query runs in the database's thread while the vector search runs here (or,
+        # for a large exact product, in a thread of its own): both release the GIL. The keyword
+        # query goes first, so that it is on its way before the vector search takes the loop.
+        keyword, vector = await asyncio.gather(
             self._keyword(dataset.id, index, words, filter or {}) if words and alpha < 1
             else _nothing(),
+            self._nearest(index, query, allowed),
         )
-        if allowed is not None:
-            sims = np.where(allowed, sims, -np.inf)
-        n = min(CANDIDATES, len(sims))
-        rows = np.argpartition(-sims, n - 1)[:n]
-        rows = rows[np.isfinite(sims[rows])]
-        vector = dict(zip(index.ids[rows].tolist(), sims[rows].tolist(), strict=True))
         if keyword:
             extra = np.array([i for i in keyword if i not in vector], dtype=np.int64)
             extra = extra[np.isin(extra, index.ids)]  # a chunk added since the index was read
-            vector.update(zip(extra.tolist(), sims[index.rows_of(extra)].tolist(), strict=True))
+            vector.update(zip(extra.tolist(), index.similarity(extra, query).tolist(),
+                              strict=True))
         return fuse(vector, keyword, alpha, top_k)
 
     @staticmethod
-    async def _similarities(index: VectorIndex, query_vector: np.ndarray) -> np.ndarray:
-        query = np.asarray(query_vector, dtype=np.float32)
-        if len(index.ids) >= OFF_LOOP_ROWS:
-            return await asyncio.to_thread(index.similarities, query)
-        return index.similarities(query)
+    async def _nearest(index: VectorIndex, query: np.ndarray,
+                       allowed: np.ndarray | None) -> dict[int, float]:
+        if index.scans(allowed) >= OFF_LOOP_ROWS:  # (the arrays as they are now: see VectorIndex)
+            return await asyncio.to_thread(exact_nearest, index.ids, index.matrix, query,
+                                           CANDIDATES, allowed)
+        return index.nearest(query, CANDIDATES, allowed)
 
     async def _keyword(self, dataset_id: str, index: VectorIndex, words: list[str],
                        filter: dict[str, Any]) -> dict[int, float]:
