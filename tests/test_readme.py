@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import EXAMPLES, ROOT
+import pytest
+
+from support import EXAMPLES, ROOT, start_server
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.S)
@@ -24,6 +26,16 @@ def env_for(server) -> dict[str, str]:
            "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
     env.pop("TRESTLE_API_KEY", None)
     return env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A server of the README's own, as a new user starts it (`trestle serve`, a fresh home).
+    Its examples push `hello` again and promote it: on the session's shared server that would
+    move `production` away from the deployment other tests pushed and count on."""
+    srv = start_server(tmp_path_factory.mktemp("readme-home"), wait_for_slug=True)
+    yield srv
+    srv.stop()
 
 
 def test_setup_commands_are_the_scripts_ci_runs():
