@@ -101,8 +101,7 @@ def test_sqlite_search_through_the_inverted_file(run, runner, tmp_path, embeddin
         run(datastore.create_dataset("handbook"))
         run(datastore.upload("handbook", data_files(), ChunkingOptions(size=300, overlap=60)))
         dataset = run(datastore.get_dataset("handbook"))
-        question, document, _ = FACTS[0]
-        exact = run(datastore.search("handbook", question, top_k=3))
+        exact = run(datastore.search("handbook", FACTS[0][0], top_k=3))
         run(datastore.index.indexed(dataset.id))
         index = run(datastore.index.vector_index(dataset.id))
         assert index.uses_ivf(None) and index.ivf.ntotal == len(index.ids) >= 20

@@ -115,7 +115,7 @@ class SqliteSearch:
         allowed = None
         if filter:
             allowed = await self.datasets.filter_rows(dataset.id, filter)
-            allowed = np.unique(allowed[np.isin(allowed, index.ids)]).astype(np.int64)
+            allowed = np.unique(allowed[np.isin(allowed, index.ids)])  # sorted, int64
             if not len(allowed):
                 return []
         query = np.asarray(query_vector, dtype=np.float32)

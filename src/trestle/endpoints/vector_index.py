@@ -125,9 +125,7 @@ class VectorIndex:
             params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(allowed),
                                                nprobe=self.ivf.nprobe)
         _, found = self.ivf.search(query.reshape(1, -1), n, params=params)
-        keys = found[0][found[0] >= 0]
-        rows = np.minimum(np.searchsorted(self.ids, keys), len(self.ids) - 1)
-        return keys[self.ids[rows] == keys]  # (always all of them: changes reach both at once)
+        return found[0][found[0] >= 0]  # all in `ids`: changes reach the index and them at once
 
     # the dataset's id ranges, for the keyword query
 
