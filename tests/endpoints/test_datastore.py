@@ -128,6 +128,62 @@ def test_sqlite_search_through_the_inverted_file(run, runner, tmp_path, embeddin
         run(store.close())
 
 
+def test_sqlite_keyword_search_from_memory(run, runner, tmp_path, embeddings_worker, monkeypatch):
+    """Ranked by FTS5, then with the threshold lowered to the handbook's size and the index
+    read: ranked in memory, the same chunks with the same scores. After an upload (or a delete),
+    FTS5 ranks again, so the new chunk is found at once, until the index has been read anew,
+    which finds it too."""
+    from endpoints.conftest import open_datastore
+    from trestle.endpoints import keyword_index, search_sqlite
+    from trestle.store import sqlite_url
+
+    in_memory = []
+    best = keyword_index.KeywordIndex.best
+
+    def counted(self, *args):
+        in_memory.append(self.version)
+        return best(self, *args)
+
+    monkeypatch.setattr(keyword_index.KeywordIndex, "best", counted)
+    store, client, datastore = open_datastore(runner, sqlite_url(tmp_path / "bm25.db"),
+                                              embeddings_worker)
+
+    def keyword_hits(query):
+        return [(r.chunk.id, r.document.name, r.confidence)
+                for r in run(datastore.search("handbook", query, top_k=5, alpha=0.0))]
+
+    try:
+        run(datastore.create_dataset("handbook"))
+        run(datastore.upload("handbook", data_files(), ChunkingOptions(size=300, overlap=60)))
+        dataset = run(datastore.get_dataset("handbook"))
+        ranked_by_fts5 = {q: keyword_hits(q) for q, _, _ in FACTS}
+        assert in_memory == []
+        monkeypatch.setattr(search_sqlite, "KEYWORD_MIN_ROWS", 20)
+        run(datastore.index.indexed(dataset.id))
+        for question, _, _ in FACTS:
+            assert keyword_hits(question) == [(i, name, pytest.approx(c))
+                                              for i, name, c in ranked_by_fts5[question]]
+        assert in_memory == [dataset.version] * len(FACTS)
+
+        run(datastore.upload("handbook", [UploadedFile("tern.txt", b"The Arctic tern Miska "
+                                                       b"migrates from pole to pole each year.")]))
+        in_memory.clear()
+        assert keyword_hits("Miska tern")[0][1] == "tern.txt"
+        assert in_memory == []  # the index is older than the dataset: FTS5 ranked
+        run(datastore.index.indexed(dataset.id))
+        hits = keyword_hits("Miska tern")
+        assert hits[0][1] == "tern.txt" and in_memory == [dataset.version + 1]
+        run(datastore.delete_document("handbook", next(
+            d.id for d in run(datastore.documents("handbook")) if d.name == "tern.txt")))
+        run(datastore.index.indexed(dataset.id))
+        assert "tern.txt" not in {name for _, name, _ in keyword_hits("Miska tern")}
+        assert in_memory[-1] == dataset.version + 2
+    finally:
+        run(datastore.close())
+        run(client.aclose())
+        run(store.close())
+
+
 def test_search_results_carry_the_seed_fields_and_touch_rows(run, datastore, handbook):
     results = run(datastore.search("handbook", "sourdough starter Gerald", top_k=2))
     wire = results[0].wire(variable="context", query="sourdough starter Gerald")

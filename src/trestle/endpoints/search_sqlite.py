@@ -4,7 +4,9 @@ Keyword scores: SQLite FTS5's `bm25()` over `chunks_fts` (created by the store's
 kept in step with `chunks` by triggers); the query's words are OR-ed, each quoted. The dataset
 is named inside FTS5 by rowid ranges (runs of its chunks' ids, known from the vector index), so
 only its own matches are scored and no `chunks` row is read; the keyword query and the matrix
-product run at the same time.
+product run at the same time. From 20,000 chunks on, a `KeywordIndex` read from FTS5's index
+in a background task (`trestle.endpoints.keyword_index`) scores the query in memory instead,
+while it is as current as the dataset; after a change, FTS5 again until it has been read anew.
 
 Vectors: one `VectorIndex` per dataset in memory (`trestle.endpoints.vector_index`): an exact
 matrix product below 20,000 chunks, an inverted-file index (faiss) from there on, trained in a
@@ -18,12 +20,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import select
 
+from trestle.endpoints.keyword_index import (
+    KEYWORD_MIN_ROWS, KeywordIndex, Tokenizer, read_keyword_index,
+)
 from trestle.endpoints.search import CANDIDATES, Hit, fuse, query_words
 from trestle.endpoints.vector_index import MAX_RANGES, VectorIndex, build_ivf, exact_nearest
 from trestle.store.datasets import Change, DatasetStore
@@ -47,7 +53,10 @@ class SqliteSearch:
         self.datasets = datasets
         self._indexes: dict[str, VectorIndex] = {}
         self._loading: dict[str, asyncio.Lock] = {}
-        self._builds: dict[str, asyncio.Task] = {}
+        self._keywords: dict[str, KeywordIndex] = {}
+        self._unreadable: dict[str, int] = {}  # dataset -> version whose keyword index failed
+        self._tokenizer = Tokenizer()
+        self._builds: dict[tuple[str, str], asyncio.Task] = {}  # (kind, dataset id) -> task
 
     async def prepare(self) -> None:
         return None
@@ -58,6 +67,7 @@ class SqliteSearch:
             task.cancel()
         await asyncio.gather(*self._builds.values(), return_exceptions=True)
         self._builds.clear()
+        self._tokenizer.close()
 
     def apply(self, dataset_id: str, change: Change) -> None:
         index = self._indexes.get(dataset_id)
@@ -72,6 +82,7 @@ class SqliteSearch:
 
     def forget(self, dataset_id: str) -> None:
         self._indexes.pop(dataset_id, None)
+        self._keywords.pop(dataset_id, None)
 
     async def vector_index(self, dataset_id: str) -> VectorIndex:
         version = await self.datasets.version(dataset_id)
@@ -83,27 +94,60 @@ class SqliteSearch:
                     version, ids, matrix = await self.datasets.load_vectors(dataset_id)
                     index = VectorIndex(version, ids, matrix)
                     self._indexes[dataset_id] = index
-        if index.wants_ivf() and dataset_id not in self._builds:
-            self._builds[dataset_id] = asyncio.create_task(self._build(dataset_id, index))
+        if index.wants_ivf():
+            self._start("vectors", dataset_id, self._build(index))
         return index
 
-    async def indexed(self, dataset_id: str) -> None:
-        """Wait for the dataset's index build, if one runs (benchmarks and tests)."""
-        await self.vector_index(dataset_id)
-        task = self._builds.get(dataset_id)
-        if task is not None:
-            await asyncio.shield(task)
+    def keyword_index(self, dataset_id: str, index: VectorIndex) -> KeywordIndex | None:
+        """The dataset's in-memory keyword index if it is as current as `index`; else None, and
+        for a large dataset a new one is read in the background."""
+        keywords = self._keywords.get(dataset_id)
+        if keywords is not None and keywords.version == index.version:
+            return keywords
+        if (len(index.ids) >= KEYWORD_MIN_ROWS
+                and self._unreadable.get(dataset_id) != index.version):
+            self._start("keywords", dataset_id, self._read_keywords(dataset_id, index.version))
+        return None
 
-    async def _build(self, dataset_id: str, index: VectorIndex) -> None:
+    async def indexed(self, dataset_id: str) -> None:
+        """Wait for the dataset's index builds, if any run (benchmarks and tests)."""
+        self.keyword_index(dataset_id, await self.vector_index(dataset_id))
+        for kind in ("vectors", "keywords"):
+            task = self._builds.get((kind, dataset_id))
+            if task is not None:
+                await asyncio.shield(task)
+
+    def _start(self, kind: str, dataset_id: str, build: Coroutine[Any, Any, None]) -> None:
+        key = (kind, dataset_id)
+        if key in self._builds:
+            build.close()
+            return
+        task = asyncio.create_task(build)
+        self._builds[key] = task
+        task.add_done_callback(lambda _: self._builds.pop(key, None) if self._builds.get(key)
+                               is task else None)
+
+    async def _build(self, index: VectorIndex) -> None:
         ids, matrix = index.snapshot()
         ivf = None
         try:
             ivf = await asyncio.to_thread(build_ivf, ids, matrix)
         except Exception:  # searches stay exact; the next search tries again
-            log.exception("could not build the vector index of dataset %s", dataset_id)
+            log.exception("could not build a vector index of %d chunks", len(ids))
         finally:
             index.use(ivf, len(ids))
-            self._builds.pop(dataset_id, None)
+
+    async def _read_keywords(self, dataset_id: str, version: int) -> None:
+        try:
+            keywords = await asyncio.to_thread(
+                read_keyword_index, self.datasets.engine.url.database, dataset_id
+            )
+        except Exception:  # searches go on with FTS5; the next version tries again
+            log.exception("could not read the keyword index of dataset %s", dataset_id)
+            self._unreadable[dataset_id] = version
+            return
+        if keywords is not None:
+            self._keywords[dataset_id] = keywords
 
     async def search(
         self, dataset: Dataset, query_vector: np.ndarray, query_text: str, *, top_k: int,
@@ -124,7 +168,7 @@ class SqliteSearch:
         # for a large exact product, in a thread of its own): both release the GIL. The keyword
         # query goes first, so that it is on its way before the vector search takes the loop.
         keyword, vector = await asyncio.gather(
-            self._keyword(dataset.id, index, words, filter or {}) if words and alpha < 1
+            self._keyword(dataset.id, index, words, filter or {}, allowed) if words and alpha < 1
             else _nothing(),
             self._nearest(index, query, allowed),
         )
@@ -144,13 +188,22 @@ class SqliteSearch:
         return index.nearest(query, CANDIDATES, allowed)
 
     async def _keyword(self, dataset_id: str, index: VectorIndex, words: list[str],
-                       filter: dict[str, Any]) -> dict[int, float]:
+                       filter: dict[str, Any], allowed: np.ndarray | None) -> dict[int, float]:
         """BM25 (as a positive number) of the best `CANDIDATES` matches.
 
-        The dataset is applied inside FTS5 as rowid ranges (its chunks' ids, from the vector
-        index: one range per run of consecutive ids), so that only the dataset's matches are
-        scored and no `chunks` row is read. A dataset whose ids are scattered over more than
+        From the in-memory keyword index when it is current and every word is one term (a word
+        FTS5 splits in two is a phrase, which only FTS5 can match). Otherwise from FTS5: the
+        dataset is applied inside FTS5 as rowid ranges (its chunks' ids, from the vector index:
+        one range per run of consecutive ids), so that only the dataset's matches are scored
+        and no `chunks` row is read. A dataset whose ids are scattered over more than
         `MAX_RANGES` runs, or a metadata filter, joins `chunks` instead."""
+        keywords = self.keyword_index(dataset_id, index)
+        if keywords is not None:
+            terms = self._tokenizer.terms(words)
+            if all(len(t) <= 1 for t in terms):
+                return await asyncio.to_thread(
+                    keywords.best, [t for found in terms for t in found], CANDIDATES, allowed
+                )
         match = match_expression(words)
         ranges = index.ranges()
         if not filter and ranges is not None:
