@@ -226,8 +226,8 @@ async def search_figures(datastore: Datastore, ds: Dataset, queries: np.ndarray,
     await datastore.search_vector(ds, queries[0], queries_text[0], top_k=10)  # loads the index
     indexed = getattr(datastore.index, "indexed", None)  # (also runs against older checkouts)
     if indexed is not None:
-        await indexed(ds.id)  # and waits for its build (an inverted file from 20,000 chunks)
-    print(f"vectors loaded and indexed in {time.perf_counter() - t:.1f} s")
+        await indexed(ds.id)  # waits for its builds (inverted file, keywords: from 20,000)
+    print(f"vectors loaded and indexes built in {time.perf_counter() - t:.1f} s")
 
     anchor_ms, vector_ms, hybrid_ms, recalls = [], [], [], []
     for q, text in zip(queries, queries_text, strict=True):
