@@ -3,12 +3,13 @@
 Each replica is `python -m trestle.runtime --model-dir ... --socket ...` run by the gateway's
 interpreter, or by the deployment's own virtualenv when its config.yaml lists `requirements`
 (`prepare` builds it under the deployment's folder), inside a bubblewrap sandbox with a scrubbed
-environment (`trestle.deploy.sandbox`). The workers' output is pumped into the deployment log,
-rotated by size (`trestle.deploy.logs.logfile`). The backend launches one worker at a time for the
-deployment's `ReplicaSet` (`trestle.deploy.replicas`: balancing, restarts, autoscaling): it polls
-the worker's `/health` until it is ready or failed, kills one that stops answering its health
-check for the deployment's `runtime.liveness_timeout` (a stopped or wedged process; the replica
-set then restarts it), and reaches each worker through an `HTTP1Transport` on its socket.
+environment (`trestle.deploy.sandbox`). The workers' output is pumped into the deployment log in
+batches (`trestle.deploy.logs.pump`), rotated by size (`trestle.deploy.logs.logfile`). The backend
+launches one worker at a time for the deployment's `ReplicaSet` (`trestle.deploy.replicas`:
+balancing, restarts, autoscaling): it polls the worker's `/health` until it is ready or failed,
+kills one that stops answering its health check for the deployment's `runtime.liveness_timeout`
+(a stopped or wedged process; the replica set then restarts it), and reaches each worker through
+an `HTTP1Transport` on its socket.
 Sockets live in a run folder, `/tmp/trestle-*`, one folder per replica; it is removed on close,
 and a dead gateway's (its pid is inside) on start.
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 from trestle.deploy import sandbox, stale
 from trestle.deploy.processes import STOP_GRACE_S, terminate
 from trestle.deploy.logs import logfile
+from trestle.deploy.logs.pump import output_pipe, pump
 from trestle.deploy.backend import DeploymentSpec, ReadinessError, deployment_log, log_tail, wait_ready
 from trestle.deploy.replica_sets import ReplicaSets, watch_health
 from trestle.deploy.http1 import HTTP1Transport
@@ -189,11 +191,18 @@ class LocalProcessBackend(ReplicaSets):
         parent = "1" if box.enabled else str(os.getpid())
         log_file = deployment_log(spec.home)
         launched = time.monotonic()
-        p.proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, env=sandbox.worker_env(home, parent),
-        )
-        p.pump = asyncio.create_task(self._pump(p.proc.stdout, log_file))
+        read_end, write_end = output_pipe()
+        try:
+            p.proc = await asyncio.create_subprocess_exec(
+                *args, stdout=write_end, stderr=write_end,
+                stdin=asyncio.subprocess.DEVNULL, env=sandbox.worker_env(home, parent),
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)  # the worker's copy is its own: end of file when it exits
+        p.pump = asyncio.create_task(pump(read_end, self.log_for(log_file)))
         log.info("deployment %s replica %d: started pid %d", spec.deployment_id, p.index, p.proc.pid)
         name = f"deployment {spec.deployment_id}"
         replica = Replica(spec.deployment_id, p.index,
@@ -221,12 +230,6 @@ class LocalProcessBackend(ReplicaSets):
             self.metrics.cold_start(spec.model_id, spec.deployment_id, time.monotonic() - launched)
         p.liveness = asyncio.create_task(self._check_liveness(p))
         return p
-
-    async def _pump(self, stream: asyncio.StreamReader, path: Path) -> None:
-        """Copy a worker's output into its deployment's log, rotating it by size."""
-        out = self.log_for(path)
-        while chunk := await stream.read(logfile.BLOCK):
-            out.write(chunk)
 
     def _write_secrets(self, p: _Process) -> Path:
         fd, path = tempfile.mkstemp(prefix="secrets-", dir=p.socket.parent)
