@@ -3,6 +3,7 @@ own index, it ranks as FTS5's `bm25()` does, with the dataset's own statistics."
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 
@@ -140,3 +141,26 @@ def test_the_tokenizer_splits_and_stems_as_the_store_does(run, store):
         assert tokenizer.terms(["again"]) == [["again"]]  # nothing left from the last call
     finally:
         tokenizer.close()
+
+
+def test_a_deleted_datasets_keyword_read_is_dropped(run, store, monkeypatch):
+    """A read started by a search, then the dataset deleted before it ends: nothing is kept."""
+    from trestle.endpoints import search_sqlite
+
+    monkeypatch.setattr(search_sqlite, "KEYWORD_MIN_ROWS", 20)
+    ds = add(run, store, "brief", texts(50, seed=8))
+    search = search_sqlite.SqliteSearch(store.datasets)
+
+    async def read_then_delete():
+        assert search.keyword_index(ds.id, await search.vector_index(ds.id)) is None  # starts it
+        task = search._builds[("keywords", ds.id)]
+        search.forget(ds.id)
+        await asyncio.gather(task, return_exceptions=True)
+        return task
+
+    try:
+        task = run(read_then_delete())
+        assert task.cancelled()
+        assert ds.id not in search._keywords and search._builds == {}
+    finally:
+        run(search.close())

@@ -81,8 +81,15 @@ class SqliteSearch:
             index.removed(change)
 
     def forget(self, dataset_id: str) -> None:
+        """The dataset is deleted: drop its indexes and stop their builds (whose results would
+        otherwise be kept for a dataset that is gone)."""
         self._indexes.pop(dataset_id, None)
         self._keywords.pop(dataset_id, None)
+        self._unreadable.pop(dataset_id, None)
+        for kind in ("vectors", "keywords"):
+            task = self._builds.pop((kind, dataset_id), None)
+            if task is not None:
+                task.cancel()
 
     async def vector_index(self, dataset_id: str) -> VectorIndex:
         version = await self.datasets.version(dataset_id)
