@@ -58,7 +58,8 @@ def fts5_scores(store, dataset_id: str, words: list[str]) -> dict[int, float]:
     db = sqlite3.connect(store.datasets.engine.url.database)
     try:
         return dict(db.execute(
-            "SELECT c.id, -bm25(chunks_fts) FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+            "SELECT c.id, -bm25(chunks_fts) FROM chunks_fts"
+            " JOIN chunks c ON c.id = chunks_fts.rowid"
             " WHERE chunks_fts MATCH ? AND c.dataset_id = ?",
             (match_expression(words), dataset_id)).fetchall())
     finally:
@@ -162,5 +163,35 @@ def test_a_deleted_datasets_keyword_read_is_dropped(run, store, monkeypatch):
         task = run(read_then_delete())
         assert task.cancelled()
         assert ds.id not in search._keywords and search._builds == {}
+    finally:
+        run(search.close())
+
+
+def test_an_older_keyword_index_is_dropped_as_soon_as_it_is_seen(run, store, monkeypatch):
+    """After an upload the index no longer matches the dataset: it is let go at once (a dataset
+    that shrank below the threshold would otherwise keep it for good), and a new one is read."""
+    from trestle.endpoints import search_sqlite
+
+    monkeypatch.setattr(search_sqlite, "KEYWORD_MIN_ROWS", 20)
+    ds = add(run, store, "growing", texts(50, seed=9))
+    search = search_sqlite.SqliteSearch(store.datasets)
+
+    async def upload_then_look():
+        await search.indexed(ds.id)
+        before = search._keywords[ds.id]
+        _, change = await store.datasets.add_documents(ds.id, [NewDocument(
+            "more.txt", {}, [NewChunk("tern harbour", {"text": "tern harbour"}, "tern harbour")],
+            np.ones((1, 4), dtype=np.float32))])
+        search.apply(ds.id, change)
+        index = await search.vector_index(ds.id)
+        assert index.version == before.version + 1
+        assert search.keyword_index(ds.id, index) is None
+        assert ds.id not in search._keywords  # dropped before the new one is read
+        await search.indexed(ds.id)
+        return search._keywords[ds.id]
+
+    try:
+        after = run(upload_then_look())
+        assert after.version == ds.version + 1 and len(after.ids) == 51
     finally:
         run(search.close())

@@ -2,7 +2,7 @@
 
     index = read_keyword_index(db_path, dataset_id)    # in a worker thread: seconds at 100,000
     terms = Tokenizer().terms(["refund", "policies"])  # [["refund"], ["polici"]], as FTS5 stems
-    index.best([t for [t] in terms], 100)              # {chunk_id: bm25}, best 100
+    index.best([t for found in terms for t in found], 100)   # {chunk_id: bm25}, best 100
 
 Below `KEYWORD_MIN_ROWS` chunks, FTS5's `bm25()` ranks a query's matches in a few milliseconds.
 It computes every matching chunk's score from its position lists, about 2 µs a match; a
@@ -108,8 +108,9 @@ def read_keyword_index(db_path: str, dataset_id: str) -> KeywordIndex | None:
         db.execute("COMMIT")
     finally:
         db.close()
-    average = lengths.mean() if len(ids) else 0.0
-    norm = K1 * (1 - B + B * lengths / average) if average > 0 else lengths
+    if not terms:  # no chunk holds a word
+        return KeywordIndex(row[0], ids, {})
+    norm = K1 * (1 - B + B * lengths / lengths.mean())
     postings = {
         term: (positions, (counts * (K1 + 1) / (counts + norm[positions])).astype(np.float32))
         for term, positions, counts in terms

@@ -12,10 +12,10 @@ Implementations:
 
 - `trestle.endpoints.search_sqlite.SqliteSearch`: keyword scores from SQLite FTS5's `bm25()`
   (from 20,000 chunks, the same formula over FTS5's index read into memory:
-  `trestle.endpoints.keyword_index`); vectors from an in-memory index per dataset (`trestle.endpoints.vector_index`: exact below
-  20,000 chunks, an inverted file from faiss above), loaded from the vectors stored durably in
-  SQLite and kept up to date on upload and delete (reloaded when another process changed the
-  dataset: the dataset's `version` says so).
+  `trestle.endpoints.keyword_index`); vectors from an in-memory index per dataset
+  (`trestle.endpoints.vector_index`: exact below 20,000 chunks, an inverted file from faiss
+  above), loaded from the vectors stored durably in SQLite and kept up to date on upload and
+  delete (reloaded when another process changed the dataset: the dataset's `version` says so).
 - `trestle.endpoints.search_postgres.PostgresSearch`: pgvector's HNSW index (cosine) and
   PostgreSQL full text search (`ts_rank_cd`).
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
@@ -102,18 +102,22 @@ class SqliteSearch:
                     index = VectorIndex(version, ids, matrix)
                     self._indexes[dataset_id] = index
         if index.wants_ivf():
-            self._start("vectors", dataset_id, self._build(index))
+            self._start("vectors", dataset_id, lambda: self._build(index))
         return index
 
     def keyword_index(self, dataset_id: str, index: VectorIndex) -> KeywordIndex | None:
-        """The dataset's in-memory keyword index if it is as current as `index`; else None, and
-        for a large dataset a new one is read in the background."""
+        """The dataset's in-memory keyword index if it is as current as `index`; else None (an
+        older one is dropped at once), and for a large dataset a new one is read in the
+        background."""
         keywords = self._keywords.get(dataset_id)
-        if keywords is not None and keywords.version == index.version:
-            return keywords
+        if keywords is not None:
+            if keywords.version == index.version:
+                return keywords
+            del self._keywords[dataset_id]
         if (len(index.ids) >= KEYWORD_MIN_ROWS
                 and self._unreadable.get(dataset_id) != index.version):
-            self._start("keywords", dataset_id, self._read_keywords(dataset_id, index.version))
+            self._start("keywords", dataset_id,
+                        lambda: self._read_keywords(dataset_id, index.version))
         return None
 
     async def indexed(self, dataset_id: str) -> None:
@@ -124,12 +128,13 @@ class SqliteSearch:
             if task is not None:
                 await asyncio.shield(task)
 
-    def _start(self, kind: str, dataset_id: str, build: Coroutine[Any, Any, None]) -> None:
+    def _start(self, kind: str, dataset_id: str,
+               build: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `build()` in a task unless one of this kind runs for the dataset."""
         key = (kind, dataset_id)
         if key in self._builds:
-            build.close()
             return
-        task = asyncio.create_task(build)
+        task = asyncio.create_task(build())
         self._builds[key] = task
         task.add_done_callback(lambda _: self._builds.pop(key, None) if self._builds.get(key)
                                is task else None)
