@@ -4,6 +4,8 @@ pipe closed at the end (`trestle.deploy.logs.pump`)."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import threading
 
@@ -77,3 +79,29 @@ def test_a_cancelled_pump_closes_its_end(run, tmp_path):
     finally:
         os.close(write_end)
 
+
+
+def test_a_log_that_cannot_be_written_loses_lines_but_the_pipe_is_read_on(run, tmp_path, caplog):
+    """A full disk: the lines of the failed write are lost (with one warning), the worker's
+    later lines are copied once writing works again, and the pump ends at end of file."""
+    read_end, write_end = output_pipe()
+
+    class FullOnce(RotatingLog):
+        failed = False
+
+        def write(self, data: bytes) -> None:
+            if not self.failed:
+                self.failed = True
+                os.write(write_end, b"later line\n")  # the worker goes on meanwhile
+                os.close(write_end)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            super().write(data)
+
+    os.write(write_end, b"lost line\n")
+    out = FullOnce(tmp_path / "worker.log")
+    with caplog.at_level(logging.WARNING, logger="trestle.deploy"):
+        run(asyncio.wait_for(pump(read_end, out, batch_s=0.001), 60))
+    assert (tmp_path / "worker.log").read_bytes() == b"later line\n"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "trestle.deploy"]
+    assert warnings == ["cannot write the log worker.log (No space left on device); its lines "
+                        "are lost until it can"]
