@@ -79,3 +79,23 @@ def test_cancelling_the_caller_is_not_mistaken_for_the_client_leaving():
         with pytest.raises(asyncio.CancelledError):
             await caller
     asyncio.run(scenario())
+
+
+def test_work_that_ends_quickly_starts_no_watcher():
+    """The common case costs no task: the watcher starts only for work still running after
+    `WATCH_AFTER_S`, and a client that left before then is still seen."""
+    async def scenario():
+        calls = 0
+
+        async def receive() -> dict:
+            nonlocal calls
+            calls += 1
+            return {"type": "http.disconnect"}  # the client has already left
+
+        assert await race_disconnect(receive, asyncio.sleep(0, "answer")) == (False, "answer")
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        await asyncio.sleep(0)
+        assert calls == 0
+        assert await race_disconnect(receive, asyncio.Event().wait()) == (True, None)
+        assert calls == 1
+    asyncio.run(scenario())
