@@ -92,6 +92,7 @@ def test_request_id_is_honoured_echoed_and_logged_on_both_sides(server, pushed):
         assert resp.headers["x-request-id"] == "trace-abc-123"
         fresh = http.post(f"/model/{push['model']['id']}/production/predict", json={})
         assert len(fresh.headers["x-request-id"]) == 32
+        int(fresh.headers["x-request-id"], 16)  # hex
     assert "[trace-abc-123]" in server.log_text()
     worker_log = server.cli("deployments", "logs", push["deployment"]["id"]).stdout
     records = [json.loads(line) for line in worker_log.splitlines()]
@@ -184,3 +185,16 @@ def test_a_host_routed_call_is_metered_as_a_model_call(server, pushed):
                          headers={"Host": f"model-{m}.api.example"})
     assert resp.json() == {"message": "Hello, host!"}
     assert metric(server, "trestle_requests_total", kind="model", status="200", model=m) == before + 1
+
+
+def test_answers_name_no_server_software_and_carry_one_request_id(server, pushed):
+    """No `server: uvicorn` banner, on a relayed answer or the gateway's own; the date stays. The
+    request id is the worker's echo on a relayed answer, the gateway's own on its answers."""
+    push = pushed("hello")
+    with server.client() as http:
+        for resp in (http.post(f"/model/{push['model']['id']}/production/predict", json={}),
+                     http.get("/health")):
+            assert resp.status_code == 200
+            assert "server" not in resp.headers
+            assert "date" in resp.headers
+            assert len(resp.headers.get_list("x-request-id")) == 1

@@ -149,11 +149,17 @@ class RequestContext:
                 started = True
                 status = message["status"]
                 headers = message.get("headers", [])
-                names = {k.lower() for k, _ in headers}
-                length = header({"headers": headers}, _CONTENT_LENGTH)
+                length = None
+                has_id = False
+                for name, value in headers:
+                    name = name.lower()
+                    if name == _CONTENT_LENGTH:
+                        length = value if length is None else length
+                    elif name == _REQUEST_ID:
+                        has_id = True
                 streamed = length is None
                 left = int(length) if length is not None and length.isdigit() else None
-                if _REQUEST_ID not in names:
+                if not has_id:
                     message = {**message, "headers": [*headers, (_REQUEST_ID, rid.encode())]}
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
