@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import time
 
 HEADER = "x-request-id"
 NO_REQUEST = "-"
@@ -46,6 +47,23 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+class LineFormatter(logging.Formatter):
+    """`logging.Formatter`, writing the date and time of each second once: the gateway writes a
+    line per request, and `time.strftime` was half of formatting one."""
+
+    _second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached, stamp = self._second
+        if cached != second:
+            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, stamp)
+        return self.default_msec_format % (stamp, record.msecs)
+
+
 class RequestIdFilter(logging.Filter):
     """Adds `record.request_id`: the current request's id, or `-`."""
 
@@ -59,7 +77,7 @@ def configure_logging(level: int = logging.INFO, formatter: logging.Formatter | 
     `formatter`, default `LOG_FORMAT`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(formatter or logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(formatter or LineFormatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
