@@ -10,6 +10,10 @@ in the same run, so the figures are ratios against an anchor measured alongside:
   - CPU time per request at concurrency 1 of the gateway process and of the worker (no target):
     unlike latency it hardly moves when other work shares the machine, so it compares versions
     of the gateway on a loaded machine
+  - the floor of a hop on this machine (no target): the same rounds also call the direct worker
+    through a byte relay, a process that copies bytes between the client's TCP connection and
+    the worker's socket and does nothing else (no HTTP), so the added latency of any proxy
+    process, its wake-ups and system calls, is measured in the same run as the gateway's
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from support import EXAMPLES, start_server  # noqa: E402
+from support import EXAMPLES, free_port, start_server  # noqa: E402
 
 BODY = b'{"name": "bench"}'
 
@@ -53,6 +58,38 @@ async def run_load(session: aiohttp.ClientSession, url: str, total: int, concurr
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
     return latencies, total / elapsed
+
+
+async def serve_relay(port: int, socket_path: str) -> None:
+    """The byte relay: each TCP connection on `port` is spliced to one on the worker's socket."""
+    loop = asyncio.get_running_loop()
+
+    class Side(asyncio.Protocol):
+        peer: "Side | None" = None
+
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.peer.transport.write(data)
+
+        def connection_lost(self, exc) -> None:
+            if self.peer is not None:
+                self.peer.transport.close()
+
+    class Client(Side):
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+            transport.pause_reading()  # until the worker's side is open
+            loop.create_task(self.splice())
+
+        async def splice(self) -> None:
+            _, upstream = await loop.create_unix_connection(Side, socket_path)
+            upstream.peer, self.peer = self, upstream
+            self.transport.resume_reading()
+
+    server = await loop.create_server(Client, "127.0.0.1", port)
+    await server.serve_forever()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -107,6 +144,9 @@ async def main_async(args) -> None:
     direct = subprocess.Popen(
         [sys.executable, "-m", "trestle.runtime", "--model-dir", str(EXAMPLES / "hello"),
          "--socket", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    relay_port = free_port()
+    relay = subprocess.Popen([sys.executable, __file__, "--serve-relay", str(relay_port),
+                              str(sock)])
     try:
         push = server.push(EXAMPLES / "hello")
         worker_pid = worker_process(server.proc.pid)
@@ -122,32 +162,43 @@ async def main_async(args) -> None:
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock), limit=0)) as ds, \
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as gs:
             paths = {"direct": (ds, "http://worker/predict", {"worker": direct.pid}),
+                     "relay": (gs, f"http://127.0.0.1:{relay_port}/predict",
+                               {"relay": relay.pid, "worker": direct.pid}),
                      "gateway": (gs, url, {"gateway": server.proc.pid, "worker": worker_pid})}
             for session, target, _ in paths.values():
                 await run_load(session, target, 200, 4)  # warm-up: connections, caches
             results = await latency_rounds(paths, args.requests, args.rounds)
-            for name, (session, target, _) in paths.items():
+            for name in ("direct", "gateway"):
+                session, target, _ = paths[name]
                 _, results[name]["rps16"] = await run_load(session, target, args.requests, 16)
     finally:
+        relay.terminate()
         direct.terminate()
         server.stop()
 
-    d, g = results["direct"], results["gateway"]
+    d, r, g = results["direct"], results["relay"], results["gateway"]
     print(f"{'path':<10}{'p50 ms':>10}{'p99 ms':>10}{'req/s @16':>12}")
-    for r in (d, g):
-        print(f"{r['name']:<10}{r['p50']*1e3:>10.3f}{r['p99']*1e3:>10.3f}{r['rps16']:>12.0f}")
+    for row in (d, r, g):
+        rps = f"{row['rps16']:>12.0f}" if "rps16" in row else f"{'-':>12}"
+        print(f"{row['name']:<10}{row['p50']*1e3:>10.3f}{row['p99']*1e3:>10.3f}{rps}")
     per_round = sorted((gp - dp) * 1e3 for gp, dp in zip(g["round_p50s"], d["round_p50s"]))
     added50 = statistics.median(per_round)
+    floor = statistics.median((rp - dp) * 1e3 for rp, dp in zip(r["round_p50s"], d["round_p50s"]))
     added99 = (g["p99"] - d["p99"]) * 1e3
     ratio = g["rps16"] / d["rps16"]
     print(f"added p50 at concurrency 1: {added50:.3f} ms   (target <= 0.300 ms) "
           f"{'MET' if added50 <= 0.3 else 'MISSED'}   (median of {len(per_round)} alternating rounds; "
           f"rounds ranged {per_round[0]:.3f} to {per_round[-1]:.3f} ms)")
     print(f"added p99 at concurrency 1: {added99:.3f} ms   (no target; reported)")
+    print(f"floor of a hop on this machine (a byte relay's added p50): {floor:.3f} ms; "
+          f"the gateway's own share above it: {added50 - floor:.3f} ms   (no target; reported)")
     print(f"throughput at concurrency 16, gateway/direct: {ratio:.2f}x   (target >= 0.50x) "
           f"{'MET' if ratio >= 0.5 else 'MISSED'}")
-    print(f"CPU per request at concurrency 1: gateway {g['cpu']['gateway'] * 1e3:.3f} ms, "
-          f"its worker {g['cpu']['worker'] * 1e3:.3f} ms, direct worker {d['cpu']['worker'] * 1e3:.3f} ms"
+    cpu = {name: {k: v * 1e3 for k, v in row["cpu"].items()} for name, row in results.items()}
+    print(f"CPU per request at concurrency 1: gateway {cpu['gateway']['gateway']:.3f} ms, "
+          f"its worker {cpu['gateway']['worker']:.3f} ms, "
+          f"direct worker {cpu['direct']['worker']:.3f} ms (behind the relay "
+          f"{cpu['relay']['worker']:.3f} ms, the relay {cpu['relay']['relay']:.3f} ms)"
           "   (no target; compares gateway versions on a loaded machine)")
 
 
@@ -155,7 +206,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=8, help="alternating latency rounds (default 8)")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--serve-relay", nargs=2, metavar=("PORT", "SOCKET"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_relay:  # the byte relay's own process, started by the bench
+        uvloop.run(serve_relay(int(args.serve_relay[0]), args.serve_relay[1]))
+    else:
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
