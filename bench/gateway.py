@@ -92,6 +92,12 @@ async def serve_relay(port: int, socket_path: str) -> None:
     await server.serve_forever()
 
 
+def tcp() -> aiohttp.TCPConnector:
+    """A pool that lets an idle connection go after 4 s, before the gateway closes it (uvicorn's
+    keep-alive, 5 s): a path left idle while another runs must not reuse a closing connection."""
+    return aiohttp.TCPConnector(limit=0, keepalive_timeout=4)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -160,9 +166,10 @@ async def main_async(args) -> None:
                 pass
             time.sleep(0.1)
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock), limit=0)) as ds, \
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as gs:
+                aiohttp.ClientSession(connector=tcp()) as gs, \
+                aiohttp.ClientSession(connector=tcp()) as rs:
             paths = {"direct": (ds, "http://worker/predict", {"worker": direct.pid}),
-                     "relay": (gs, f"http://127.0.0.1:{relay_port}/predict",
+                     "relay": (rs, f"http://127.0.0.1:{relay_port}/predict",
                                {"relay": relay.pid, "worker": direct.pid}),
                      "gateway": (gs, url, {"gateway": server.proc.pid, "worker": worker_pid})}
             for session, target, _ in paths.values():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
+import time
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -198,3 +201,22 @@ def test_answers_name_no_server_software_and_carry_one_request_id(server, pushed
             assert "server" not in resp.headers
             assert "date" in resp.headers
             assert len(resp.headers.get_list("x-request-id")) == 1
+
+
+def test_an_idle_client_connection_outlives_clients_own_pools(server):
+    """Clients keep idle connections for a while (httpx 5 s, aiohttp 15 s) and reuse them; the
+    gateway must not be the one closing them meanwhile. The wait is the scenario itself: an idle
+    spell longer than uvicorn's default keep-alive (5 s), on the same connection."""
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.request("GET", "/health", headers=server.headers)
+        first = conn.getresponse()
+        first.read()
+        sock = conn.sock
+        time.sleep(6)
+        conn.request("GET", "/health", headers=server.headers)
+        again = conn.getresponse()
+        assert again.status == 200 and conn.sock is sock  # answered on the same connection
+    finally:
+        conn.close()

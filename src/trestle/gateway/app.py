@@ -191,6 +191,12 @@ def lock_home(settings: Settings) -> IO:
     return f
 
 
+# How long an idle client connection is kept. Longer than clients keep theirs (httpx 5 s, aiohttp
+# 15 s, as nginx's 75 s default is): a client then never sends a request on a connection that the
+# gateway is closing at that moment, which it would see as "server disconnected".
+CLIENT_KEEP_ALIVE_S = 75
+
+
 def run(settings: Settings) -> None:
     """Run the gateway in the foreground; raises CannotStart, having touched nothing, when the
     port or TRESTLE_HOME is already taken."""
@@ -207,6 +213,7 @@ def run(settings: Settings) -> None:
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
         lifespan="on", access_log=False, log_config=None,
         server_header=False,  # no `server: uvicorn` banner (and one header less to write per answer)
+        timeout_keep_alive=CLIENT_KEEP_ALIVE_S,
         timeout_graceful_shutdown=settings.drain_timeout,
     )
     try:
