@@ -69,9 +69,13 @@ async def serve_relay(port: int, socket_path: str) -> None:
 
         def connection_made(self, transport) -> None:
             self.transport = transport
+            self.early: list[bytes] = []  # what came before the other side was open
 
         def data_received(self, data: bytes) -> None:
-            self.peer.transport.write(data)
+            if self.peer is None:
+                self.early.append(data)
+            else:
+                self.peer.transport.write(data)
 
         def connection_lost(self, exc) -> None:
             if self.peer is not None:
@@ -79,14 +83,13 @@ async def serve_relay(port: int, socket_path: str) -> None:
 
     class Client(Side):
         def connection_made(self, transport) -> None:
-            self.transport = transport
-            transport.pause_reading()  # until the worker's side is open
+            super().connection_made(transport)
             loop.create_task(self.splice())
 
         async def splice(self) -> None:
             _, upstream = await loop.create_unix_connection(Side, socket_path)
             upstream.peer, self.peer = self, upstream
-            self.transport.resume_reading()
+            upstream.transport.write(b"".join(self.early))
 
     server = await loop.create_server(Client, "127.0.0.1", port)
     await server.serve_forever()
