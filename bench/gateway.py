@@ -10,10 +10,14 @@ in the same run, so the figures are ratios against an anchor measured alongside:
   - CPU time per request at concurrency 1 of the gateway process and of the worker (no target):
     unlike latency it hardly moves when other work shares the machine, so it compares versions
     of the gateway on a loaded machine
-  - the floor of a hop on this machine (no target): the same rounds also call the direct worker
-    through a byte relay, a process that copies bytes between the client's TCP connection and
-    the worker's socket and does nothing else (no HTTP), so the added latency of any proxy
-    process, its wake-ups and system calls, is measured in the same run as the gateway's
+  - two floors, measured in the same rounds (no target): the direct worker called through
+    - a byte relay, a process that copies bytes between the client's TCP connection and the
+      worker's socket and does nothing else (no HTTP): what any proxy process adds on this
+      machine, its wake-ups and system calls;
+    - a bare proxy: uvicorn (uvloop, httptools) and trestle's worker client
+      (`trestle.deploy.http1`), the gateway's own stack, relaying the request and nothing else
+      (no routing, request ids, metrics, logs, limits): what that stack adds before any of the
+      gateway's features. The gateway's added latency above it is what its features cost.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -95,6 +100,44 @@ async def serve_relay(port: int, socket_path: str) -> None:
     await server.serve_forever()
 
 
+def serve_bare_proxy(port: int, socket_path: str) -> None:
+    """The bare proxy: uvicorn and `trestle.deploy.http1`, relaying each request to the worker."""
+    import uvicorn
+
+    from trestle.deploy.http1 import HTTP1Transport
+
+    worker = HTTP1Transport.unix(socket_path, "the direct worker", read_timeout=60)
+    drop_request = {b"host", b"content-length", b"connection"}
+    drop_response = {b"date", b"server", b"connection"}
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        message = await receive()
+        headers = [(k, v) for k, v in scope["headers"] if k not in drop_request]
+        upstream = await worker.send(scope["method"], "/predict", headers, message["body"])
+        async with upstream:
+            await send({"type": "http.response.start", "status": upstream.status,
+                        "headers": [(k.lower(), v) for k, v in upstream.headers
+                                    if k.lower() not in drop_response]})
+            async for chunk in upstream.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning", server_header=False)
+
+
+def wait_for_port(port: int) -> None:
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 def tcp() -> aiohttp.TCPConnector:
     """A pool that lets an idle connection go after 4 s, before the gateway closes it (uvicorn's
     keep-alive, 5 s): a path left idle while another runs must not reuse a closing connection."""
@@ -153,9 +196,11 @@ async def main_async(args) -> None:
     direct = subprocess.Popen(
         [sys.executable, "-m", "trestle.runtime", "--model-dir", str(EXAMPLES / "hello"),
          "--socket", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    relay_port = free_port()
+    relay_port, bare_port = free_port(), free_port()
     relay = subprocess.Popen([sys.executable, __file__, "--serve-relay", str(relay_port),
                               str(sock)])
+    bare = subprocess.Popen([sys.executable, __file__, "--serve-bare-proxy", str(bare_port),
+                             str(sock)])
     try:
         push = server.push(EXAMPLES / "hello")
         worker_pid = worker_process(server.proc.pid)
@@ -168,12 +213,17 @@ async def main_async(args) -> None:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        wait_for_port(relay_port)
+        wait_for_port(bare_port)
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock), limit=0)) as ds, \
                 aiohttp.ClientSession(connector=tcp()) as gs, \
-                aiohttp.ClientSession(connector=tcp()) as rs:
+                aiohttp.ClientSession(connector=tcp()) as rs, \
+                aiohttp.ClientSession(connector=tcp()) as bs:
             paths = {"direct": (ds, "http://worker/predict", {"worker": direct.pid}),
                      "relay": (rs, f"http://127.0.0.1:{relay_port}/predict",
                                {"relay": relay.pid, "worker": direct.pid}),
+                     "bare": (bs, f"http://127.0.0.1:{bare_port}/predict",
+                              {"bare": bare.pid, "worker": direct.pid}),
                      "gateway": (gs, url, {"gateway": server.proc.pid, "worker": worker_pid})}
             for session, target, _ in paths.values():
                 await run_load(session, target, 200, 4)  # warm-up: connections, caches
@@ -183,32 +233,36 @@ async def main_async(args) -> None:
                 _, results[name]["rps16"] = await run_load(session, target, args.requests, 16)
     finally:
         relay.terminate()
+        bare.terminate()
         direct.terminate()
         server.stop()
 
-    d, r, g = results["direct"], results["relay"], results["gateway"]
+    d, r, b, g = results["direct"], results["relay"], results["bare"], results["gateway"]
     print(f"{'path':<10}{'p50 ms':>10}{'p99 ms':>10}{'req/s @16':>12}")
-    for row in (d, r, g):
+    for row in (d, r, b, g):
         rps = f"{row['rps16']:>12.0f}" if "rps16" in row else f"{'-':>12}"
         print(f"{row['name']:<10}{row['p50']*1e3:>10.3f}{row['p99']*1e3:>10.3f}{rps}")
     per_round = sorted((gp - dp) * 1e3 for gp, dp in zip(g["round_p50s"], d["round_p50s"]))
     added50 = statistics.median(per_round)
     floor = statistics.median((rp - dp) * 1e3 for rp, dp in zip(r["round_p50s"], d["round_p50s"]))
+    stack = statistics.median((bp - dp) * 1e3 for bp, dp in zip(b["round_p50s"], d["round_p50s"]))
     added99 = (g["p99"] - d["p99"]) * 1e3
     ratio = g["rps16"] / d["rps16"]
     print(f"added p50 at concurrency 1: {added50:.3f} ms   (target <= 0.300 ms) "
           f"{'MET' if added50 <= 0.3 else 'MISSED'}   (median of {len(per_round)} alternating rounds; "
           f"rounds ranged {per_round[0]:.3f} to {per_round[-1]:.3f} ms)")
     print(f"added p99 at concurrency 1: {added99:.3f} ms   (no target; reported)")
-    print(f"floor of a hop on this machine (a byte relay's added p50): {floor:.3f} ms; "
-          f"the gateway's own share above it: {added50 - floor:.3f} ms   (no target; reported)")
+    print(f"floors, added p50 of: a byte relay {floor:.3f} ms; a bare uvicorn + http1 proxy "
+          f"{stack:.3f} ms; the gateway's features above the bare proxy: {added50 - stack:.3f} ms"
+          "   (no target; reported)")
     print(f"throughput at concurrency 16, gateway/direct: {ratio:.2f}x   (target >= 0.50x) "
           f"{'MET' if ratio >= 0.5 else 'MISSED'}")
     cpu = {name: {k: v * 1e3 for k, v in row["cpu"].items()} for name, row in results.items()}
     print(f"CPU per request at concurrency 1: gateway {cpu['gateway']['gateway']:.3f} ms, "
           f"its worker {cpu['gateway']['worker']:.3f} ms, "
           f"direct worker {cpu['direct']['worker']:.3f} ms (behind the relay "
-          f"{cpu['relay']['worker']:.3f} ms, the relay {cpu['relay']['relay']:.3f} ms)"
+          f"{cpu['relay']['worker']:.3f} ms, behind the bare proxy {cpu['bare']['worker']:.3f} ms; "
+          f"the relay {cpu['relay']['relay']:.3f} ms, the bare proxy {cpu['bare']['bare']:.3f} ms)"
           "   (no target; compares gateway versions on a loaded machine)")
 
 
@@ -218,9 +272,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="alternating latency rounds (default 8)")
     parser.add_argument("--serve-relay", nargs=2, metavar=("PORT", "SOCKET"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare-proxy", nargs=2, metavar=("PORT", "SOCKET"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_relay:  # the byte relay's own process, started by the bench
         uvloop.run(serve_relay(int(args.serve_relay[0]), args.serve_relay[1]))
+    elif args.serve_bare_proxy:  # the bare proxy's own process, started by the bench
+        serve_bare_proxy(int(args.serve_bare_proxy[0]), args.serve_bare_proxy[1])
     else:
         asyncio.run(main_async(args))
 
