@@ -212,7 +212,7 @@ def run(settings: Settings) -> None:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
         lifespan="on", access_log=False, log_config=None,
-        server_header=False,  # no `server: uvicorn` banner (and one header less to write per answer)
+        server_header=False,  # no `server: uvicorn` banner (and one header less per answer)
         timeout_keep_alive=CLIENT_KEEP_ALIVE_S,
         timeout_graceful_shutdown=settings.drain_timeout,
     )
