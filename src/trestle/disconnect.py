@@ -11,7 +11,7 @@ the engine's non-streaming answers; the request body must already have been read
 It is on every proxied request, so it costs as little as it can: `work` runs in the caller's own
 task, and a watcher task waiting for `http.disconnect` cancels that task if the client leaves
 first. The watcher is started only once `work` has run for `WATCH_AFTER_S`: most answers are
-complete sooner, and a task per request is a tenth of the gateway's own time on its fastest path.
+complete sooner, and a task per request was 6% of the gateway's CPU on its fastest path.
 A client that leaves earlier is seen then (its `http.disconnect` waits in `receive`).
 """
 
