@@ -139,9 +139,15 @@ def wait_for_port(port: int) -> None:
 
 
 def tcp() -> aiohttp.TCPConnector:
-    """A pool that lets an idle connection go after 4 s, before the gateway closes it (uvicorn's
-    keep-alive, 5 s): a path left idle while another runs must not reuse a closing connection."""
+    """A pool that lets an idle connection go after 4 s, before a server closes it (the bare
+    proxy's: uvicorn's default keep-alive, 5 s): a path left idle while another runs must not
+    reuse a closing connection."""
     return aiohttp.TCPConnector(limit=0, keepalive_timeout=4)
+
+
+def added_per_round(path: dict, base: dict) -> list[float]:
+    """What `path` added to `base`'s p50 in each alternating round, in ms, smallest first."""
+    return sorted((p - b) * 1e3 for p, b in zip(path["round_p50s"], base["round_p50s"]))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -242,10 +248,10 @@ async def main_async(args) -> None:
     for row in (d, r, b, g):
         rps = f"{row['rps16']:>12.0f}" if "rps16" in row else f"{'-':>12}"
         print(f"{row['name']:<10}{row['p50']*1e3:>10.3f}{row['p99']*1e3:>10.3f}{rps}")
-    per_round = sorted((gp - dp) * 1e3 for gp, dp in zip(g["round_p50s"], d["round_p50s"]))
+    per_round = added_per_round(g, d)
     added50 = statistics.median(per_round)
-    floor = statistics.median((rp - dp) * 1e3 for rp, dp in zip(r["round_p50s"], d["round_p50s"]))
-    stack = statistics.median((bp - dp) * 1e3 for bp, dp in zip(b["round_p50s"], d["round_p50s"]))
+    floor = statistics.median(added_per_round(r, d))
+    stack = statistics.median(added_per_round(b, d))
     added99 = (g["p99"] - d["p99"]) * 1e3
     ratio = g["rps16"] / d["rps16"]
     print(f"added p50 at concurrency 1: {added50:.3f} ms   (target <= 0.300 ms) "

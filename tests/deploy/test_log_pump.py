@@ -80,7 +80,6 @@ def test_a_cancelled_pump_closes_its_end(run, tmp_path):
         os.close(write_end)
 
 
-
 def test_a_log_that_cannot_be_written_loses_lines_but_the_pipe_is_read_on(run, tmp_path, caplog):
     """A full disk: the lines of the failed write are lost (with one warning), the worker's
     later lines are copied once writing works again, and the pump ends at end of file."""

@@ -153,8 +153,8 @@ class RequestContext:
                 has_id = False
                 for name, value in headers:
                     name = name.lower()
-                    if name == _CONTENT_LENGTH:
-                        length = value if length is None else length
+                    if name == _CONTENT_LENGTH and length is None:
+                        length = value
                     elif name == _REQUEST_ID:
                         has_id = True
                 streamed = length is None
