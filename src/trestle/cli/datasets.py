@@ -25,7 +25,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Te
 from rich.table import Table
 
 from trestle.cli.client import Client
-from trestle.cli.main import CONTEXT, confirm, emit, output_option, pass_client, yes_option
+from trestle.cli.common import CONTEXT, confirm, emit, output_option, pass_client, yes_option
 
 UPLOAD_TIMEOUT_S = 3600.0  # embedding a large upload on CPU takes a while
 SLICE = 256 * 1024

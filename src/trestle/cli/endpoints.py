@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trestle.cli.client import Client
-from trestle.cli.main import CONTEXT, cli, confirm, emit, output_option, pass_client, yes_option
+from trestle.cli.common import CONTEXT, confirm, emit, output_option, pass_client, yes_option
 
 MAX_FILE_BYTES = 1024 * 1024
 
@@ -47,7 +47,7 @@ def _summary(data: dict) -> str:
             f"variables: {variables}\nsearch: {searches}")
 
 
-@cli.group(context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT)
 def endpoints() -> None:
     """Prompt endpoints: a template, a model and datastores behind one URL."""
 
@@ -120,7 +120,7 @@ def endpoints_delete(client: Client, endpoint_id: str, yes: bool, output: str) -
     emit(output, data, lambda: click.echo(f"deleted endpoint {data['id']} ({data['name']})"))
 
 
-@cli.group(context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT)
 def prices() -> None:
     """What models cost, per 1M tokens (prompt endpoints report costs with them)."""
 
@@ -157,7 +157,7 @@ def prices_list(client: Client, output: str) -> None:
     emit(output, data, text)
 
 
-@cli.command(context_settings=CONTEXT)
+@click.command(context_settings=CONTEXT)
 @click.option("--endpoint", default=None, help="only this endpoint (id or name)")
 @click.option("--since", default=None, help="only calls since then: 30m, 24h, 7d, or an ISO time")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, help="records listed (totals count all)")
