@@ -13,14 +13,9 @@ from hypothesis import strategies as st
 
 from trestle.errors import BadRequest
 from trestle.protocol.errors import error_body
-from trestle.protocol.openai.requests import (
-    AssistantMessage,
-    ChatCompletionRequest,
-    CompletionRequest,
-    ResponseFormatJson,
-    ToolMessage,
-    UserMessage,
-)
+from trestle.protocol.openai.messages import AssistantMessage, ToolMessage, UserMessage
+from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
+from trestle.protocol.openai.structured import ResponseFormatJson
 from trestle.protocol.validation import parse_body
 
 MESSAGES = [{"role": "user", "content": "Hello"}]

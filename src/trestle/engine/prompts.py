@@ -36,15 +36,13 @@ from trestle.engine.model import EngineModel
 from trestle.engine.sampler import SamplingParams
 from trestle.engine.sequence import GenerationSpec
 from trestle.errors import BadRequest, TrestleError
-from trestle.protocol.openai.requests import (
-    ChatCompletionRequest,
-    CompletionRequest,
+from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from trestle.protocol.openai.structured import (
     ResponseFormatGrammar,
     ResponseFormatJson,
     ResponseFormatJsonObject,
     ResponseFormatStructuralTag,
     ResponseFormatText,
-    SamplingRequest,
 )
 
 log = logging.getLogger(__name__)

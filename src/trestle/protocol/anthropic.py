@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from trestle.errors import BadRequest, TrestleError
-from trestle.protocol.openai.requests import FunctionName, StopString, WireModel
+from trestle.protocol.openai.wire import FunctionName, StopString, WireModel
 
 # -- request ------------------------------------------------------------------------------------
 

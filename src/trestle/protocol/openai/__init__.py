@@ -1,2 +1,3 @@
-"""The OpenAI wire format: `requests` (request bodies), `responses` (responses and chunks),
+"""The OpenAI wire format: `requests` (request bodies), built from `messages`, `structured`
+(`response_format` and `tools`) and `wire` (the base model); `responses` (responses and chunks);
 `embeddings` (`/v1/embeddings` requests and responses)."""

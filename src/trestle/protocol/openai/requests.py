@@ -5,7 +5,9 @@
 generated from it with the seed's. It also knows every field of OpenAI's own Chat Completions API
 (`OpenAIOnlyFields`: honoured, accepted with no effect, or refused saying why), so only a field
 neither defines is "unknown". An explicit `null` means the field's default. `CompletionRequest`
-is the prompt-style sibling. Fields the two share are defined once, on `SamplingRequest`.
+is the prompt-style sibling. Fields the two share are defined once, on `SamplingRequest`. Their
+parts live by concept: messages in `messages`, `response_format` and `tools` in `structured`,
+the base model and shared scalars in `wire`.
 
 Parse a body with `trestle.protocol.validation.parse_body(ChatCompletionRequest, raw)`: it turns
 every problem into `trestle.errors.BadRequest` with `param` naming the field.
@@ -19,245 +21,21 @@ field too (see docs/model-api-fields.md).
 
 from __future__ import annotations
 
-import functools
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
-from typing_extensions import TypeAliasType
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from trestle.errors import BadRequest
-
-# -- building blocks ---------------------------------------------------------------------------
-
-
-class WireModel(BaseModel):
-    """Base of every request type: unknown keys are errors, no type coercion ("1" is not 1).
-
-    An explicit `null` for a field that has a default means that default (OpenAI's SDKs send
-    `null` when a caller passes `None`); `null` for a required field is still an error.
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_default(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or None not in data.values():
-            return data
-        optional = _optional_keys(cls)
-        return {k: v for k, v in data.items() if not (v is None and k in optional)}
-
-
-@functools.cache
-def _optional_keys(cls: type[BaseModel]) -> frozenset[str]:
-    """The keys (names and aliases) of `cls`'s fields that have a default."""
-    return frozenset(
-        key
-        for name, field in cls.model_fields.items()
-        if not field.is_required()
-        for key in (name, field.alias)
-        if key
-    )
-
-
-TokenId = Annotated[int, Field(ge=0)]
-StopString = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-# Tool and function names as OpenAI accepts them.
-FunctionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-
-
-# -- messages ----------------------------------------------------------------------------------
-
-
-class TextContentPart(WireModel):
-    """One part of a message's `content` array. Only text parts are served (no images/audio)."""
-
-    type: Literal["text"]
-    text: str
-
-
-MessageContent = Union[str, list[TextContentPart]]
-
-# Content part types OpenAI defines that a text-only model cannot take.
-NON_TEXT_PARTS = ("image_url", "input_audio", "file")
-
-
-def _text_only(content: Any) -> Any:
-    """A content array with an image, audio or file part is refused in words, not by schema path."""
-    if isinstance(content, list):
-        for i, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in NON_TEXT_PARTS:
-                raise ValueError(
-                    f"part {i} is of type {kind!r}, but this model takes text only: send the "
-                    f"content as a string or as parts of type 'text'"
-                )
-    return content
-
-
-class FunctionCall(WireModel):
-    name: FunctionName
-    arguments: str  # JSON text, as the model wrote it
-
-
-class ToolCall(WireModel):
-    """A tool call made by the assistant in an earlier turn."""
-
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class _MessageBase(WireModel):
-    @field_validator("content", mode="before", check_fields=False)
-    @classmethod
-    def _content_is_text(cls, value: Any) -> Any:
-        return _text_only(value)
-
-    def text(self) -> str:
-        """The content as one string (text parts joined), "" when there is none."""
-        content = getattr(self, "content", None)
-        if content is None:
-            return ""
-        if isinstance(content, str):
-            return content
-        return "".join(part.text for part in content)
-
-
-class SystemMessage(_MessageBase):
-    """`developer` (OpenAI's newer name for the system role) is read as `system`."""
-
-    role: Literal["system", "developer"]
-    content: MessageContent
-    name: str | None = None
-
-    @field_validator("role")
-    @classmethod
-    def _developer_is_system(cls, value: str) -> str:
-        return "system"
-
-
-class UserMessage(_MessageBase):
-    role: Literal["user"]
-    content: MessageContent
-    name: str | None = None
-
-
-class AssistantMessage(_MessageBase):
-    """An earlier assistant turn. Takes every field of OpenAI's own response message, so a
-    client can send back `message.model_dump()`: `refusal` stands in for empty content,
-    `annotations` are accepted and not rendered; `audio` and the deprecated `function_call`
-    can only be null (this model answers in text, with `tool_calls`)."""
-
-    role: Literal["assistant"]
-    content: MessageContent | None = None
-    name: str | None = None
-    tool_calls: list[ToolCall] | None = None
-    refusal: str | None = None
-    annotations: list[dict[str, Any]] | None = None
-    audio: dict[str, Any] | None = None
-    function_call: FunctionCall | None = None
-
-    @field_validator("audio")
-    @classmethod
-    def _no_audio(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            raise ValueError("this model takes text only; an assistant audio reference cannot be used")
-        return value
-
-    @field_validator("function_call")
-    @classmethod
-    def _no_function_call(cls, value: FunctionCall | None) -> FunctionCall | None:
-        if value is not None:
-            raise ValueError("the deprecated function_call is not supported; send tool_calls")
-        return value
-
-    @model_validator(mode="after")
-    def _content_or_tool_calls(self) -> "AssistantMessage":
-        if self.content is None and self.refusal is not None:
-            self.content = self.refusal
-        if self.content is None and not self.tool_calls:
-            raise ValueError("an assistant message needs `content` or `tool_calls`")
-        return self
-
-
-class ToolMessage(_MessageBase):
-    role: Literal["tool"]
-    content: MessageContent
-    tool_call_id: str
-
-
-ChatCompletionMessage = TypeAliasType(
-    "ChatCompletionMessage",
-    Annotated[
-        Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage],
-        Field(discriminator="role"),
-    ],
+from trestle.protocol.openai.messages import ChatCompletionMessage, MessageContent
+from trestle.protocol.openai.structured import (
+    ChatCompletionNamedToolChoiceParam,
+    ChatCompletionToolsParam,
+    ResponseFormat,
 )
-
-# -- response_format ---------------------------------------------------------------------------
-
-
-class ResponseFormatText(WireModel):
-    type: Literal["text"]
+from trestle.protocol.openai.wire import StopString, TokenId, WireModel
 
 
-class JsonSchemaSpec(WireModel):
-    """`response_format.json_schema`: OpenAI's structured-output object."""
-
-    # `schema` would shadow a BaseModel attribute, hence the alias.
-    model_config = ConfigDict(populate_by_name=True)
-
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
-    description: str | None = None
-    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormatJson(WireModel):
-    type: Literal["json_schema"]
-    json_schema: JsonSchemaSpec
-
-
-class ResponseFormatJsonObject(WireModel):
-    type: Literal["json_object"]
-
-
-class ResponseFormatGrammar(WireModel):
-    """A grammar the output must match: GBNF (llama.cpp) or Lark, both as llguidance reads them."""
-
-    type: Literal["grammar"]
-    grammar: Annotated[str, StringConstraints(min_length=1)]
-
-
-class StructuralTag(WireModel):
-    """Once `begin` is generated, the text up to `end` must match `schema`."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    begin: Annotated[str, StringConstraints(min_length=1)]
-    tag_schema: dict[str, Any] | None = Field(default=None, alias="schema")
-    end: str
-
-
-class ResponseFormatStructuralTag(WireModel):
-    type: Literal["structural_tag"]
-    structures: Annotated[list[StructuralTag], Field(min_length=1)]
-    triggers: Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
-
-
-ResponseFormat = Annotated[
-    Union[
-        ResponseFormatText,
-        ResponseFormatJson,
-        ResponseFormatJsonObject,
-        ResponseFormatGrammar,
-        ResponseFormatStructuralTag,
-    ],
-    Field(discriminator="type"),
-]
-
-# -- streaming, tools, disaggregation ----------------------------------------------------------
+# -- streaming, disaggregation, predicted outputs --------------------------------------------------
 
 
 class StreamOptions(WireModel):
@@ -265,27 +43,6 @@ class StreamOptions(WireModel):
     # vLLM's extension: every chunk also carries the usage so far (a client that stops reading
     # early knows how many tokens were generated)
     continuous_usage_stats: bool = False
-
-
-class FunctionDefinition(WireModel):
-    name: FunctionName
-    description: str | None = None
-    parameters: dict[str, Any] | None = None  # a JSON schema
-    strict: bool | None = None
-
-
-class ChatCompletionToolsParam(WireModel):
-    type: Literal["function"] = "function"
-    function: FunctionDefinition
-
-
-class ToolChoiceFunction(WireModel):
-    name: FunctionName
-
-
-class ChatCompletionNamedToolChoiceParam(WireModel):
-    type: Literal["function"] = "function"
-    function: ToolChoiceFunction
 
 
 class DisaggregatedParams(WireModel):
