@@ -95,7 +95,7 @@ class TokenCounter:
                        if isinstance(t, str))
         messages = [m for m in payload.get("messages") or [] if isinstance(m, dict)]
         if self.vocab.chat_template:
-            from trestle.engine.template import render_chat
+            from trestle.engine.chat.template import render_chat
 
             try:
                 text = render_chat(self.vocab.chat_template, messages, add_generation_prompt=True,

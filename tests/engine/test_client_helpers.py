@@ -70,7 +70,7 @@ def test_langchain_with_structured_output_json_schema(llm):
 
 def test_langchain_with_structured_output_function_calling(llm):
     # LangChain names the tool in tool_choice and reads the first call back; its parameters
-    # schema says nothing of other keys, so they are closed (trestle.engine.grammar.closed_schema).
+    # schema says nothing of other keys, so they are closed (trestle.engine.decoding.grammar.closed_schema).
     weather = llm.with_structured_output(GetWeather, method="function_calling").invoke(
         "What is the weather in Rome?")
     assert isinstance(weather, GetWeather)

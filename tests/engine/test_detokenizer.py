@@ -1,6 +1,6 @@
 """Incremental detokenization with the real SmolLM2 vocabulary."""
 
-from trestle.engine.detokenizer import Detokenizer
+from trestle.engine.decoding.detokenizer import Detokenizer
 
 
 def make(vocab, **kw) -> Detokenizer:

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from trestle.engine import tools
-from trestle.engine.grammar import GrammarError, Grammars, MaskBatch, closed_schema
-from trestle.engine.sampler import Sampler, SamplingParams
-from trestle.engine.template import render_chat
+from trestle.engine.chat import tools
+from trestle.engine.decoding.grammar import GrammarError, Grammars, MaskBatch, closed_schema
+from trestle.engine.decoding.sampler import Sampler, SamplingParams
+from trestle.engine.chat.template import render_chat
 from trestle.protocol.openai.requests import ChatCompletionRequest
 
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],

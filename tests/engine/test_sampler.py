@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trestle.engine.sampler import Sampler, SamplingParams
+from trestle.engine.decoding.sampler import Sampler, SamplingParams
 
 N = 100
 EOG = np.array([0], dtype=np.int64)

@@ -1,6 +1,6 @@
 """Stop strings across token boundaries: the matched stop (and any prefix of it) never leaks."""
 
-from trestle.engine.stops import StopMatcher
+from trestle.engine.decoding.stops import StopMatcher
 
 
 def feed_all(m: StopMatcher, pieces) -> str:

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from support import SLUG
-from trestle.engine.template import render_chat
-from trestle.engine.template_limits import RenderCancelled
+from trestle.engine.chat.template import render_chat
+from trestle.engine.chat.template_limits import RenderCancelled
 from trestle.errors import BadRequest
 
 # From the report: 295 MB -> 1.8 GB in one request; 18.5 s of rendering on the event loop.

@@ -5,8 +5,8 @@
     text = templates.render("prompt", variables)  # bounded in time and size; run it off the loop
 
 Templates are Jinja2 in the sandbox the engine uses for chat templates
-(`trestle.engine.template`: `ImmutableSandboxedEnvironment`, no unsafe attributes, and the
-limits of `trestle.engine.template_limits` on time and on what a render may build). Each has a
+(`trestle.engine.chat.template`: `ImmutableSandboxedEnvironment`, no unsafe attributes, and the
+limits of `trestle.engine.chat.template_limits` on time and on what a render may build). Each has a
 name for error messages: `prompt`, `messages.N.content`, `search.N.query`.
 
 The variables of an endpoint are every variable its templates read (`jinja2.meta`), less the
@@ -26,8 +26,8 @@ import jinja2
 from jinja2 import meta
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 
-from trestle.engine.template import _environment as sandboxed_environment
-from trestle.engine.template_limits import RenderLimits, TemplateLimit
+from trestle.engine.chat.template import _environment as sandboxed_environment
+from trestle.engine.chat.template_limits import RenderLimits, TemplateLimit
 from trestle.errors import BadRequest
 from trestle.protocol.endpoints import EndpointSpec
 

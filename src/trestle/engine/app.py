@@ -23,7 +23,7 @@ from starlette.routing import Route
 from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
 from trestle.engine.openai import chat_response, completion_response
-from trestle.engine.prompts import prepare_chat, prepare_completion, prepare_off_loop
+from trestle.engine.chat.prompts import prepare_chat, prepare_completion, prepare_off_loop
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
 from trestle.protocol.validation import parse_body
 from trestle.runtime.engine_worker import EngineWorker, engine_app
@@ -37,7 +37,7 @@ class EngineState(EngineWorker):
     scheduler = None
 
     def load(self) -> None:
-        from trestle.engine.grammar import Grammars
+        from trestle.engine.decoding.grammar import Grammars
         from trestle.engine.llama import LlamaModel
         from trestle.engine.scheduler import Scheduler
 

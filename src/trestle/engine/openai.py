@@ -12,7 +12,7 @@ rendering (e.g. Anthropic Messages) sits beside this module with the same two me
 types are `trestle.protocol.openai.responses`.
 
 When the request allows tool calls, the chat rendering reads them out of the text with
-`trestle.engine.tools.ToolCallParser` - the same parser for the whole body and for the chunks,
+`trestle.engine.chat.tools.ToolCallParser` - the same parser for the whole body and for the chunks,
 so streamed `content` and argument fragments, concatenated, equal the whole answer.
 """
 
@@ -25,10 +25,10 @@ from typing import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from trestle.engine import tools
+from trestle.engine.chat import tools
 from trestle.engine.generation import answer
 from trestle.engine.model import EngineModel
-from trestle.engine.prompts import Prepared
+from trestle.engine.chat.prompts import Prepared
 from trestle.engine.scheduler import Scheduler
 from trestle.engine.sequence import Output, TokenOut
 from trestle.errors import TrestleError

@@ -213,7 +213,7 @@ class Scheduler:
     def _fill_masks(self, items) -> None:
         """Fill the token masks of this step's constrained sequences, all together."""
         if self._masks is None:
-            from trestle.engine.grammar import Grammars, MaskBatch
+            from trestle.engine.decoding.grammar import Grammars, MaskBatch
 
             self._masks = MaskBatch(Grammars.of(self.model), rows=self.max_batch)
         self._masks.fill(items)

@@ -14,11 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from trestle.engine.detokenizer import Detokenizer
-from trestle.engine.grammar import Grammar
+from trestle.engine.decoding.detokenizer import Detokenizer
+from trestle.engine.decoding.grammar import Grammar
 from trestle.engine.model import EngineModel
-from trestle.engine.sampler import Sampled, Sampler, SamplingParams
-from trestle.engine.stops import StopMatcher
+from trestle.engine.decoding.sampler import Sampled, Sampler, SamplingParams
+from trestle.engine.decoding.stops import StopMatcher
 
 
 @dataclass

@@ -233,7 +233,7 @@ class SamplingRequest(WireModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
-# Variables the chat template gets from trestle itself (see trestle.engine.template.render_chat);
+# Variables the chat template gets from trestle itself (see trestle.engine.chat.template.render_chat);
 # `chat_template_args` may not set them.
 RESERVED_TEMPLATE_VARIABLES = frozenset(
     {"messages", "add_generation_prompt", "tools", "documents", "bos_token", "eos_token", "template"}

@@ -3,7 +3,7 @@
 Order of operations on a copy of the row (the vLLM order):
 1. masks: `logit_bias` (added), `bad_token_ids`, end tokens while `ignore_eos` or before
    `min_tokens` (also `stop_token_ids` then), tokens the sequence's grammar does not allow
-   (`allowed`, from trestle.engine.grammar) and any token rejected by the caller's `accept`
+   (`allowed`, from trestle.engine.decoding.grammar) and any token rejected by the caller's `accept`
    check (bad phrases) -> -inf;
 2. penalties: `repetition_penalty` (multiplicative over prompt + output tokens: a positive
    logit is divided, a negative one multiplied), then `frequency_penalty` x count and

@@ -52,8 +52,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from pydantic import BaseModel
 
-from trestle.engine import template_limits as limits
-from trestle.engine.template_limits import RenderCancelled, RenderLimits, TemplateLimit  # noqa: F401
+from trestle.engine.chat import template_limits as limits
+from trestle.engine.chat.template_limits import RenderCancelled, RenderLimits, TemplateLimit  # noqa: F401
 from trestle.errors import BadRequest
 
 CACHE_SIZE = 64

@@ -11,7 +11,7 @@ Preparing runs off the event loop, on a few threads of its own (`prepare_off_loo
 template may render for up to a second and a long prompt takes a while to tokenize, and
 neither may hold up other requests. A client that leaves meanwhile cancels its render.
 
-`response_format` and tools become a `Grammar` (trestle.engine.grammar) on the spec: compiled
+`response_format` and tools become a `Grammar` (trestle.engine.decoding.grammar) on the spec: compiled
 here, before anything is queued, so a schema or grammar llguidance cannot compile or enforce is a
 400 naming `response_format` (or `tools[i].function.parameters`) with llguidance's reason.
 """
@@ -30,10 +30,10 @@ from starlette.types import Receive
 
 from trestle.disconnect import race_disconnect
 
-from trestle.engine import tools as tool_calls
-from trestle.engine.grammar import Grammar, GrammarError, Grammars, StructureTag, compact_schema
+from trestle.engine.chat import tools as tool_calls
+from trestle.engine.decoding.grammar import Grammar, GrammarError, Grammars, StructureTag, compact_schema
 from trestle.engine.model import EngineModel
-from trestle.engine.sampler import SamplingParams
+from trestle.engine.decoding.sampler import SamplingParams
 from trestle.engine.sequence import GenerationSpec
 from trestle.errors import BadRequest, TrestleError
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest, SamplingRequest
@@ -53,7 +53,7 @@ class Prepared:
     spec: GenerationSpec
     echo: str  # text to put before the generated text ("" unless `echo`)
     user_hash: str | None  # `user`, recorded as a short hash (never the raw id in logs)
-    tool_calls: bool = False  # the output may hold tool calls: read them back (trestle.engine.tools)
+    tool_calls: bool = False  # the output may hold tool calls: read them back (trestle.engine.chat.tools)
     calls_first: bool = False  # ... only at its very start (a response_format beside the tools)
 
 
@@ -229,7 +229,7 @@ def _spec(
 def prepare_chat(
     req: ChatCompletionRequest, model: EngineModel, cancel: threading.Event | None = None
 ) -> Prepared:
-    from trestle.engine.template import RenderCancelled, render_chat
+    from trestle.engine.chat.template import RenderCancelled, render_chat
 
     grammar = response_grammar(req.response_format, model)
     calls = _tool_grammar(req, model, grammar)
