@@ -1,6 +1,7 @@
 """Continuous batching, disconnects and the bounded queue, against real worker processes."""
 
 import concurrent.futures as cf
+import uuid
 
 import httpx
 import openai
@@ -25,6 +26,26 @@ def test_batched_sequences_equal_their_solo_outputs(client, slug, worker):
     assert together == solo
     # the default system prompt is shared: later requests start from cached KV
     assert worker.stats()["reused_prompt_tokens"] > reused
+
+
+def test_a_prompt_found_in_the_cache_gives_what_computing_it_gave(client, slug, worker):
+    """The same request twice: the first computes its prompt, the second finds all of it but
+    the last token in the prefix cache. Same seed, so the same text and the same logprobs, to
+    the last bit. (llama.cpp computes a batch of 64 tokens or more another way than a smaller
+    one, with logits that differ by up to ~0.7: the part of the prompt never seen is longer.)"""
+    content = f"{uuid.uuid4()}: " + "Please answer carefully. " * 20 + "Name a prime number."
+
+    def once():
+        return client.chat.completions.create(
+            model=slug, messages=[{"role": "user", "content": content}], temperature=1, seed=11,
+            max_tokens=12, logprobs=True, top_logprobs=3)
+
+    computed = once()
+    reused = worker.stats()["reused_prompt_tokens"]
+    cached = once()
+    assert worker.stats()["reused_prompt_tokens"] - reused == computed.usage.prompt_tokens - 1
+    assert cached.choices[0].message.content == computed.choices[0].message.content
+    assert cached.choices[0].logprobs.model_dump() == computed.choices[0].logprobs.model_dump()
 
 
 def test_prefix_copied_from_a_running_sequence_gives_the_same_output(client, slug, worker):
