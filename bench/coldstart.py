@@ -3,8 +3,8 @@
 Run:  .venv/bin/python bench/coldstart.py [--runs 3]
 
 Measured against a floor taken in the same run: starting a bare `python -c "import
-trestle.runtime.server, trestle.runtime.app"` (an interpreter and the worker's imports: no worker
-can answer sooner).
+trestle.runtime.server, trestle.runtime.truss.app"` (an interpreter and the worker's imports: no
+worker can answer sooner).
   - push to first response: `trestle push` (the real CLI, --no-wait) of a model with no
     requirements, then requests until one answers 200           (target: <= 2 s)
   - scale from zero: a deployment with `min_replicas: 0` that has scaled to zero; the time of the
@@ -53,7 +53,7 @@ def floor() -> float:
     return timed([sys.executable, "-c", WORKER_IMPORTS])
 
 
-WORKER_IMPORTS = "import trestle.runtime.server, trestle.runtime.app"
+WORKER_IMPORTS = "import trestle.runtime.server, trestle.runtime.truss.app"
 
 
 def sandboxed(args: list[str]) -> list[str]:

@@ -99,7 +99,7 @@ def test_sync_code_in_threads_logs_with_the_request_id(workers, model_folder):
 
 def test_runtime_workers_do_not_import_the_engine():
     code = (
-        "import sys; from trestle.runtime import server, app; "
+        "import sys; from trestle.runtime import server; from trestle.runtime.truss import app; "
         "assert 'trestle.engine.app' not in sys.modules and 'llama_cpp' not in sys.modules"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from support import free_port, wait_for
 from trestle.protocol.health import WorkerState
 from trestle.runtime.config import DockerServerSection, HealthChecksSection, RuntimeSection
-from trestle.runtime.docker_server import DockerServer
+from trestle.runtime.truss.docker_server import DockerServer
 
 SERVER = """
     import json

@@ -209,7 +209,7 @@ class ScalingConfig(BaseModel):
 
 
 class DockerServerConfig(BaseModel):
-    """A model that is its own HTTP server (trestle.runtime.docker_server)."""
+    """A model that is its own HTTP server (trestle.runtime.truss.docker_server)."""
 
     model_config = ConfigDict(extra="forbid")
 

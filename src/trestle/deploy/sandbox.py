@@ -4,7 +4,8 @@ A worker runs the pushed code of whoever holds an admin key, so it gets only wha
 
 - **Environment**: `PATH`, `LANG`, `PYTHONUNBUFFERED`, `TRESTLE_PARENT_PID` and `HOME` (the
   deployment's own `home/` folder). Nothing of the gateway's (`TRESTLE_HOME`, database URL, keys,
-  ...). The config's `environment_variables` are set by the worker itself (`trestle.runtime.loader`).
+  ...). The config's `environment_variables` are set by the worker itself
+  (`trestle.runtime.truss.loader`).
 - **Files** (when bubblewrap, `/usr/bin/bwrap`, works): a fresh mount namespace holding `/usr` and
   the `/lib*` links, a few files of `/etc`, `/sys` read-only, a new `/proc` (own PID namespace: the
   gateway's processes are invisible), a minimal `/dev`, a private `/tmp`, the Python install and

@@ -1,10 +1,10 @@
 """Which ASGI app a worker serves for a model folder: the model runtime, or an engine by kind.
 
-A config without `engine:` is served by the model runtime (`trestle.runtime.app`); one with it by
-the builder registered for `engine.kind` in `ENGINES`. An engine is added here beside
+A config without `engine:` is served by the model runtime (`trestle.runtime.truss.app`); one with
+it by the builder registered for `engine.kind` in `ENGINES`. An engine is added here beside
 `llama_cpp` (and its kind to `EngineConfig.kind`). Builders import their app when called, so a
 worker imports only the engine it serves (llama.cpp is loaded only by llama_cpp workers).
-A config with `docker_server:` is served by `trestle.runtime.docker_server` (the user's own
+A config with `docker_server:` is served by `trestle.runtime.truss.docker_server` (the user's own
 server, proxied).
 """
 
@@ -29,7 +29,7 @@ AppBuilder = Callable[..., ASGIApp]
 def model_runtime(
     config: ModelConfig, model_dir: Path, *, secrets: Secrets, environment: dict[str, str] | None
 ) -> ASGIApp:
-    from trestle.runtime.app import build_app
+    from trestle.runtime.truss.app import build_app
 
     return build_app(config, model_dir, secrets=secrets, environment=environment)
 
@@ -53,7 +53,7 @@ def sentence_transformers(
 def docker_server(
     config: ModelConfig, model_dir: Path, *, secrets: Secrets, environment: dict[str, str] | None
 ) -> ASGIApp:
-    from trestle.runtime.docker_server import build_app
+    from trestle.runtime.truss.docker_server import build_app
 
     return build_app(config, model_dir)
 

@@ -7,7 +7,7 @@
      "logger": "trestle.runtime", "message": "POST /predict -> 200 (12 ms)"}
 
 `request_id` is null outside a request; a model's traceback is in `message`, trimmed to the
-user's frames (`trestle.runtime.tracebacks`). What the model prints goes to the log as it is.
+user's frames (`trestle.runtime.truss.tracebacks`). What the model prints goes to the log as it is.
 `RequestIdMiddleware` sets the request id (see `trestle.requestid`) for the request, echoes it
 back, and writes one log line per request."""
 

@@ -4,7 +4,7 @@
                               [--secrets-file PATH] [--deployment-id ID] [--environment NAME]
 
 Reads `DIR/config.yaml`; serves the app `trestle.runtime.engines` picks for it (the engine of its
-`engine.kind`, else the model runtime of `trestle.runtime.app`). The secrets
+`engine.kind`, else the model runtime of `trestle.runtime.truss.app`). The secrets
 file (a JSON object `{name: value}`) is read and then deleted. Serves with uvicorn (uvloop,
 httptools), access log off: the runtime logs one line per request itself, with its
 `x-request-id`.

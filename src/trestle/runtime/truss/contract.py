@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from trestle.runtime.loader import ModelDefinitionError
+from trestle.runtime.truss.loader import ModelDefinitionError
 
 ENDPOINT_METHODS = ("predict", "chat_completions", "completions", "embeddings", "messages",
                     "responses")

@@ -8,12 +8,12 @@
 
 `runtime.predict_concurrency` slots bound the user code: one request holds one slot for
 preprocess + predict + postprocess together; a stream frees its slot when its generator is
-exhausted (`trestle.runtime.streaming`). Sync methods run in a thread pool with the request's
+exhausted (`trestle.runtime.truss.streaming`). Sync methods run in a thread pool with the request's
 context (so their log lines carry the request id); async ones run on the event loop.
 
 Exceptions from user code become a generic 500 (the trimmed traceback goes to the log), except
 `HTTPException`, which keeps its status and detail. Reading the request and writing the response
-is `trestle.runtime.app`'s part.
+is `trestle.runtime.truss.app`'s part.
 """
 
 from __future__ import annotations
@@ -36,12 +36,18 @@ from trestle import requestid
 from trestle.runtime.config import CONFIG_FILE
 from trestle.errors import TrestleError
 from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
-from trestle.runtime import healthcheck
-from trestle.runtime.contract import ENDPOINT_METHODS, Method, ModelSpec, describe_model
-from trestle.runtime.loader import DATA_DIR, ModelDefinitionError, code_roots, construct, import_model_class
+from trestle.runtime.truss import healthcheck
+from trestle.runtime.truss.contract import ENDPOINT_METHODS, Method, ModelSpec, describe_model
+from trestle.runtime.truss.loader import (
+    DATA_DIR,
+    ModelDefinitionError,
+    code_roots,
+    construct,
+    import_model_class,
+)
 from trestle.runtime.secrets import Secrets
-from trestle.runtime.streaming import BufferedStream
-from trestle.runtime.tracebacks import user_traceback
+from trestle.runtime.truss.streaming import BufferedStream
+from trestle.runtime.truss.tracebacks import user_traceback
 
 if TYPE_CHECKING:
     from trestle.deploy.config import ModelConfig
@@ -91,7 +97,7 @@ class LoadedModel:
         self.environment = environment
         self.state = WorkerState.LOADING
         self.error: str | None = None
-        self.health_failures = 0  # failed is_healthy() checks in a row (trestle.runtime.healthcheck)
+        self.health_failures = 0  # failed is_healthy() checks in a row (truss.healthcheck)
         self.health_call: asyncio.Future | None = None  # a sync is_healthy() still running
         self.model: object | None = None
         self.spec: ModelSpec | None = None
@@ -103,7 +109,8 @@ class LoadedModel:
     # -- loading -------------------------------------------------------------------------
     async def load(self) -> None:
         """Import, construct and load the model; sets `state` (never raises). Then, when the
-        Model defines `is_healthy`, polls it until it is unhealthy (`trestle.runtime.healthcheck`)."""
+        Model defines `is_healthy`, polls it until it is unhealthy
+        (`trestle.runtime.truss.healthcheck`)."""
         started = time.perf_counter()
         step = f"importing {self.config.model_module_dir}/{self.config.model_class_filename}"
         try:

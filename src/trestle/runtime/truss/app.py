@@ -10,9 +10,10 @@
     GET  /v1/models/model/schema    predict's input/output JSON schemas (pydantic annotations)
 
 This module is the HTTP half: it reads and validates the body (JSON or msgpack:
-`trestle.runtime.bodies`), holds the request's concurrency slot, and turns what the model
+`trestle.runtime.truss.bodies`), holds the request's concurrency slot, and turns what the model
 returned into a response (JSON or msgpack, the user's own Response, a stream, or a stream
-gathered into one JSON answer). Loading and calling the model is `trestle.runtime.host.LoadedModel`.
+gathered into one JSON answer). Loading and calling the model is
+`trestle.runtime.truss.host.LoadedModel`.
 
 Loading starts in the background when the app starts (the server is already accepting
 connections), so `/health` answers at once. Until the model is ready, every other path gets a
@@ -41,11 +42,11 @@ from trestle import pydantic_compat
 from trestle.errors import BadRequest, NotFound, TrestleError, Unavailable
 from trestle.protocol.errors import error_for, exception_handlers
 from trestle.protocol.health import WorkerState
-from trestle.runtime import bodies
-from trestle.runtime.contract import Method
-from trestle.runtime.host import LoadedModel
+from trestle.runtime.truss import bodies
+from trestle.runtime.truss.contract import Method
+from trestle.runtime.truss.host import LoadedModel
 from trestle.runtime.secrets import Secrets
-from trestle.runtime.streaming import BufferedStream, StreamResponse
+from trestle.runtime.truss.streaming import BufferedStream, StreamResponse
 
 if TYPE_CHECKING:
     from trestle.deploy.config import ModelConfig

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from trestle.protocol.health import WorkerState
 
 if TYPE_CHECKING:
-    from trestle.runtime.host import LoadedModel
+    from trestle.runtime.truss.host import LoadedModel
 
 logger = logging.getLogger("trestle.runtime")
 
