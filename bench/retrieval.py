@@ -35,10 +35,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from trestle.endpoints.chunking import ChunkingOptions, chunk_text
-from trestle.endpoints.datastore import Datastore
-from trestle.endpoints.embedder import MINILM_SLUG, WorkerEmbedder
-from trestle.endpoints.ingest import UploadedFile
+from trestle.endpoints.retrieval.chunking import ChunkingOptions, chunk_text
+from trestle.endpoints.retrieval.datastore import Datastore
+from trestle.endpoints.retrieval.embedder import MINILM_SLUG, WorkerEmbedder
+from trestle.endpoints.retrieval.ingest import UploadedFile
 from trestle.store import Store, sqlite_url
 from trestle.store.datasets import NewChunk, NewDocument
 from trestle.store.records import Dataset

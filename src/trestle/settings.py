@@ -13,7 +13,8 @@ Request bodies are bounded while they stream in (413 past the limit), by route:
     /model/.../predict, /model/.../sync/...   TRESTLE_MAX_PREDICT_BODY_BYTES   default 64 MiB
     /api/v1/push                              the upload limit of `trestle.deploy.build.package`
     /api/datasets/{id}/upload                 DATASET_UPLOAD_BYTES (the files' limit of
-                                              `trestle.endpoints.ingest`, and the form around them)
+                                              `trestle.endpoints.retrieval.ingest`, and the
+                                              form around them)
     everything else (/v1/*, /api/*, ...)      TRESTLE_MAX_BODY_BYTES           default 8 MiB
 
 `Limits` bounds what a push may carry; each limit is a `trestle serve` option and an environment
@@ -29,8 +30,8 @@ from pathlib import Path
 
 DEFAULT_PORT = 8700
 MiB = 1024 * 1024
-# A dataset upload's body: `trestle.endpoints.ingest.MAX_UPLOAD_BYTES` of files (100 MiB) and
-# 1 MiB of multipart framing and other fields (a test checks the two agree).
+# A dataset upload's body: `trestle.endpoints.retrieval.ingest.MAX_UPLOAD_BYTES` of files (100 MiB)
+# and 1 MiB of multipart framing and other fields (a test checks the two agree).
 DATASET_UPLOAD_BYTES = 101 * MiB
 PUSH_PATH = "/api/v1/push"
 

@@ -83,8 +83,8 @@ def store_url(request, tmp_path) -> str:
 
 
 def open_datastore(runner: asyncio.Runner, url: str, worker: EmbeddingsWorker):
-    from trestle.endpoints.datastore import Datastore
-    from trestle.endpoints.embedder import WorkerEmbedder
+    from trestle.endpoints.retrieval.datastore import Datastore
+    from trestle.endpoints.retrieval.embedder import WorkerEmbedder
     from trestle.store import Store
 
     async def go():
@@ -108,7 +108,7 @@ def datastore(runner, store_url, embeddings_worker):
 
 def data_files(*names: str, **metadata):
     """tests/data documents as UploadedFile, all of them when no names are given."""
-    from trestle.endpoints.ingest import UploadedFile
+    from trestle.endpoints.retrieval.ingest import UploadedFile
 
     paths = [DATA / n for n in names] if names else sorted(DATA.iterdir())
     return [UploadedFile(p.name, p.read_bytes(), dict(metadata)) for p in paths]

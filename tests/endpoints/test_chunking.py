@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from trestle.endpoints.chunking import ChunkingOptions, chunk_text
+from trestle.endpoints.retrieval.chunking import ChunkingOptions, chunk_text
 
 WORDS = st.lists(
     st.text(alphabet=st.characters(categories=["L", "N", "P"]), min_size=1, max_size=30),

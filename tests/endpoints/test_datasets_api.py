@@ -257,7 +257,7 @@ def test_keys_admin_writes_invoke_searches(server, api, handbook):
 
 
 def test_the_gateway_upload_limit_holds_the_ingest_limit_and_the_form():
-    from trestle.endpoints.ingest import MAX_UPLOAD_BYTES
+    from trestle.endpoints.retrieval.ingest import MAX_UPLOAD_BYTES
     from trestle.settings import DATASET_UPLOAD_BYTES
 
     assert MAX_UPLOAD_BYTES < DATASET_UPLOAD_BYTES <= MAX_UPLOAD_BYTES + 2 * 1024 * 1024

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from endpoints.conftest import MINILM_SLUG, data_files
-from trestle.endpoints.chunking import ChunkingOptions
-from trestle.endpoints.ingest import UploadedFile
+from trestle.endpoints.retrieval.chunking import ChunkingOptions
+from trestle.endpoints.retrieval.ingest import UploadedFile
 from trestle.errors import BadRequest, NotFound, PayloadTooLarge
 
 # A question, and the document (and for CSV rows, a column value) that holds its answer.
@@ -91,7 +91,7 @@ def test_sqlite_search_through_the_inverted_file(run, runner, tmp_path, embeddin
     index's build (searching exactly meanwhile), later searches go through it and find the same
     documents, and an upload and a delete reach it."""
     from endpoints.conftest import open_datastore
-    from trestle.endpoints import vector_index
+    from trestle.endpoints.retrieval import vector_index
     from trestle.store import sqlite_url
 
     monkeypatch.setattr(vector_index, "IVF_MIN_ROWS", 20)
@@ -134,7 +134,7 @@ def test_sqlite_keyword_search_from_memory(run, runner, tmp_path, embeddings_wor
     FTS5 ranks again, so the new chunk is found at once, until the index has been read anew,
     which finds it too."""
     from endpoints.conftest import open_datastore
-    from trestle.endpoints import keyword_index, search_sqlite
+    from trestle.endpoints.retrieval import keyword_index, search_sqlite
     from trestle.store import sqlite_url
 
     in_memory = []
@@ -309,8 +309,8 @@ def test_an_unreachable_embeddings_worker_stores_nothing(run, datastore):
     import httpx
 
     from endpoints.conftest import free_port
-    from trestle.endpoints.datastore import Datastore
-    from trestle.endpoints.embedder import WorkerEmbedder
+    from trestle.endpoints.retrieval.datastore import Datastore
+    from trestle.endpoints.retrieval.embedder import WorkerEmbedder
     from trestle.errors import Unavailable
 
     run(datastore.create_dataset("offline"))
@@ -328,7 +328,7 @@ def test_limits_and_bad_options(run, datastore, monkeypatch):
     with pytest.raises(BadRequest) as caught:
         run(datastore.upload("limits", [UploadedFile("notes.docx", b"x")]))
     assert caught.value.param == "files" and ".docx" in caught.value.message
-    monkeypatch.setattr("trestle.endpoints.ingest.MAX_FILE_BYTES", 100)
+    monkeypatch.setattr("trestle.endpoints.retrieval.ingest.MAX_FILE_BYTES", 100)
     with pytest.raises(PayloadTooLarge):
         run(datastore.upload("limits", data_files("bakery.txt")))
     with pytest.raises(BadRequest):
@@ -384,7 +384,7 @@ def test_keyword_search_keeps_to_its_dataset_when_uploads_interleave(run, datast
                                                                      runs):
     """Two datasets whose chunk ids interleave: keyword search (alpha 0) in one never returns
     the other's chunks, whether the dataset is named by runs of ids or by a join (SQLite)."""
-    from trestle.endpoints import vector_index
+    from trestle.endpoints.retrieval import vector_index
 
     monkeypatch.setattr(vector_index, "MAX_RANGES", runs)
     run(datastore.create_dataset("coast"))

@@ -10,8 +10,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from trestle.endpoints.keyword_index import TOKENIZE, Tokenizer, read_keyword_index
-from trestle.endpoints.search_sqlite import match_expression
+from trestle.endpoints.retrieval.keyword_index import TOKENIZE, Tokenizer, read_keyword_index
+from trestle.endpoints.retrieval.search_sqlite import match_expression
 from trestle.store import Store, sqlite_url
 from trestle.store.datasets import NewChunk, NewDocument
 
@@ -146,7 +146,7 @@ def test_the_tokenizer_splits_and_stems_as_the_store_does(run, store):
 
 def test_a_deleted_datasets_keyword_read_is_dropped(run, store, monkeypatch):
     """A read started by a search, then the dataset deleted before it ends: nothing is kept."""
-    from trestle.endpoints import search_sqlite
+    from trestle.endpoints.retrieval import search_sqlite
 
     monkeypatch.setattr(search_sqlite, "KEYWORD_MIN_ROWS", 20)
     ds = add(run, store, "brief", texts(50, seed=8))
@@ -170,7 +170,7 @@ def test_a_deleted_datasets_keyword_read_is_dropped(run, store, monkeypatch):
 def test_an_older_keyword_index_is_dropped_as_soon_as_it_is_seen(run, store, monkeypatch):
     """After an upload the index no longer matches the dataset: it is let go at once (a dataset
     that shrank below the threshold would otherwise keep it for good), and a new one is read."""
-    from trestle.endpoints import search_sqlite
+    from trestle.endpoints.retrieval import search_sqlite
 
     monkeypatch.setattr(search_sqlite, "KEYWORD_MIN_ROWS", 20)
     ds = add(run, store, "growing", texts(50, seed=9))

@@ -7,9 +7,9 @@ import importlib.util
 import pytest
 
 from endpoints.conftest import DATA
-from trestle.endpoints.chunking import ChunkingOptions
-from trestle.endpoints.ingest import chunks_of
-from trestle.endpoints.parsing import parse_file
+from trestle.endpoints.retrieval.chunking import ChunkingOptions
+from trestle.endpoints.retrieval.ingest import chunks_of
+from trestle.endpoints.retrieval.parsing import parse_file
 from trestle.errors import BadRequest
 
 

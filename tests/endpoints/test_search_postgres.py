@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 
-from trestle.endpoints.search_postgres import PostgresSearch
+from trestle.endpoints.retrieval.search_postgres import PostgresSearch
 from trestle.store import Store
 from trestle.store.datasets import NewChunk, NewDocument
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trestle.endpoints import vector_index
-from trestle.endpoints.vector_index import VectorIndex, build_ivf, exact_nearest
+from trestle.endpoints.retrieval import vector_index
+from trestle.endpoints.retrieval.vector_index import VectorIndex, build_ivf, exact_nearest
 from trestle.store.datasets import Change
 
 DIM = 32

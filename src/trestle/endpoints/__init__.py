@@ -1,12 +1,9 @@
-"""Prompt endpoints' data side: datastores (datasets of documents, hybrid search).
+"""Prompt endpoints and the datastores they search.
 
 Read top-down:
-    datastore       `Datastore`: create datasets, upload files, search, rows, delete documents
-    ingest          parse → chunk → embed → store, atomically; upload limits
-    parsing         text, Markdown, PDF (pypdf), CSV (one row per row) to text pieces
-    chunking        pieces to chunks of a configurable size and overlap, whole words only
-    embedder        the client of the embeddings worker (`/v1/embeddings`)
-    search          the search interface, the fusion formula, option checks
-    search_sqlite   FTS5 BM25 + an in-memory exact vector index (the default store)
-    search_postgres pgvector HNSW + PostgreSQL full text
+    prompt          a call of a prompt endpoint → the OpenAI request its model gets
+    templates       an endpoint's templates: checked when it is created, rendered per call
+    costs           what a call costs: tokens × the model's price per 1M tokens
+    access_log      the `last_accessed` time of searched rows, written in batches
+    retrieval/      datastores: datasets of documents, ingest, hybrid search
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-from trestle.endpoints.embedder import MINILM_SLUG
+from trestle.endpoints.retrieval.embedder import MINILM_SLUG
 from trestle.errors import BadRequest
 
 SMOLLM2_SLUG = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -2,7 +2,7 @@
 
     gateway = await Gateway.open(settings)     # store migrated and open, deployments coming back
     gateway.routing.route(model_id)            # the routing table (trestle.deploy.routing)
-    datastore = await gateway.datastore()      # datasets and search (trestle.endpoints.datastore)
+    datastore = await gateway.datastore()      # datasets and search (endpoints.retrieval.datastore)
     await gateway.close()
 
 Opening creates the first API key when auth is on and none exists (written to
@@ -42,7 +42,7 @@ from trestle.store.changes import ChangeFeed
 if TYPE_CHECKING:
     import httpx
 
-    from trestle.endpoints.datastore import Datastore
+    from trestle.endpoints.retrieval.datastore import Datastore
 
 log = logging.getLogger("trestle.gateway")
 
@@ -107,8 +107,8 @@ class Gateway:
             return self._datastore
         async with self._datastore_lock:
             if self._datastore is None:
-                from trestle.endpoints.datastore import Datastore
-                from trestle.endpoints.embedder import routed_embedder
+                from trestle.endpoints.retrieval.datastore import Datastore
+                from trestle.endpoints.retrieval.embedder import routed_embedder
 
                 embedder, client = routed_embedder(self.routing)
                 datastore = Datastore(self.store.datasets, embedder)

@@ -4,7 +4,7 @@ One definition per wire type, used by the gateway (`trestle.gateway.endpoints.da
 tests. Search results are the items of the prompt-endpoint response's `search_results`
 (`data`, `embedding`, `image_paths`, `confidence`, `metadata {documentId, rowId, url}`,
 `variable`, `last_accessed`, `query`); `top_k`, `alpha` and `filter` are checked by
-`trestle.endpoints.search.check_query`, which names the field.
+`trestle.endpoints.retrieval.search.check_query`, which names the field.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 
 A dataset holds documents; a document holds chunks, each with its text, its `data` fields, the
 text that was embedded and its vector (float32, stored durably here; searching is the job of
-`trestle.endpoints.search`). `add_documents` writes every document of an upload in one
+`trestle.endpoints.retrieval.search`). `add_documents` writes every document of an upload in one
 transaction: either all of them are stored, or none (a failure leaves nothing half-ingested).
 Every upload and delete bumps the dataset's `version`, which in-memory search indexes compare with
 their own. Deleting a document deletes its chunks (and, through the foreign keys and the SQLite

@@ -19,8 +19,8 @@ Errors (`trestle.protocol.errors.error_for`) carry the message twice: `{"message
 envelope of the rest of the API.
 
 An upload's body is bounded by the gateway's body limit for this route
-(`trestle.settings.DATASET_UPLOAD_BYTES`: the 100 MiB of files of `trestle.endpoints.ingest`
-and the form around them); past it, a 413 while it streams in.
+(`trestle.settings.DATASET_UPLOAD_BYTES`: the 100 MiB of files of
+`trestle.endpoints.retrieval.ingest` and the form around them); past it, a 413 while it streams in.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from trestle.endpoints.chunking import ChunkingOptions
-from trestle.endpoints.ingest import MAX_FILES, UploadedFile
+from trestle.endpoints.retrieval.chunking import ChunkingOptions
+from trestle.endpoints.retrieval.ingest import MAX_FILES, UploadedFile
 from trestle.errors import BadRequest, PayloadTooLarge
 from trestle.gateway.context import Gateway
 from trestle.protocol import datasets as wire

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from trestle.deploy.routing import RoutingTable
-from trestle.endpoints.search import check_query
+from trestle.endpoints.retrieval.search import check_query
 from trestle.endpoints.templates import EndpointTemplates
 from trestle.errors import BadRequest, NotFound
 from trestle.gateway.context import Gateway

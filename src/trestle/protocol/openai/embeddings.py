@@ -1,8 +1,8 @@
 """OpenAI `POST /v1/embeddings`: the request and response bodies.
 
 One definition per wire type, used by the embeddings worker (`trestle.embeddings.app`), the
-datastore's client of it (`trestle.endpoints.embedder`) and the tests. `input` is a string or a
-list of strings (token-id arrays are refused with a 400 that says so); `encoding_format` is
+datastore's client of it (`trestle.endpoints.retrieval.embedder`) and the tests. `input` is a string
+or a list of strings (token-id arrays are refused with a 400 that says so); `encoding_format` is
 `float` (lists of numbers) or `base64` (little-endian float32 bytes, as OpenAI sends them);
 `dimensions` must equal the model's (the worker refuses others: it does not shorten vectors).
 """

@@ -7,9 +7,9 @@ Create Date: 2026-11-22
 On SQLite, `chunks_fts` is an FTS5 index over `chunks.text` (English stemming: the porter
 tokenizer over unicode61, like PostgreSQL's `english` configuration; external content: it
 stores only the index), kept in step by triggers, so that a chunk and its index entry are
-written and removed in the same transaction. PostgreSQL's search tables (pgvector, full text) are created by
-the PostgreSQL search implementation (`trestle.endpoints.search_postgres`), because they need an
-extension that not every server has.
+written and removed in the same transaction. PostgreSQL's search tables (pgvector, full text) are
+created by the PostgreSQL search implementation (`trestle.endpoints.retrieval.search_postgres`),
+because they need an extension that not every server has.
 """
 
 from __future__ import annotations

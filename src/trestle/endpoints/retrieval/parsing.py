@@ -5,13 +5,13 @@
 The format comes from the file name's extension (`.txt`, `.text`, `.md`, `.markdown`, `.pdf`,
 `.csv`). Text and Markdown give one piece (Markdown is kept as written: its markup is words to
 search too); a PDF gives one piece per page with `data.page`; a CSV gives one piece per row whose
-`data` holds the row's columns (all strings) and whose text is `column: value` lines, so that
-every column is searchable. Each piece is chunked afterwards (`trestle.endpoints.chunking`);
-CSV rows are never split.
+`data` holds the row's columns (all strings) and whose text is `column: value` lines, so that every
+column is searchable. Each piece is chunked afterwards (`trestle.endpoints.retrieval.chunking`); CSV
+rows are never split.
 
 Bad input is a `BadRequest` naming the file: an unknown extension, text that is not UTF-8, a PDF
 pypdf cannot read, a CSV without a header row or with more than `MAX_CSV_COLUMNS` columns.
-Parsing is CPU work: callers run it off the event loop (`trestle.endpoints.ingest` does).
+Parsing is CPU work: callers run it off the event loop (`trestle.endpoints.retrieval.ingest` does).
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
-"""`SqliteSearch`: hybrid search on the SQLite store (see `trestle.endpoints.search`).
+"""`SqliteSearch`: hybrid search on the SQLite store (see `trestle.endpoints.retrieval.search`).
 
-Keyword scores: SQLite FTS5's `bm25()` over `chunks_fts` (created by the store's migrations and
-kept in step with `chunks` by triggers); the query's words are OR-ed, each quoted. The dataset
-is named inside FTS5 by rowid ranges (runs of its chunks' ids, known from the vector index), so
-only its own matches are scored and no `chunks` row is read; the keyword query and the matrix
-product run at the same time. From 20,000 chunks on, a `KeywordIndex` read from FTS5's index
-in a background task (`trestle.endpoints.keyword_index`) scores the query in memory instead,
-while it is as current as the dataset; after a change, FTS5 again until it has been read anew.
+Keyword scores: SQLite FTS5's `bm25()` over `chunks_fts` (created by the store's migrations and kept
+in step with `chunks` by triggers); the query's words are OR-ed, each quoted. The dataset is named
+inside FTS5 by rowid ranges (runs of its chunks' ids, known from the vector index), so only its own
+matches are scored and no `chunks` row is read; the keyword query and the matrix product run at the
+same time. From 20,000 chunks on, a `KeywordIndex` read from FTS5's index in a background task
+(`trestle.endpoints.retrieval.keyword_index`) scores the query in memory instead, while it is as
+current as the dataset; after a change, FTS5 again until it has been read anew.
 
-Vectors: one `VectorIndex` per dataset in memory (`trestle.endpoints.vector_index`): an exact
-matrix product below 20,000 chunks, an inverted-file index (faiss) from there on, trained in a
-background task while searches stay exact. It is loaded from the `chunks.vector` column on the
-first search, follows this process's uploads and deletes (`apply`), and is reloaded when the
-dataset's `version` in the store differs from its own (another process changed the dataset).
+Vectors: one `VectorIndex` per dataset in memory (`trestle.endpoints.retrieval.vector_index`): an
+exact matrix product below 20,000 chunks, an inverted-file index (faiss) from there on, trained in a
+background task while searches stay exact. It is loaded from the `chunks.vector` column on the first
+search, follows this process's uploads and deletes (`apply`), and is reloaded when the dataset's
+`version` in the store differs from its own (another process changed the dataset).
 """
 
 from __future__ import annotations
@@ -27,11 +27,16 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from trestle.endpoints.keyword_index import (
+from trestle.endpoints.retrieval.keyword_index import (
     KEYWORD_MIN_ROWS, KeywordIndex, Tokenizer, read_keyword_index,
 )
-from trestle.endpoints.search import CANDIDATES, Hit, fuse, query_words
-from trestle.endpoints.vector_index import MAX_RANGES, VectorIndex, build_ivf, exact_nearest
+from trestle.endpoints.retrieval.search import CANDIDATES, Hit, fuse, query_words
+from trestle.endpoints.retrieval.vector_index import (
+    MAX_RANGES,
+    VectorIndex,
+    build_ivf,
+    exact_nearest,
+)
 from trestle.store.datasets import Change, DatasetStore
 from trestle.store.records import Dataset
 from trestle.store.tables import ChunkRow, DocumentRow

@@ -12,13 +12,13 @@
     rows = await datastore.rows("handbook", limit=100, after=0)
     await datastore.delete_document("handbook", docs[0].id)
 
-Datasets are named by id or name (`ref`). Errors come from `trestle.errors`: NotFound for an
-unknown dataset or document, BadRequest naming the field (`top_k`, `alpha`, `filter`, `files`,
-`metadata`, `query`), PayloadTooLarge for uploads over a limit (`trestle.endpoints.ingest`),
+Datasets are named by id or name (`ref`). Errors come from `trestle.errors`: NotFound for an unknown
+dataset or document, BadRequest naming the field (`top_k`, `alpha`, `filter`, `files`, `metadata`,
+`query`), PayloadTooLarge for uploads over a limit (`trestle.endpoints.retrieval.ingest`),
 Unavailable when the embeddings worker cannot be reached.
 
-`search` embeds the query with the same model as the chunks (the last `QUERY_CACHE` query
-vectors are kept), runs the hybrid search of `trestle.endpoints.search` (the fusion formula is
+`search` embeds the query with the same model as the chunks (the last `QUERY_CACHE` query vectors
+are kept), runs the hybrid search of `trestle.endpoints.retrieval.search` (the fusion formula is
 documented there) and records `last_accessed` of the chunks it returns (written in batches by
 `trestle.endpoints.access_log`; `close()` writes what is pending). `search_vector` takes a ready
 query vector instead (for callers that embed many queries at once).
@@ -37,10 +37,10 @@ from collections import OrderedDict
 import numpy as np
 
 from trestle.endpoints.access_log import AccessLog
-from trestle.endpoints.chunking import ChunkingOptions
-from trestle.endpoints.embedder import Embedder, Progress
-from trestle.endpoints.ingest import UploadedFile, check_metadata, ingest
-from trestle.endpoints.search import SearchIndex, check_query, search_index
+from trestle.endpoints.retrieval.chunking import ChunkingOptions
+from trestle.endpoints.retrieval.embedder import Embedder, Progress
+from trestle.endpoints.retrieval.ingest import UploadedFile, check_metadata, ingest
+from trestle.endpoints.retrieval.search import SearchIndex, check_query, search_index
 from trestle.errors import BadRequest
 from trestle.store.datasets import DatasetStore, NewChunk, NewDocument, RowUpdate
 from trestle.store.records import Chunk, Dataset, Document

@@ -10,13 +10,13 @@
 tables), `apply(dataset_id, change)` after an upload or delete commits, and `search(...)`.
 Implementations:
 
-- `trestle.endpoints.search_sqlite.SqliteSearch`: keyword scores from SQLite FTS5's `bm25()`
-  (from 20,000 chunks, the same formula over FTS5's index read into memory:
-  `trestle.endpoints.keyword_index`); vectors from an in-memory index per dataset
-  (`trestle.endpoints.vector_index`: exact below 20,000 chunks, an inverted file from faiss
-  above), loaded from the vectors stored durably in SQLite and kept up to date on upload and
+- `trestle.endpoints.retrieval.search_sqlite.SqliteSearch`: keyword scores from SQLite FTS5's
+  `bm25()` (from 20,000 chunks, the same formula over FTS5's index read into memory:
+  `trestle.endpoints.retrieval.keyword_index`); vectors from an in-memory index per dataset
+  (`trestle.endpoints.retrieval.vector_index`: exact below 20,000 chunks, an inverted file from
+  faiss above), loaded from the vectors stored durably in SQLite and kept up to date on upload and
   delete (reloaded when another process changed the dataset: the dataset's `version` says so).
-- `trestle.endpoints.search_postgres.PostgresSearch`: pgvector's HNSW index (cosine) and
+- `trestle.endpoints.retrieval.search_postgres.PostgresSearch`: pgvector's HNSW index (cosine) and
   PostgreSQL full text search (`ts_rank_cd`).
 
 How scores are fused (the same for both): the candidates are the `CANDIDATES` best chunks by
@@ -98,10 +98,10 @@ class SearchIndex(Protocol):
 def search_index(datasets: DatasetStore) -> SearchIndex:
     """The implementation for the store's database."""
     if datasets.dialect == "postgresql":
-        from trestle.endpoints.search_postgres import PostgresSearch
+        from trestle.endpoints.retrieval.search_postgres import PostgresSearch
 
         return PostgresSearch(datasets)
-    from trestle.endpoints.search_sqlite import SqliteSearch
+    from trestle.endpoints.retrieval.search_sqlite import SqliteSearch
 
     return SqliteSearch(datasets)
 

@@ -3,9 +3,9 @@
     documents = await ingest(datasets, index, embedder, dataset, files, ChunkingOptions())
 
 Parsing and chunking run in a thread (PDF extraction is CPU work), embedding in the embeddings
-worker (`trestle.endpoints.embedder`), storing in one transaction (`DatasetStore.add_documents`).
-Anything that fails — a file that does not parse, the worker, the database — fails the whole
-upload and nothing of it is stored.
+worker (`trestle.endpoints.retrieval.embedder`), storing in one transaction
+(`DatasetStore.add_documents`). Anything that fails — a file that does not parse, the worker, the
+database — fails the whole upload and nothing of it is stored.
 
 Limits (`PayloadTooLarge` naming the limit, else `BadRequest` naming the file): `MAX_FILES`
 files, `MAX_FILE_BYTES` each, `MAX_UPLOAD_BYTES` in all, `MAX_CHUNKS` chunks, metadata a JSON
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from trestle.endpoints.chunking import ChunkingOptions, chunk_text
-from trestle.endpoints.embedder import Embedder, Progress
-from trestle.endpoints.parsing import Piece, file_format, parse_file
-from trestle.endpoints.search import SearchIndex
+from trestle.endpoints.retrieval.chunking import ChunkingOptions, chunk_text
+from trestle.endpoints.retrieval.embedder import Embedder, Progress
+from trestle.endpoints.retrieval.parsing import Piece, file_format, parse_file
+from trestle.endpoints.retrieval.search import SearchIndex
 from trestle.errors import BadRequest, PayloadTooLarge
 from trestle.store.datasets import DatasetStore, NewChunk, NewDocument
 from trestle.store.records import Dataset, Document

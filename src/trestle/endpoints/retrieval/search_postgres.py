@@ -1,4 +1,5 @@
-"""`PostgresSearch`: hybrid search on the PostgreSQL store (see `trestle.endpoints.search`).
+"""`PostgresSearch`: hybrid search on the PostgreSQL store (see
+`trestle.endpoints.retrieval.search`).
 
 Vectors: pgvector. `prepare()` creates the extension (it must be installed on the server:
 scripts/install-pgvector builds it on Debian 12), a table `chunk_vectors (chunk_id, dataset_id,
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import UserDefinedType
 
-from trestle.endpoints.search import CANDIDATES, Hit, fuse, query_words
+from trestle.endpoints.retrieval.search import CANDIDATES, Hit, fuse, query_words
 from trestle.errors import Unavailable
 from trestle.store.datasets import Change, DatasetStore
 from trestle.store.records import Dataset
