@@ -118,10 +118,27 @@ def run_trestle(weights: Path, threads: int, streams: int, tokens: int, work: Pa
     return measured(proc, url, SMOLLM2_SLUG, tokens, streams, work / "trestle.log")
 
 
+# `python -m llama_cpp.server` with the weight buffers trestle's engine uses (no "extra" buffer
+# types: trestle.engine.llama turns them off because llama.cpp's AMX matmul crashes this build in
+# the first decode on CPUs with AMX, and so does llama_cpp.server's). Same weights, same kernels.
+ANCHOR = """
+import runpy, sys
+import llama_cpp.llama_cpp as lib
+default_params = lib.llama_model_default_params
+def model_params():
+    params = default_params()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = model_params
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_llama_cpp_server(weights: Path, threads: int, streams: int, tokens: int, work: Path) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start([sys.executable, "-m", "llama_cpp.server", "--model", str(weights), "--model_alias", "smollm2",
+    proc = start([sys.executable, "-c", ANCHOR, "--model", str(weights), "--model_alias", "smollm2",
                   "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "2048",
                   "--host", "127.0.0.1", "--port", str(port), "--verbose", "False",
                   # queue concurrent requests instead of aborting the running one
