@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from trestle.engine.chat import tools
+from trestle.engine.chat.template import render_chat
 from trestle.engine.decoding.grammar import GrammarError, Grammars, MaskBatch, closed_schema
 from trestle.engine.decoding.sampler import Sampler, SamplingParams
-from trestle.engine.chat.template import render_chat
 from trestle.protocol.openai.requests import ChatCompletionRequest
 
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],

@@ -8,8 +8,8 @@ from importlib.resources import files
 
 import pytest
 
-from trestle.engine.llama import LlamaModel
 from trestle.engine.chat.template import MAX_OUTPUT_CHARS, compile_template, render_chat
+from trestle.engine.llama import LlamaModel
 from trestle.errors import BadRequest
 from trestle.protocol.openai.requests import ChatCompletionRequest
 from trestle.protocol.validation import parse_body

@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from trestle.deploy.config import ModelConfig
 from trestle.engine.builtin import resolve_weights
-from trestle.engine.openai import chat_response, completion_response
 from trestle.engine.chat.prompts import prepare_chat, prepare_completion, prepare_off_loop
+from trestle.engine.openai import chat_response, completion_response
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
 from trestle.protocol.validation import parse_body
 from trestle.runtime.engine_worker import EngineWorker, engine_app

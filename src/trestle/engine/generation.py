@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from trestle.disconnect import race_disconnect
-from trestle.engine.model import EngineModel
 from trestle.engine.chat.prompts import Prepared
+from trestle.engine.model import EngineModel
 from trestle.engine.scheduler import Scheduler
 from trestle.engine.sequence import Output, Sequence, merge
 from trestle.errors import TrestleError

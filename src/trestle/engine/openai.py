@@ -26,14 +26,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from trestle.engine.chat import tools
+from trestle.engine.chat.prompts import Prepared
 from trestle.engine.generation import answer
 from trestle.engine.model import EngineModel
-from trestle.engine.chat.prompts import Prepared
 from trestle.engine.scheduler import Scheduler
 from trestle.engine.sequence import Output, TokenOut
 from trestle.errors import TrestleError
-from trestle.protocol.openai import responses as r
 from trestle.protocol.errors import error_body
+from trestle.protocol.openai import responses as r
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest
 
 log = logging.getLogger(__name__)

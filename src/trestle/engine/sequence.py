@@ -16,9 +16,9 @@ import numpy as np
 
 from trestle.engine.decoding.detokenizer import Detokenizer
 from trestle.engine.decoding.grammar import Grammar
-from trestle.engine.model import EngineModel
 from trestle.engine.decoding.sampler import Sampled, Sampler, SamplingParams
 from trestle.engine.decoding.stops import StopMatcher
+from trestle.engine.model import EngineModel
 
 
 @dataclass

@@ -33,9 +33,9 @@ from trestle.deploy.backend import ReplicaBackend
 from trestle.deploy.lifecycle import Lifecycle
 from trestle.deploy.manager import DeploymentManager
 from trestle.deploy.routing import RoutingTable
+from trestle.gateway.access.ratelimit import RateLimiter, limiter_for
 from trestle.metrics import Metrics, StateCollector
 from trestle.settings import Settings
-from trestle.gateway.access.ratelimit import RateLimiter, limiter_for
 from trestle.store import Store, keys
 from trestle.store.changes import ChangeFeed
 

@@ -32,8 +32,8 @@ from trestle.disconnect import race_disconnect
 
 from trestle.engine.chat import tools as tool_calls
 from trestle.engine.decoding.grammar import Grammar, GrammarError, Grammars, StructureTag, compact_schema
-from trestle.engine.model import EngineModel
 from trestle.engine.decoding.sampler import SamplingParams
+from trestle.engine.model import EngineModel
 from trestle.engine.sequence import GenerationSpec
 from trestle.errors import BadRequest, TrestleError
 from trestle.protocol.openai.requests import ChatCompletionRequest, CompletionRequest, SamplingRequest

@@ -42,10 +42,10 @@ from trestle import pydantic_compat
 from trestle.errors import BadRequest, NotFound, TrestleError, Unavailable
 from trestle.protocol.errors import error_for, exception_handlers
 from trestle.protocol.health import WorkerState
+from trestle.runtime.secrets import Secrets
 from trestle.runtime.truss import bodies
 from trestle.runtime.truss.contract import Method
 from trestle.runtime.truss.host import LoadedModel
-from trestle.runtime.secrets import Secrets
 from trestle.runtime.truss.streaming import BufferedStream, StreamResponse
 
 if TYPE_CHECKING:

@@ -33,9 +33,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from trestle import requestid
-from trestle.runtime.config import CONFIG_FILE
 from trestle.errors import TrestleError
 from trestle.protocol.health import WorkerHealth, WorkerState, not_ready
+from trestle.runtime.config import CONFIG_FILE
+from trestle.runtime.secrets import Secrets
 from trestle.runtime.truss import healthcheck
 from trestle.runtime.truss.contract import ENDPOINT_METHODS, Method, ModelSpec, describe_model
 from trestle.runtime.truss.loader import (
@@ -45,7 +46,6 @@ from trestle.runtime.truss.loader import (
     construct,
     import_model_class,
 )
-from trestle.runtime.secrets import Secrets
 from trestle.runtime.truss.streaming import BufferedStream
 from trestle.runtime.truss.tracebacks import user_traceback
 
