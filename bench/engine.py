@@ -122,7 +122,7 @@ def run_trestle(weights: Path, threads: int, streams: int, tokens: int, work: Pa
 # types: trestle.engine.llama turns them off because llama.cpp's AMX matmul crashes this build in
 # the first decode on CPUs with AMX, and so does llama_cpp.server's). Same weights, same kernels.
 ANCHOR = """
-import runpy, sys
+import runpy
 import llama_cpp.llama_cpp as lib
 default_params = lib.llama_model_default_params
 def model_params():
@@ -130,7 +130,6 @@ def model_params():
     params.use_extra_bufts = False
     return params
 lib.llama_model_default_params = model_params
-sys.argv[0] = "llama_cpp.server"
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
